@@ -1,0 +1,168 @@
+"""`Anonymizer`: detector + tracker + face anonymizer, one frame at a time.
+
+This is the object people embed in their own loop (`anon(frame_bgr)`), and the pipeline uses
+its two halves on separate threads: `track()` (stateful, in frame order) and `apply()`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+
+import numpy as np
+
+from streamanon.types import Detections, Frame
+
+log = logging.getLogger(__name__)
+
+CLASSIC_METHODS = ("blur", "pixelate", "solid", "mask")
+
+
+@dataclass
+class Options:
+    """Every knob of an anonymization run; the CLI flags map one to one onto these."""
+
+    method: str = "blur"
+    detector: str = "centerface"
+    thresh: float = 0.5
+    low_thresh: float = 0.1
+    input_size: int | None = 640
+    mask_scale: float = 1.3
+    coast_s: float = 0.5
+    threads: int | None = None
+    landmarks: bool | None = None  # None: only when the method needs them
+    # Generative method (issue: --method ida)
+    epsilon: float = 1.0
+    neighbours: int = 8
+    k_classes: int = 2
+    seed: int = 0
+    keep_appearance: bool = False
+    keep_geometry: bool = False
+    fallback: str = "blur"
+
+    def needs_landmarks(self) -> bool:
+        if self.landmarks is not None:
+            return self.landmarks
+        return self.method in ("mask", "ida")
+
+
+@dataclass
+class Counters:
+    frames: int = 0
+    faces: int = 0
+    detections: int = 0
+    coasted: int = 0
+    fallbacks: int = 0
+    track_ids: set[int] = field(default_factory=set)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["tracks"] = len(self.track_ids)
+        del d["track_ids"]
+        return d
+
+
+def _make_face_anonymizer(opts: Options):
+    """The per-face method: a classic redactor or the generative anonymizer."""
+    if opts.method in CLASSIC_METHODS:
+        from streamanon.anonymize.classic import make_redactor
+
+        return make_redactor(opts.method, mask_scale=opts.mask_scale)
+    if opts.method == "ida":
+        from streamanon.anonymize.generative import GenerativeAnonymizer
+
+        return GenerativeAnonymizer(opts)
+    from streamanon.errors import InputError
+
+    raise InputError(f"unknown method {opts.method!r} (choose from {', '.join(METHODS)})")
+
+
+METHODS = (*CLASSIC_METHODS, "ida")
+
+
+class Anonymizer:
+    """Anonymize faces in BGR frames.
+
+    >>> anon = Anonymizer(method="blur")
+    >>> out = anon(frame_bgr)            # a new, anonymized image
+    """
+
+    fps_hint = 30.0
+
+    def __init__(self, options: Options | None = None, /, **kwargs) -> None:
+        from streamanon.detect import make_detector
+        from streamanon.track import FaceTracker
+
+        opts = options or Options()
+        for k, v in kwargs.items():
+            if not hasattr(opts, k):
+                raise TypeError(f"unknown option {k!r}")
+            setattr(opts, k, v)
+        self.options = opts
+        self.detector = make_detector(
+            opts.detector,
+            thresh=min(opts.low_thresh, opts.thresh),
+            input_size=opts.input_size,
+            landmarks=opts.needs_landmarks(),
+            threads=opts.threads,
+        )
+        self.tracker = FaceTracker(
+            thresh=opts.thresh, low_thresh=opts.low_thresh, coast_s=opts.coast_s
+        )
+        self.face_anonymizer = _make_face_anonymizer(opts)
+        from streamanon.anonymize.classic import make_redactor
+
+        # Fail-closed cover for faces the chosen method could not handle.
+        self._cover = make_redactor("solid", mask_scale=opts.mask_scale)
+        self.counters = Counters()
+        self._lock = threading.Lock()
+        self._next_index = 0
+
+    def track(self, frame: Frame) -> Frame:
+        """Detect and track; stores every face to anonymize on ``frame.faces``. In frame order."""
+        dets = self.detector(frame.image)
+        faces = self.tracker.update(dets, frame.time)
+        ended = self.tracker.pop_ended()
+        if ended and hasattr(self.face_anonymizer, "forget"):
+            self.face_anonymizer.forget([t.id for t in ended])
+        frame.faces = faces
+        c = self.counters
+        c.frames += 1
+        c.detections += int((dets.score >= self.options.thresh).sum()) if len(dets) else 0
+        c.faces += len(faces)
+        if faces.coasting is not None:
+            c.coasted += int(faces.coasting.sum())
+        if faces.track_id is not None:
+            c.track_ids.update(int(i) for i in faces.track_id if i >= 0)
+        return frame
+
+    def apply(self, frame: Frame) -> Frame:
+        """Anonymize ``frame.faces`` in place. Any failure covers the faces (fail closed)."""
+        faces = frame.faces
+        if len(faces) == 0:
+            return frame
+        try:
+            self.face_anonymizer.apply(frame.image, faces)
+        except Exception as exc:  # noqa: BLE001 - never let a face through unanonymized
+            log.warning(
+                "frame %d: %s failed (%s); faces covered", frame.index, self.options.method, exc
+            )
+            self.counters.fallbacks += len(faces)
+            self._cover.apply(frame.image, faces)
+        return frame
+
+    def __call__(self, image: np.ndarray, t: float | None = None) -> np.ndarray:
+        """Anonymize one BGR frame (a copy is returned). ``t``: its time in seconds."""
+        with self._lock:
+            idx = self._next_index
+            self._next_index += 1
+        if t is None:
+            t = idx / self.fps_hint  # no clock given: assume a steady frame rate
+        frame = Frame(image.copy(), idx, round(t * 1_000_000), Fraction(1, 1_000_000))
+        return self.apply(self.track(frame)).image
+
+    def detections(self, image: np.ndarray) -> Detections:
+        """Raw detector output for one image (no tracking)."""
+        return self.detector(image)

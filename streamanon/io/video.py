@@ -1,0 +1,370 @@
+"""Video files and streams on PyAV: decode to BGR frames, encode them back with timing intact.
+
+The reader demuxes the video stream and, unless asked not to, the audio streams. Audio packets
+are not decoded: they ride through the pipeline beside the frames and are remuxed untouched.
+Frames keep their pts and time base, so variable frame rate and odd time bases survive.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+from streamanon.errors import InputError, OutputError
+from streamanon.types import Frame
+
+log = logging.getLogger(__name__)
+
+# Tags that say where, by whom or with what device footage was taken. Stripped unless the user
+# asks to keep metadata: a face-free video that still carries GPS is not anonymous.
+_IDENTIFYING = re.compile(
+    r"location|gps|xyz|iso6709|serial|comment|description|artist|author|make|model|"
+    r"user|owner|copyright|keywords|title|album|software|encoder|handler_name",
+    re.IGNORECASE,
+)
+
+_DEFAULT_CODEC = {
+    ".mp4": "libx264",
+    ".m4v": "libx264",
+    ".mov": "libx264",
+    ".mkv": "libx264",
+    ".avi": "libx264",
+    ".ts": "libx264",
+    ".flv": "libx264",
+    ".webm": "libvpx-vp9",
+    ".gif": "gif",
+}
+
+
+@dataclass(slots=True)
+class AudioPacket:
+    """A demuxed, undecoded packet of a stream that is copied to the output."""
+
+    packet: av.Packet
+    stream_index: int
+
+
+def scrub_metadata(tags: dict[str, str], keep: bool) -> dict[str, str]:
+    """Container/stream tags to write: everything when ``keep``, else the non-identifying ones."""
+    if keep:
+        return dict(tags)
+    return {k: v for k, v in tags.items() if not _IDENTIFYING.search(k)}
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    codec: str
+    time_base: Fraction
+    average_rate: Fraction | None
+    frames: int
+    duration_s: float | None
+    bit_rate: int | None
+    pix_fmt: str | None
+    metadata: dict[str, str]
+    audio_streams: list[int] = field(default_factory=list)
+
+
+class VideoReader:
+    """Iterate over a video's frames (``Frame``) and, optionally, its audio packets.
+
+    ``corrupt_packets`` counts packets the decoder rejected; they are skipped, not fatal.
+    """
+
+    def __init__(
+        self,
+        source: str | Path,
+        *,
+        audio: bool = True,
+        options: dict[str, str] | None = None,
+        format: str | None = None,
+        timeout: float | tuple[float, float] | None = None,
+        threads: bool = True,
+    ) -> None:
+        self.source = str(source)
+        try:
+            self.container = av.open(
+                self.source, mode="r", options=options or {}, format=format, timeout=timeout
+            )
+        except FileNotFoundError:
+            raise InputError(f"{self.source}: no such file") from None
+        except (av.error.InvalidDataError, av.error.EOFError):
+            raise InputError(f"{self.source}: not a video or image file PyAV can read") from None
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.source}: cannot open ({_ffmsg(exc)})") from None
+        vstreams = self.container.streams.video
+        if not vstreams:
+            self.container.close()
+            raise InputError(f"{self.source}: has no video stream")
+        self.stream = vstreams[0]
+        try:
+            ctx = self.stream.codec_context
+            if threads:
+                ctx.thread_type = "AUTO"
+        except av.error.FFmpegError as exc:
+            self.container.close()
+            raise InputError(f"{self.source}: unsupported video codec ({_ffmsg(exc)})") from None
+        if self.stream.codec_context.codec is None or self.stream.codec_context.width == 0:
+            self.container.close()
+            raise InputError(f"{self.source}: unsupported or unreadable video stream")
+        self.audio_streams = list(self.container.streams.audio) if audio else []
+        self.corrupt_packets = 0
+        self.rotation = 0
+
+    @property
+    def info(self) -> VideoInfo:
+        s = self.stream
+        ctx = s.codec_context
+        duration = None
+        if s.duration is not None and s.time_base is not None:
+            duration = float(s.duration * s.time_base)
+        elif self.container.duration is not None:
+            duration = self.container.duration / av.time_base
+        return VideoInfo(
+            width=ctx.width,
+            height=ctx.height,
+            codec=ctx.name,
+            time_base=s.time_base or Fraction(1, 90000),
+            average_rate=s.average_rate or s.guessed_rate,
+            frames=s.frames,
+            duration_s=duration,
+            bit_rate=ctx.bit_rate or None,
+            pix_fmt=ctx.pix_fmt,
+            metadata=dict(self.container.metadata),
+            audio_streams=[a.index for a in self.audio_streams],
+        )
+
+    def __iter__(self) -> Iterator[Frame | AudioPacket]:
+        index = 0
+        streams = [self.stream, *self.audio_streams]
+        tb = self.stream.time_base
+        try:
+            packets = self.container.demux(streams)
+            while True:
+                try:
+                    packet = next(packets)
+                except StopIteration:
+                    break
+                except (av.error.InvalidDataError, av.error.UndefinedError) as exc:
+                    # A broken container chunk: count it and keep demuxing what follows.
+                    self.corrupt_packets += 1
+                    log.debug("skipping unreadable data: %s", exc)
+                    continue
+                if packet.stream.type == "audio":
+                    if packet.dts is not None and packet.size:
+                        yield AudioPacket(packet, packet.stream.index)
+                    continue
+                try:
+                    frames = packet.decode()
+                except (av.error.InvalidDataError, av.error.UndefinedError, ValueError) as exc:
+                    self.corrupt_packets += 1
+                    log.debug("skipping corrupt packet: %s", exc)
+                    continue
+                for vf in frames:
+                    if index == 0:
+                        self.rotation = int(getattr(vf, "rotation", 0) or 0)
+                    image = vf.to_ndarray(format="bgr24")
+                    yield Frame(image, index, vf.pts, vf.time_base or tb)
+                    index += 1
+        except av.error.FFmpegError as exc:
+            raise InputError(f"{self.source}: read failed ({_ffmsg(exc)})") from None
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> VideoReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class VideoWriter:
+    """Encode BGR frames (and copied audio packets) into a container.
+
+    The output stream is created on the first frame, so its size is the real decoded size.
+    ``codec=None`` picks a default from the file extension; ``crf``/``preset`` apply to x264/x265.
+    """
+
+    def __init__(
+        self,
+        target: str | Path,
+        reader_info: VideoInfo | None = None,
+        *,
+        audio_from: VideoReader | None = None,
+        codec: str | None = None,
+        crf: int | None = 20,
+        preset: str | None = "veryfast",
+        bit_rate: int | None = None,
+        pix_fmt: str | None = None,
+        codec_options: dict[str, str] | None = None,
+        keep_metadata: bool = False,
+        rotation: int = 0,
+        format: str | None = None,
+        options: dict[str, str] | None = None,
+        fps: float | Fraction | None = None,
+    ) -> None:
+        self.target = str(target)
+        self.info = reader_info
+        ext = Path(self.target).suffix.lower()
+        self.codec = codec or _DEFAULT_CODEC.get(ext, "libx264")
+        self.crf, self.preset, self.bit_rate = crf, preset, bit_rate
+        self.pix_fmt = pix_fmt
+        self.codec_options = dict(codec_options or {})
+        self.rotation = rotation
+        self.fps = fps
+        try:
+            self.container = av.open(self.target, mode="w", format=format, options=options or {})
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.target}: cannot write ({_ffmsg(exc)})") from None
+        except (PermissionError, IsADirectoryError, FileNotFoundError) as exc:
+            raise OutputError(f"{self.target}: cannot write ({exc.strerror})") from None
+        tags = reader_info.metadata if reader_info else {}
+        for k, v in scrub_metadata(tags, keep_metadata).items():
+            if k.lower() not in ("major_brand", "minor_version", "compatible_brands", "encoder"):
+                self.container.metadata[k] = v
+        # Audio streams are added after the video stream (so video stays stream 0).
+        self._audio_from = audio_from
+        self._keep_metadata = keep_metadata
+        self._audio_wanted = {a.index for a in audio_from.audio_streams} if audio_from else set()
+        self.audio_map: dict[int, av.stream.Stream] = {}
+        self.stream: av.video.stream.VideoStream | None = None
+        self._pending: list[AudioPacket] = []
+        self._tb: Fraction | None = None
+        self._last_pts: int | None = None
+        self.frames_written = 0
+
+    def _open_stream(self, frame: Frame) -> None:
+        h, w = frame.image.shape[:2]
+        rate = self.fps or (self.info.average_rate if self.info else None) or Fraction(25, 1)
+        rate = Fraction(rate).limit_denominator(100000)
+        try:
+            stream = self.container.add_stream(self.codec, rate=rate)
+        except (ValueError, av.error.FFmpegError, av.codec.codec.UnknownCodecError) as exc:
+            raise OutputError(
+                f"{self.target}: encoder {self.codec!r} unavailable ({exc})"
+            ) from None
+        stream.width, stream.height = w - w % 2, h - h % 2
+        supported = [f.name for f in (stream.codec_context.codec.video_formats or [])]
+        wanted = self.pix_fmt or "yuv420p"
+        if supported and wanted not in supported:
+            wanted = supported[0]
+        stream.pix_fmt = wanted
+        if self.codec in ("gif",):
+            stream.width, stream.height = w, h
+        tb = (
+            frame.time_base
+            if frame.time_base is not None
+            else (self.info.time_base if self.info else None)
+        )
+        if tb is not None:
+            stream.time_base = tb
+            stream.codec_context.time_base = tb
+        opts = dict(self.codec_options)
+        if self.codec in ("libx264", "libx265") and self.bit_rate is None:
+            if self.crf is not None:
+                opts.setdefault("crf", str(self.crf))
+            if self.preset:
+                opts.setdefault("preset", self.preset)
+        if self.bit_rate:
+            stream.bit_rate = int(self.bit_rate)
+        stream.options = opts
+        if self.rotation:
+            try:
+                stream.set_display_rotation(self.rotation)
+            except (AttributeError, ValueError, av.error.FFmpegError) as exc:
+                log.warning("rotation %d° could not be kept: %s", self.rotation, exc)
+        self.stream = stream
+        self._tb = tb
+        if self._audio_from is not None:
+            for a in self._audio_from.audio_streams:
+                try:
+                    out = self.container.add_stream_from_template(a)
+                except (ValueError, av.error.FFmpegError) as exc:
+                    log.warning(
+                        "audio stream %d cannot go into %s (%s): dropped", a.index, self.target, exc
+                    )
+                    continue
+                for k, v in scrub_metadata(dict(a.metadata), self._keep_metadata).items():
+                    out.metadata[k] = v
+                self.audio_map[a.index] = out
+
+    def write(self, frame: Frame) -> None:
+        if self.stream is None:
+            self._open_stream(frame)
+        stream = self.stream
+        assert stream is not None
+        img = frame.image
+        if img.shape[1] != stream.width or img.shape[0] != stream.height:
+            img = img[: stream.height, : stream.width]
+        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        pts = frame.pts
+        if pts is None or self._tb is None or frame.time_base != self._tb:
+            pts = None if self._last_pts is None else self._last_pts + 1
+            pts = 0 if pts is None else pts
+        elif self._last_pts is not None and pts <= self._last_pts:
+            # Encoders reject non-increasing timestamps; nudge instead of dropping a frame.
+            pts = self._last_pts + 1
+        vf.pts = pts
+        if self._tb is not None:
+            vf.time_base = self._tb
+        self._last_pts = pts
+        try:
+            for p in stream.encode(vf):
+                self.container.mux(p)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.target}: encoding failed ({_ffmsg(exc)})") from None
+        self.frames_written += 1
+
+    def write_audio(self, item: AudioPacket) -> None:
+        if self.stream is None:
+            # Audio before the first video frame waits for the output streams to exist.
+            if item.stream_index in self._audio_wanted:
+                self._pending.append(item)
+            return
+        out = self.audio_map.get(item.stream_index)
+        if out is None:
+            return
+        self._flush_pending()
+        self._mux_audio(item, out)
+
+    def _mux_audio(self, item: AudioPacket, out: av.stream.Stream) -> None:
+        item.packet.stream = out
+        try:
+            self.container.mux(item.packet)
+        except av.error.FFmpegError as exc:
+            log.debug("audio packet dropped: %s", exc)
+
+    def _flush_pending(self) -> None:
+        pending, self._pending = self._pending, []
+        for item in pending:
+            if item.stream_index in self.audio_map:
+                self._mux_audio(item, self.audio_map[item.stream_index])
+
+    def close(self) -> None:
+        try:
+            if self.stream is not None:
+                self._flush_pending()
+                for p in self.stream.encode(None):
+                    self.container.mux(p)
+        finally:
+            self.container.close()
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _ffmsg(exc: BaseException) -> str:
+    msg = getattr(exc, "strerror", None) or str(exc)
+    return str(msg).strip().splitlines()[0] if msg else type(exc).__name__

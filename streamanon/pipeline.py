@@ -1,0 +1,169 @@
+"""The threaded stage graph: source → detect+track → anonymize → sink.
+
+Each stage runs on its own thread and talks to the next through a bounded queue, so a slow
+stage applies backpressure instead of letting frames pile up. Decode/encode (PyAV) and
+inference (ONNX Runtime) release the GIL, which is what makes threads pay off here.
+
+Items that are not frames (copied audio packets) ride through every stage untouched, in
+order, so the sink can remux them beside the frames they came with.
+
+Privacy rules kept in this one place:
+- a live source may drop frames only before detection (``drop_when_busy``); after that, every
+  frame is either anonymized and emitted or not emitted at all;
+- any exception in a stage stops the whole graph; nothing after the failing frame is written.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from streamanon.types import Frame
+
+_END = object()
+
+
+@dataclass
+class StageTimes:
+    """Wall time spent inside each stage's function, and how many frames it saw."""
+
+    seconds: dict[str, float] = field(default_factory=dict)
+    frames: dict[str, int] = field(default_factory=dict)
+    dropped: int = 0
+
+    def add(self, name: str, dt: float) -> None:
+        self.seconds[name] = self.seconds.get(name, 0.0) + dt
+        self.frames[name] = self.frames.get(name, 0) + 1
+
+    def ms_per_frame(self) -> dict[str, float]:
+        return {k: 1000.0 * v / max(1, self.frames.get(k, 0)) for k, v in self.seconds.items()}
+
+
+class Cancelled(Exception):
+    """Raised in the caller's thread when the run was stopped (Ctrl-C, SIGTERM)."""
+
+
+def run_pipeline(
+    source: Iterable[Any],
+    stages: list[tuple[str, Callable[[Frame], Frame]]],
+    sink: Callable[[Any], None],
+    *,
+    queue_size: int = 8,
+    drop_when_busy: bool = False,
+    stop: threading.Event | None = None,
+    times: StageTimes | None = None,
+) -> StageTimes:
+    """Run ``source`` through ``stages`` into ``sink``; returns per-stage times.
+
+    ``stages`` are (name, function) pairs applied in order to every Frame; the source and the
+    sink each get a thread too. ``stop`` may be set from outside (signal handler) to end early:
+    ``Cancelled`` is then raised after all threads have finished.
+    """
+    stop = stop or threading.Event()
+    times = times or StageTimes()
+    queues = [queue.Queue(maxsize=queue_size) for _ in range(len(stages) + 1)]
+    errors: list[BaseException] = []
+    lock = threading.Lock()
+
+    def fail(exc: BaseException) -> None:
+        with lock:
+            errors.append(exc)
+        stop.set()
+
+    def put(q: queue.Queue, item: Any) -> bool:
+        """Blocking put that gives up when the run is stopping."""
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def get(q: queue.Queue) -> Any:
+        while True:
+            try:
+                return q.get(timeout=0.1)
+            except queue.Empty:
+                if stop.is_set():
+                    return _END
+
+    def read() -> None:
+        q = queues[0]
+        try:
+            for item in source:
+                if stop.is_set():
+                    break
+                t0 = time.perf_counter()
+                if drop_when_busy and isinstance(item, Frame) and q.full():
+                    times.dropped += 1  # live source: the only place a frame may be dropped
+                    continue
+                if not put(q, item):
+                    break
+                times.add("read", time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
+            fail(exc)
+        finally:
+            put(q, _END) if not stop.is_set() else None
+
+    def work(name: str, fn: Callable[[Frame], Frame], qin: queue.Queue, qout: queue.Queue) -> None:
+        try:
+            while True:
+                item = get(qin)
+                if item is _END:
+                    break
+                if isinstance(item, Frame):
+                    t0 = time.perf_counter()
+                    item = fn(item)
+                    times.add(name, time.perf_counter() - t0)
+                if not put(qout, item):
+                    return
+        except BaseException as exc:  # noqa: BLE001
+            fail(exc)
+            return
+        if not stop.is_set():
+            put(qout, _END)
+
+    def write() -> None:
+        q = queues[-1]
+        try:
+            while True:
+                item = get(q)
+                if item is _END:
+                    break
+                t0 = time.perf_counter()
+                sink(item)
+                if isinstance(item, Frame):
+                    times.add("write", time.perf_counter() - t0)
+        except BaseException as exc:  # noqa: BLE001
+            fail(exc)
+
+    threads = [threading.Thread(target=read, name="read", daemon=True)]
+    for i, (name, fn) in enumerate(stages):
+        threads.append(
+            threading.Thread(
+                target=work, args=(name, fn, queues[i], queues[i + 1]), name=name, daemon=True
+            )
+        )
+    threads.append(threading.Thread(target=write, name="write", daemon=True))
+    for t in threads:
+        t.start()
+    try:
+        # Join with a timeout so that Ctrl-C reaches this (main) thread promptly.
+        for t in threads:
+            while t.is_alive():
+                t.join(timeout=0.2)
+    except KeyboardInterrupt:
+        stop.set()
+        for t in threads:
+            t.join(timeout=5)
+        raise
+    if errors:
+        raise errors[0]
+    if stop.is_set():
+        raise Cancelled("stopped")
+    return times
