@@ -1,0 +1,206 @@
+"""VAA (eq. 7) and GSA (eq. 8): a track's appearance and geometry delegates, and Ŝ_x per frame.
+
+Per track, once (`choose_delegates`):
+
+- **VAA.** M_q = the k bank faces nearest to the face's embedding; u_a prefers near neighbours
+  (eq. 7); the IPD draw gives the appearance delegate, kept as Z_a (its face foreground).
+- **GSA.** M_q = the k bank faces nearest in embedding space among those with the *same pose*:
+  |Δyaw| <= 12° and |Δpitch| <= 12° (see `YAW_TOLERANCE` for why). The distance d(S_x, X_i) is
+  the Procrustes residual over the points GSA keeps from the delegate (brows, nose, eyes, outer
+  lips); jaw and inner mouth are excluded because they are restored from S_x anyway, so they
+  would only reward irrelevant differences (an open-mouthed delegate). u_g prefers *distinct*
+  geometry (eq. 8); the IPD draw gives S̄ (bank landmarks, normalised to the canonical crop).
+
+Per frame (`fit_geometry`), from the track's current (smoothed) crop landmarks S_x:
+
+1. S̄ is put into the person's current pose and scale by a similarity fit on the stable points.
+2. Brows, nose and eyes move with the person: the change of those points since the track was
+   born (S_x now minus S_x at birth, both in the current frame) is added to the delegate's, so
+   blinks, brow raises and small head turns follow the person while the delegate's proportions
+   (eye spacing, nose length, brow shape) replace the person's.
+3. The jaw line (0-16) and the inner lips (60-67, the mouth opening) are the person's.
+4. The outer lips are the person's inner lips plus the delegate's lip thickness vectors
+   (`lip_thickness`), rotated and scaled by the fit: the delegate's lip thickness is kept.
+
+The result Ŝ_x differs from S̄ (jaw, mouth) and from S_x (brows, eyes, nose, lips), which the
+paper notes lowers the chance of identity intrusion.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from streamanon.visual.align import (
+    BROWS,
+    EYES,
+    JAW,
+    LIPS_INNER,
+    LIPS_OUTER,
+    NOSE,
+    STABLE,
+    check_landmarks,
+    similarity_fit,
+    transform_points,
+)
+from streamanon.visual.bank import DelegateBank
+from streamanon.visual.ipd import (
+    DEFAULT_EPSILON,
+    DEFAULT_NEIGHBOURS,
+    SamplingError,
+    appearance_utility,
+    exponential_mechanism_probs,
+    geometry_utility,
+    knn,
+)
+
+# Pose tolerance for "the same pose", measured on the default bank (4,000 random pairs, shape
+# distance over the kept points in units of the inter-ocular distance, other angle < 6°): the
+# median distance is flat while |Δyaw| < 12° (0.069, 0.067, 0.070 for 0-4°, 4-8°, 8-12°: pose
+# adds nothing over the shape difference between two people) and grows beyond (0.076 at
+# 12-16°, 0.082 at 16-24°, 0.100 at 24-40°); pitch behaves alike (0.066 ... 0.072, then 0.077,
+# 0.088). Within 12° a delegate's geometry is therefore pose-compatible; the median face has
+# ~245 bank faces inside that window (5th percentile 31), enough for k = 10.
+YAW_TOLERANCE = 12.0
+PITCH_TOLERANCE = 12.0
+# Points GSA keeps from the delegate (the rest is restored from S_x).
+KEPT = np.concatenate([BROWS, NOSE, EYES, LIPS_OUTER])
+# Points that follow the person's expression/pose change since the track was born.
+FOLLOW = np.concatenate([BROWS, NOSE, EYES])
+# Each outer lip point's anchor on the inner lip contour: (outer index, inner a, inner b), the
+# anchor being the midpoint of a and b. Corners pair with corners, the cupid's bow peaks (50,
+# 52) with the inner points below them, the midline (51, 57) with the inner midline (62, 66).
+_LIP_PAIRS = np.array(
+    [
+        [48, 60, 60], [49, 60, 61], [50, 61, 61], [51, 62, 62], [52, 63, 63], [53, 63, 64],
+        [54, 64, 64], [55, 64, 65], [56, 65, 65], [57, 66, 66], [58, 67, 67], [59, 67, 60],
+    ]
+)  # fmt: skip
+
+
+def lip_anchors(landmarks68: np.ndarray) -> np.ndarray:
+    """(12, 2) points on the inner lip contour that the outer lip points 48-59 rest on."""
+    pts = np.asarray(landmarks68, dtype=np.float64)
+    return 0.5 * (pts[_LIP_PAIRS[:, 1]] + pts[_LIP_PAIRS[:, 2]])
+
+
+def lip_thickness(landmarks68: np.ndarray) -> np.ndarray:
+    """(12, 2) vectors from each inner-lip anchor to its outer lip point (48-59): lip thickness."""
+    pts = np.asarray(landmarks68, dtype=np.float64)
+    return pts[_LIP_PAIRS[:, 0]] - lip_anchors(pts)
+
+
+def shape_distances(
+    query: np.ndarray, candidates: np.ndarray, points: np.ndarray = KEPT
+) -> np.ndarray:
+    """RMS residual after a similarity fit of each candidate onto the query, over ``points``.
+
+    query (68, 2), candidates (n, 68, 2); in units of the query's coordinates.
+    """
+    q = np.asarray(query, dtype=np.float64)[points]
+    out = np.empty(len(candidates))
+    for i, c in enumerate(np.asarray(candidates, dtype=np.float64)):
+        m = similarity_fit(c[points], q)
+        out[i] = np.sqrt(((transform_points(c[points], m) - q) ** 2).sum(1).mean())
+    return out
+
+
+def pose_pool(
+    bank_pose: np.ndarray, pose: np.ndarray, k: int, yaw_tol: float, pitch_tol: float
+) -> tuple[np.ndarray, bool]:
+    """Bank indices with the same pose as ``pose`` (yaw, pitch, roll); roll is aligned away.
+
+    If fewer than k faces are within tolerance, the k faces nearest in pose (in units of the
+    tolerances) are returned instead and the flag is False: the caller records it.
+    """
+    diff = np.abs(np.asarray(bank_pose, np.float64)[:, :2] - np.asarray(pose, np.float64)[:2])
+    scaled = np.max(diff / np.array([yaw_tol, pitch_tol]), axis=1)
+    inside = np.flatnonzero(scaled <= 1.0)
+    if len(inside) >= min(k, len(scaled)):
+        return inside, True
+    return np.argsort(scaled, kind="stable")[:k], False
+
+
+@dataclass(frozen=True)
+class Delegates:
+    """A track's visual delegates, chosen once when the track is born.
+
+    appearance_index, geometry_index: rows of the bank.
+    z_a: (3, S, S) RGB [-1, 1] appearance input (the appearance delegate's foreground).
+    s_bar: (68, 2) the geometry delegate's landmarks in the canonical crop (normalised).
+    reference: (68, 2) the person's crop landmarks at track birth (for expression transfer;
+        dropped with the track).
+    *_candidates / *_probs: M_q and the eq. 6 probabilities, for explanation and tests.
+    pose_matched: False when fewer than k bank faces were within the pose tolerance.
+    """
+
+    appearance_index: int
+    geometry_index: int
+    z_a: np.ndarray
+    s_bar: np.ndarray
+    reference: np.ndarray
+    appearance_candidates: np.ndarray
+    appearance_probs: np.ndarray
+    geometry_candidates: np.ndarray
+    geometry_probs: np.ndarray
+    pose_matched: bool
+
+
+def choose_delegates(
+    bank: DelegateBank,
+    embedding: np.ndarray,
+    landmarks68_crop: np.ndarray,
+    pose: np.ndarray,
+    rng: np.random.Generator,
+    epsilon: float = DEFAULT_EPSILON,
+    k: int = DEFAULT_NEIGHBOURS,
+    *,
+    yaw_tolerance: float = YAW_TOLERANCE,
+    pitch_tolerance: float = PITCH_TOLERANCE,
+) -> Delegates:
+    """VAA and GSA for one face: draw the appearance then the geometry delegate from ``rng``."""
+    s_x = check_landmarks(landmarks68_crop, "landmarks68_crop")
+    pose = np.asarray(pose, dtype=np.float64).reshape(-1)
+    if pose.shape != (3,) or not np.isfinite(pose).all():
+        raise SamplingError(f"pose must be finite (yaw, pitch, roll), got {pose}")
+
+    a_idx, a_dist = knn(bank.embeddings, embedding, k)
+    a_probs = exponential_mechanism_probs(appearance_utility(a_dist), epsilon)
+    a_pick = int(a_idx[rng.choice(len(a_probs), p=a_probs)])
+
+    pool, matched = pose_pool(bank.pose, pose, k, yaw_tolerance, pitch_tolerance)
+    g_local, _ = knn(bank.embeddings[pool], embedding, k)
+    g_idx = pool[g_local]
+    g_dist = shape_distances(s_x, bank.landmarks[g_idx])
+    g_probs = exponential_mechanism_probs(geometry_utility(g_dist), epsilon)
+    g_pick = int(g_idx[rng.choice(len(g_probs), p=g_probs)])
+
+    return Delegates(
+        appearance_index=a_pick,
+        geometry_index=g_pick,
+        z_a=bank.appearance(a_pick),
+        s_bar=bank.landmarks[g_pick].astype(np.float64),
+        reference=s_x.copy(),
+        appearance_candidates=a_idx,
+        appearance_probs=a_probs,
+        geometry_candidates=g_idx,
+        geometry_probs=g_probs,
+        pose_matched=matched,
+    )
+
+
+def fit_geometry(delegates: Delegates, landmarks68_crop: np.ndarray) -> np.ndarray:
+    """Ŝ_x (68, 2) float64 for this frame, in the coordinates of ``landmarks68_crop`` (S_x now)."""
+    cur = check_landmarks(landmarks68_crop, "landmarks68_crop")
+    m = similarity_fit(delegates.s_bar[STABLE], cur[STABLE])
+    out = transform_points(delegates.s_bar, m)
+    # The person's change since birth, expressed in the current frame.
+    ref_now = transform_points(
+        delegates.reference, similarity_fit(delegates.reference[STABLE], cur[STABLE])
+    )
+    out[FOLLOW] += (cur - ref_now)[FOLLOW]
+    out[JAW] = cur[JAW]
+    out[LIPS_INNER] = cur[LIPS_INNER]
+    out[LIPS_OUTER] = lip_anchors(out) + lip_thickness(delegates.s_bar) @ m[:, :2].T
+    return out
