@@ -137,7 +137,8 @@ def crop_roi(
 ) -> tuple[int, int, int, int]:
     """Frame box (x0, y0, x1, y1), exclusive and clipped, covering the crop's footprint."""
     h, w = int(frame_shape[0]), int(frame_shape[1])
-    corners = np.array([[0, 0], [size, 0], [0, size], [size, size]], np.float64)
+    # Bilinear sampling touches crop coordinates in (-1, size): pad the footprint by a pixel.
+    corners = np.array([[-1, -1], [size, -1], [-1, size], [size, size]], np.float64)
     fr = transform_points(corners, invert_matrix(matrix))
     x0, y0 = np.floor(fr.min(0)).astype(int)
     x1, y1 = np.ceil(fr.max(0)).astype(int) + 1

@@ -53,6 +53,7 @@ from streamanon.visual.ipd import (
     exponential_mechanism_probs,
     geometry_utility,
     knn,
+    track_rng,
 )
 
 # Pose tolerance for "the same pose", measured on the default bank (4,000 random pairs, shape
@@ -204,3 +205,48 @@ def fit_geometry(delegates: Delegates, landmarks68_crop: np.ndarray) -> np.ndarr
     out[LIPS_INNER] = cur[LIPS_INNER]
     out[LIPS_OUTER] = lip_anchors(out) + lip_thickness(delegates.s_bar) @ m[:, :2].T
     return out
+
+
+class DelegateCache:
+    """Per-track delegates: chosen on a track's first face, kept until the track is dropped.
+
+    The draw for a track uses ``track_rng(seed, track_id, "delegates")``, so the same seed and
+    track id give the same delegates in every run; different tracks draw independently.
+    """
+
+    def __init__(
+        self,
+        bank: DelegateBank,
+        seed: int = 0,
+        epsilon: float = DEFAULT_EPSILON,
+        k: int = DEFAULT_NEIGHBOURS,
+    ) -> None:
+        self.bank, self.seed, self.epsilon, self.k = bank, seed, epsilon, k
+        self._tracks: dict[int, Delegates] = {}
+
+    def __contains__(self, track_id: int) -> bool:
+        return track_id in self._tracks
+
+    def __len__(self) -> int:
+        return len(self._tracks)
+
+    def get(
+        self,
+        track_id: int,
+        embedding: np.ndarray,
+        landmarks68_crop: np.ndarray,
+        pose: np.ndarray,
+    ) -> Delegates:
+        """The track's delegates; the face's data is used only when the track is new."""
+        found = self._tracks.get(track_id)
+        if found is None:
+            rng = track_rng(self.seed, track_id, "delegates")
+            found = choose_delegates(
+                self.bank, embedding, landmarks68_crop, pose, rng, self.epsilon, self.k
+            )
+            self._tracks[track_id] = found
+        return found
+
+    def drop(self, track_id: int) -> None:
+        """Forget a finished track (its reference landmarks go with it)."""
+        self._tracks.pop(track_id, None)
