@@ -192,7 +192,8 @@ def build_bank(
         rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
         h, w = bgr.shape[:2]
         rect = dlib_models.detect_largest(rgb)
-        if rect is None:
+        hog_missed = rect is None
+        if hog_missed:
             misses += 1
             rect = dlib.rectangle(0, 0, w - 1, h - 1)
         pts, shape = dlib_models.landmarks68(rgb, rect)
@@ -201,9 +202,13 @@ def build_bank(
             skipped.append(f"{path}: no landmarks inside the image")
             continue
         m = align_matrix(pts, size)
-        ok, buf = cv2.imencode(
-            ".jpg", warp_to_crop(bgr, m, size), [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality]
-        )
+        crop = warp_to_crop(bgr, m, size)
+        # The predictor returns 68 points for any box, face or not: on a HOG miss, accept the
+        # whole-image fit only if HOG finds a face in the aligned (upright, centred) crop.
+        if hog_missed and dlib_models.detect_largest(crop[:, :, ::-1].copy(), 1) is None:
+            skipped.append(f"{path}: no face found (HOG on the image and on the aligned crop)")
+            continue
+        ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
         if not ok:
             skipped.append(f"{path}: JPEG encoding failed")
             continue

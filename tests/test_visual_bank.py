@@ -1,0 +1,148 @@
+"""The delegate bank: the shipped file, building one from real faces, the CLI, head pose."""
+
+from __future__ import annotations
+
+import shutil
+
+import cv2
+import numpy as np
+import pytest
+
+from streamanon.visual import dlib_models
+from streamanon.visual.align import GEN_SIZE, TEMPLATE68, align_matrix, transform_points
+from streamanon.visual.bank import (
+    BankError,
+    DelegateBank,
+    build_bank,
+    default_bank,
+    default_bank_path,
+)
+from streamanon.visual.bank_cli import bank_main
+from streamanon.visual.pose import head_pose
+from tests.conftest import needs_shared
+
+SFHQ = ("faces", "synthetic", "sfhq")
+
+
+def test_shipped_bank_is_small_licensed_and_consistent():
+    path = default_bank_path()
+    assert path.is_file(), "engines/bank.npz is part of the repository"
+    assert path.stat().st_size <= 25 * 2**20
+    bank = default_bank()
+    n = len(bank)
+    assert n >= 500
+    assert set(np.unique(bank.licenses)) == {
+        "MIT (SelfishGene/SFHQ-dataset @ 4c898bc7; synthetic faces)"
+    }
+    # Only SFHQ synthetic faces: no scraped/GPL "fakefaces", no real person.
+    assert all(s.startswith("sfhq_") for s in bank.sources)
+    assert len(set(bank.sources)) == n
+    assert np.isfinite(bank.embeddings).all() and np.isfinite(bank.pose).all()
+    assert (np.abs(bank.pose[:, :2]) < 60).all()
+    # Landmarks are in the canonical crop: stable points near the template.
+    assert bank.landmarks.min() > -5 and bank.landmarks.max() < GEN_SIZE + 5
+    mean_shape = bank.landmarks.mean(0) / GEN_SIZE
+    assert np.abs(mean_shape - TEMPLATE68).max() < 0.03
+    for i in (0, n // 2, n - 1):
+        crop = bank.crop(i)
+        assert crop.shape == (GEN_SIZE, GEN_SIZE, 3) and crop.dtype == np.uint8
+        mask = bank.mask(i)
+        assert mask.shape == (GEN_SIZE, GEN_SIZE) and 0.25 < mask.mean() < 0.6
+    # Distinct faces have distinct embeddings (no duplicated rows).
+    d = np.linalg.norm(bank.embeddings[:, None] - bank.embeddings[None], axis=2)
+    assert np.sort(d, axis=1)[:, 1].min() > 0.05
+
+
+def test_shipped_bank_matches_its_source_images():
+    # Recompute two rows from the original files: the shipped bank is not stale.
+    root = needs_shared(*SFHQ)
+    bank = default_bank()
+    for i in (3, 400):
+        bgr = cv2.imread(str(root / bank.sources[i]))
+        rgb = cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+        pts, shape = dlib_models.landmarks68(rgb, dlib_models.detect_largest(rgb))
+        np.testing.assert_allclose(
+            transform_points(pts, align_matrix(pts)), bank.landmarks[i], atol=1e-3
+        )
+        np.testing.assert_allclose(dlib_models.embedding(rgb, shape), bank.embeddings[i], atol=1e-4)
+        np.testing.assert_allclose(head_pose(pts, bgr.shape[:2]), bank.pose[i], atol=0.05)
+
+
+def test_build_round_trip_and_non_face_skipped(tmp_path):
+    root = needs_shared(*SFHQ)
+    faces = tmp_path / "faces"
+    (faces / "sub").mkdir(parents=True)
+    for name in ("sfhq_sample_1x2_000.jpg", "sfhq_variability_age_003.jpg"):
+        shutil.copy(root / name, faces / "sub" / name)
+    cv2.imwrite(str(faces / "grey.png"), np.full((256, 256, 3), 128, np.uint8))
+    (faces / "notes.txt").write_text("not an image")
+    out = tmp_path / "bank.npz"
+    report = build_bank(faces, out, "MIT (test)")
+    assert len(report.bank) == 2 and report.hog_misses == 1
+    assert len(report.skipped) == 1 and "grey.png" in report.skipped[0]
+    loaded = DelegateBank.load(out)
+    assert list(loaded.sources) == [
+        "sub/sfhq_sample_1x2_000.jpg",
+        "sub/sfhq_variability_age_003.jpg",
+    ]
+    np.testing.assert_array_equal(loaded.embeddings, report.bank.embeddings)
+    np.testing.assert_array_equal(loaded.landmarks, report.bank.landmarks)
+    np.testing.assert_array_equal(loaded.crop(1), report.bank.crop(1))
+    assert not list(tmp_path.glob("*.tmp*"))  # atomic write left nothing behind
+
+
+def test_cli_build_and_info(tmp_path, capsys):
+    root = needs_shared(*SFHQ)
+    out = tmp_path / "b.npz"
+    rc = bank_main(["build", str(root), "-o", str(out), "--license", "MIT", "--limit", "2", "-q"])
+    assert rc == 0 and out.is_file()
+    assert "2 faces" in capsys.readouterr().out
+    assert bank_main(["info", str(out)]) == 0
+    assert "licences: MIT (2)" in capsys.readouterr().out
+
+
+def test_cli_errors_are_one_line(tmp_path, capsys):
+    assert (
+        bank_main(
+            ["build", str(tmp_path / "nope"), "-o", str(tmp_path / "b.npz"), "--license", "MIT"]
+        )
+        == 2
+    )
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("streamanon bank: error: faces folder not found") and "\n" not in err
+    assert bank_main(["info", str(tmp_path / "missing.npz")]) == 2
+
+
+def test_load_rejects_missing_corrupt_and_stale_banks(tmp_path):
+    with pytest.raises(BankError, match="not found"):
+        DelegateBank.load(tmp_path / "missing.npz")
+    bad = tmp_path / "bad.npz"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(BankError, match="cannot read"):
+        DelegateBank.load(bad)
+    # A bank made with another alignment template must be rebuilt, not silently misused.
+    with np.load(default_bank_path()) as z:
+        data = {k: z[k] for k in z.files}
+    data["template"] = data["template"] + 0.01
+    stale = tmp_path / "stale.npz"
+    np.savez(stale, **data)
+    with pytest.raises(BankError, match="another alignment template"):
+        DelegateBank.load(stale)
+    with pytest.raises(BankError, match="licence"):
+        build_bank(tmp_path, None, "  ")
+
+
+def test_head_pose_on_real_faces_and_mirror_images():
+    path = needs_shared(*SFHQ, "sfhq_variability_expression_000.jpg")
+    bgr = cv2.imread(str(path))
+    poses = []
+    for img in (bgr, np.ascontiguousarray(bgr[:, ::-1])):
+        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        pts, _ = dlib_models.landmarks68(rgb, dlib_models.detect_largest(rgb))
+        poses.append(head_pose(pts, img.shape[:2]))
+    (yaw, pitch, roll), (yaw_m, pitch_m, roll_m) = poses
+    assert abs(yaw) > 10  # this face is turned: its nose is right of the eye midpoint
+    assert yaw > 0
+    assert yaw_m == pytest.approx(-yaw, abs=2.0)
+    assert pitch_m == pytest.approx(pitch, abs=2.0)
+    assert roll_m == pytest.approx(-roll, abs=2.0)
