@@ -1,0 +1,199 @@
+"""Classic redaction: blur, pixelate, solid box, face-shaped mask.
+
+Every redactor changes the image in place over each face's head box (hairline to chin, see
+`regions`), so one call covers detections and coasting predictions alike. Speed: blurring
+is done by shrinking the head to a few pixels and enlarging it back, which costs about the
+same for any face size, unlike a kernel as wide as the face.
+"""
+
+from __future__ import annotations
+
+from typing import Protocol, runtime_checkable
+
+import cv2
+import numpy as np
+
+from streamanon.anonymize.regions import clip_boxes, face_polygon, head_boxes, head_boxes_xyxy
+from streamanon.errors import InputError
+from streamanon.types import Detections
+
+METHODS = ("blur", "pixelate", "solid", "mask")
+# Head boxes are shrunk to this many pixels along their longer side before the blur. 6 px
+# leaves no identity (and no face CenterFace can find); see tests/test_classic.py.
+BLUR_PIXELS = 6
+PIXELATE_BLOCKS = 8
+
+
+@runtime_checkable
+class Redactor(Protocol):
+    def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
+        """Redact `faces` in `image_bgr` (BGR uint8, modified in place)."""
+        ...
+
+
+def _check(image: np.ndarray) -> None:
+    if (
+        not isinstance(image, np.ndarray)
+        or image.dtype != np.uint8
+        or image.ndim != 3
+        or image.shape[2] != 3
+    ):
+        raise InputError(
+            f"redaction needs a BGR uint8 (h, w, 3) image, got {getattr(image, 'shape', image)}"
+        )
+    if not image.flags.writeable:
+        raise InputError("redaction works in place but the image is read-only")
+
+
+def _shrink_size(h: int, w: int, pixels: int) -> tuple[int, int]:
+    """(w, h) of a copy whose longer side is `pixels`, keeping the aspect ratio."""
+    s = pixels / max(h, w)
+    return max(1, round(w * s)), max(1, round(h * s))
+
+
+def blurred(roi: np.ndarray, pixels: int = BLUR_PIXELS) -> np.ndarray:
+    """A heavily blurred copy of `roi`: shrink (area average), soften, enlarge (bicubic)."""
+    h, w = roi.shape[:2]
+    small = cv2.resize(roi, _shrink_size(h, w, pixels), interpolation=cv2.INTER_AREA)
+    if min(small.shape[:2]) >= 3:
+        small = cv2.GaussianBlur(small, (3, 3), 0)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_CUBIC)
+
+
+def pixelated(roi: np.ndarray, blocks: int = PIXELATE_BLOCKS) -> np.ndarray:
+    h, w = roi.shape[:2]
+    small = cv2.resize(roi, _shrink_size(h, w, blocks), interpolation=cv2.INTER_AREA)
+    return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
+
+
+class _BoxRedactor:
+    def __init__(self, mask_scale: float = 1.3) -> None:
+        head_boxes_xyxy(np.zeros((0, 4)), mask_scale)  # validates
+        self.mask_scale = mask_scale
+
+    def _fill(self, roi: np.ndarray) -> None:
+        raise NotImplementedError
+
+    def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
+        _check(image_bgr)
+        for x1, y1, x2, y2 in head_boxes(faces, image_bgr.shape, self.mask_scale).tolist():
+            if x2 > x1 and y2 > y1:  # empty after clipping: face entirely off-frame
+                self._fill(image_bgr[y1:y2, x1:x2])
+
+
+class BlurRedactor(_BoxRedactor):
+    """Blur the head box (shrink to `pixels` along its longer side, then enlarge)."""
+
+    def __init__(self, mask_scale: float = 1.3, pixels: int = BLUR_PIXELS) -> None:
+        super().__init__(mask_scale)
+        if pixels < 1:
+            raise InputError(f"blur pixels must be >= 1, got {pixels}")
+        self.pixels = pixels
+
+    def _fill(self, roi: np.ndarray) -> None:
+        roi[...] = blurred(roi, self.pixels)
+
+
+class PixelateRedactor(_BoxRedactor):
+    """Replace the head box by `blocks` x `blocks`-ish flat squares."""
+
+    def __init__(self, mask_scale: float = 1.3, blocks: int = PIXELATE_BLOCKS) -> None:
+        super().__init__(mask_scale)
+        if blocks < 1:
+            raise InputError(f"pixelate blocks must be >= 1, got {blocks}")
+        self.blocks = blocks
+
+    def _fill(self, roi: np.ndarray) -> None:
+        roi[...] = pixelated(roi, self.blocks)
+
+
+class SolidRedactor(_BoxRedactor):
+    """Fill the head box with one colour (BGR)."""
+
+    def __init__(self, mask_scale: float = 1.3, color: tuple[int, int, int] = (0, 0, 0)) -> None:
+        super().__init__(mask_scale)
+        self.color = np.array(color, dtype=np.uint8)
+
+    def _fill(self, roi: np.ndarray) -> None:
+        roi[...] = self.color
+
+
+class MaskRedactor:
+    """Fill the face's shape: the 68-point hull extended to the hairline when landmarks are
+    there, else the ellipse inscribed in the head box. `fill` is "blur" or "solid"."""
+
+    def __init__(
+        self,
+        mask_scale: float = 1.3,
+        fill: str = "blur",
+        color: tuple[int, int, int] = (0, 0, 0),
+        pixels: int = BLUR_PIXELS,
+    ) -> None:
+        head_boxes_xyxy(np.zeros((0, 4)), mask_scale)
+        if fill not in ("blur", "solid"):
+            raise InputError(f"mask fill must be 'blur' or 'solid', got {fill!r}")
+        self.mask_scale, self.fill, self.pixels = mask_scale, fill, pixels
+        self.color = np.array(color, dtype=np.uint8)
+
+    def _polygons(self, faces: Detections) -> list[np.ndarray]:
+        """One outline (k, 2) per face in frame coordinates."""
+        out = []
+        heads = head_boxes_xyxy(faces.xyxy, self.mask_scale)
+        for i, (x1, y1, x2, y2) in enumerate(heads):
+            if faces.landmarks68 is not None and np.isfinite(faces.landmarks68[i]).all():
+                out.append(face_polygon(faces.landmarks68[i], self.mask_scale))
+            else:
+                c = ((x1 + x2) / 2, (y1 + y2) / 2)
+                axes = (max((x2 - x1) / 2, 0.5), max((y2 - y1) / 2, 0.5))
+                # 5-degree steps: smooth enough at any face size, cheap to fill.
+                a = np.deg2rad(np.arange(0, 360, 5))
+                out.append(
+                    np.stack([c[0] + axes[0] * np.cos(a), c[1] + axes[1] * np.sin(a)], axis=1)
+                )
+        return out
+
+    def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
+        _check(image_bgr)
+        for poly in self._polygons(faces):
+            lo, hi = poly.min(axis=0), poly.max(axis=0)
+            (x1, y1, x2, y2) = clip_boxes(np.concatenate([lo, hi])[None], image_bgr.shape)[
+                0
+            ].tolist()
+            if x2 <= x1 or y2 <= y1:
+                continue
+            roi = image_bgr[y1:y2, x1:x2]
+            mask = np.zeros(roi.shape[:2], np.uint8)
+            # Fixed-point polygon (4 fractional bits) so sub-pixel outlines stay in place.
+            pts = np.round((poly - (x1, y1)) * 16).astype(np.int32)
+            cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_8, shift=4)
+            if not mask.any():  # tiny polygons can round away: cover the whole box instead
+                mask[...] = 255
+            fill = blurred(roi, self.pixels) if self.fill == "blur" else self.color
+            if self.fill == "blur":
+                np.copyto(roi, fill, where=mask[:, :, None].astype(bool))
+            else:
+                roi[mask > 0] = self.color
+
+
+def make_redactor(
+    method: str,
+    *,
+    mask_scale: float = 1.3,
+    color: tuple[int, int, int] = (0, 0, 0),
+    strength: int | None = None,
+    fill: str = "blur",
+) -> Redactor:
+    """A redactor by name: blur | pixelate | solid | mask.
+
+    strength: pixels along the head's longer side after shrinking (blur, mask with blur fill)
+    or blocks (pixelate); lower is stronger. fill: "blur" or "solid" for the mask method.
+    """
+    if method == "blur":
+        return BlurRedactor(mask_scale, strength or BLUR_PIXELS)
+    if method == "pixelate":
+        return PixelateRedactor(mask_scale, strength or PIXELATE_BLOCKS)
+    if method == "solid":
+        return SolidRedactor(mask_scale, color)
+    if method == "mask":
+        return MaskRedactor(mask_scale, fill, color, strength or BLUR_PIXELS)
+    raise InputError(f"unknown redaction method {method!r}; choose one of {', '.join(METHODS)}")

@@ -1,0 +1,104 @@
+"""Constant-velocity Kalman filters in continuous time (dt in seconds, any frame rate).
+
+Boxes use filterpy's KalmanFilter on [cx, cy, w, h, vcx, vcy, vw, vh]. The 68 landmarks use
+one filter per track: every coordinate has the same model and is measured at the same moments,
+so all 136 share one 2x2 covariance and one gain, and the update is a few numpy operations.
+Noise levels are relative to the face size, so small and large faces behave alike.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from filterpy.kalman import KalmanFilter
+
+# Box filter noise, in face sizes (max(w, h)) and seconds.
+BOX_MEAS_STD = 0.05  # detector jitter of centre and size
+BOX_ACCEL_STD = 6.0  # how fast velocity can change (sizes / s^2)
+BOX_INIT_VEL_STD = 1.0  # unknown initial velocity (sizes / s)
+# Landmark filter noise, in face sizes.
+LM_MEAS_STD = 0.02
+LM_ACCEL_STD = 8.0
+
+
+def _cv_blocks(dt: float) -> tuple[np.ndarray, np.ndarray]:
+    """Transition F and white-noise-acceleration Q (per unit accel variance) for [p, v]."""
+    f = np.array([[1.0, dt], [0.0, 1.0]])
+    q = np.array([[dt**3 / 3, dt**2 / 2], [dt**2 / 2, dt]])
+    return f, q
+
+
+def xyxy_to_z(box: np.ndarray) -> np.ndarray:
+    """xyxy -> [cx, cy, w, h] with sizes clamped at 0 (degenerate boxes stay finite)."""
+    b = np.asarray(box, dtype=np.float64)
+    wh = np.clip(b[2:] - b[:2], 0.0, None)
+    return np.concatenate([(b[:2] + b[2:]) / 2, wh])
+
+
+def z_to_xyxy(z: np.ndarray) -> np.ndarray:
+    c, wh = z[:2], np.clip(z[2:4], 0.0, None)
+    return np.concatenate([c - wh / 2, c + wh / 2])
+
+
+def face_size(z: np.ndarray) -> float:
+    """Scale for the noise models: the larger side, at least one pixel."""
+    return float(max(z[2], z[3], 1.0))
+
+
+def make_box_filter(box: np.ndarray) -> KalmanFilter:
+    """A filter started at `box` (xyxy) with zero velocity; call `predict_box` before use."""
+    z = xyxy_to_z(box)
+    s = face_size(z)
+    kf = KalmanFilter(dim_x=8, dim_z=4)
+    kf.x[:4, 0] = z
+    kf.H = np.eye(4, 8)
+    kf.R = np.eye(4) * (BOX_MEAS_STD * s) ** 2
+    kf.P = np.diag([(BOX_MEAS_STD * s) ** 2] * 4 + [(BOX_INIT_VEL_STD * s) ** 2] * 4)
+    return kf
+
+
+def predict_box(kf: KalmanFilter, dt: float) -> None:
+    """Advance the box filter by dt seconds (dt = 0 leaves it unchanged)."""
+    if dt <= 0:
+        return
+    f, q = _cv_blocks(dt)
+    s = face_size(kf.x[:4, 0])
+    kf.F = np.kron(f, np.eye(4))
+    kf.Q = np.kron(q, np.eye(4)) * (BOX_ACCEL_STD * s) ** 2
+    kf.predict()
+    kf.x[2:4, 0] = np.clip(kf.x[2:4, 0], 0.0, None)
+
+
+def update_box(kf: KalmanFilter, box: np.ndarray) -> None:
+    z = xyxy_to_z(box)
+    kf.R = np.eye(4) * (BOX_MEAS_STD * face_size(z)) ** 2
+    kf.update(z)
+    kf.x[2:4, 0] = np.clip(kf.x[2:4, 0], 0.0, None)
+
+
+class PointsFilter:
+    """Constant-velocity Kalman filter over many 2-D points measured together.
+
+    State: positions (k, 2) and velocities (k, 2); P is the 2x2 [pos, vel] covariance shared
+    by every coordinate (exact, because all coordinates have the same model and noise).
+    """
+
+    def __init__(self, points: np.ndarray, size: float) -> None:
+        self.pos = np.asarray(points, dtype=np.float64).copy()
+        self.vel = np.zeros_like(self.pos)
+        s = max(float(size), 1.0)
+        self.P = np.diag([(LM_MEAS_STD * s) ** 2, (BOX_INIT_VEL_STD * s) ** 2])
+
+    def predict(self, dt: float, size: float) -> None:
+        if dt <= 0:
+            return
+        f, q = _cv_blocks(dt)
+        self.pos += self.vel * dt
+        self.P = f @ self.P @ f.T + q * (LM_ACCEL_STD * max(size, 1.0)) ** 2
+
+    def update(self, points: np.ndarray, size: float) -> None:
+        r = (LM_MEAS_STD * max(size, 1.0)) ** 2
+        gain = self.P[:, 0] / (self.P[0, 0] + r)  # K for H = [1, 0]
+        resid = np.asarray(points, dtype=np.float64) - self.pos
+        self.pos += gain[0] * resid
+        self.vel += gain[1] * resid
+        self.P = self.P - np.outer(gain, self.P[0])

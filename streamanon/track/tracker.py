@@ -1,0 +1,321 @@
+"""Face tracking with time-based Kalman filters and ByteTrack-style two-stage association.
+
+Fail closed: `FaceTracker.update` returns every face the caller must anonymize in the frame,
+which is the union of
+- every detection scoring >= ``thresh`` (on a track or just starting one),
+- every low-score detection (``low_thresh`` <= score < ``thresh``) that continues a track,
+- every track that lost its detection less than ``coast_s`` seconds ago, at its predicted
+  box, grown a little per second of coasting (``coasting=True``).
+Unlike ByteTrack, nothing detected with a high score is withheld while a track "activates".
+Time is the frame's presentation time in seconds, so variable frame rates and dropped frames
+only change dt.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from filterpy.kalman import KalmanFilter
+
+from streamanon.detect.base import box_iou
+from streamanon.errors import InputError
+from streamanon.track.association import match_iou
+from streamanon.track.kalman import (
+    PointsFilter,
+    face_size,
+    make_box_filter,
+    predict_box,
+    update_box,
+    xyxy_to_z,
+    z_to_xyxy,
+)
+from streamanon.types import Detections
+
+# (image_bgr, detections) -> (n, 128) embeddings; dlib's metric: same person below 0.6.
+ReidFn = Callable[[np.ndarray, Detections], np.ndarray]
+
+# A landmark jump larger than this (in face sizes, mean over points) restarts the smoother
+# instead of dragging the old shape across the face.
+_LM_RESET = 0.35
+
+
+@dataclass(eq=False)
+class Track:
+    """One tracked face. ``cache`` belongs to later stages (delegates, identity features)."""
+
+    id: int
+    box: np.ndarray  # xyxy: filtered at a hit, predicted (and grown) while coasting
+    score: float
+    hits: int
+    first_t: float
+    last_hit_t: float
+    landmarks68: np.ndarray | None = None  # smoothed (68, 2), or None
+    cache: dict = field(default_factory=dict)
+    coasting: bool = False
+    embedding: np.ndarray | None = None  # set only when the tracker has a reid function
+    # Internal filter state.
+    kf: KalmanFilter | None = field(default=None, repr=False)
+    state_t: float = field(default=0.0, repr=False)
+    lm_filter: PointsFilter | None = field(default=None, repr=False)
+    lm_t: float = field(default=0.0, repr=False)
+    hit_box: np.ndarray | None = field(default=None, repr=False)
+    hit_landmarks5: np.ndarray | None = field(default=None, repr=False)
+    hit_wh: np.ndarray | None = field(default=None, repr=False)
+
+
+def _move_with_box(
+    points: np.ndarray | None, src: np.ndarray, dst: np.ndarray
+) -> np.ndarray | None:
+    """Carry points drawn relative to box `src` into box `dst` (translation + per-axis scale)."""
+    if points is None:
+        return None
+    s = np.maximum(src[2:] - src[:2], 1e-6)
+    d = np.clip(dst[2:] - dst[:2], 0.0, None)
+    return ((points - src[:2]) / s * d + dst[:2]).astype(np.float32)
+
+
+class FaceTracker:
+    """Tracks faces across frames; see the module docstring for what `update` returns.
+
+    thresh / low_thresh: score cuts of the two association stages.
+    match_iou: least IoU between a track's predicted box and a detection to match them.
+    coast_s: seconds a track is still output at its predicted box after its last detection.
+    min_hits: hits before a track may coast (its detections are output from the first frame).
+    coast_grow: relative growth of a coasting box per second (uncertainty; never shrinks).
+    reid / reid_window_s / reid_max_dist: optional re-identification. When `reid` is given and
+    `update` gets the image, a new face whose embedding is within `reid_max_dist` of a track
+    that ended less than `reid_window_s` ago gets that track back (id and cache).
+    """
+
+    def __init__(
+        self,
+        *,
+        thresh: float = 0.5,
+        low_thresh: float = 0.1,
+        match_iou: float = 0.3,
+        coast_s: float = 0.5,
+        min_hits: int = 1,
+        smooth_landmarks: bool = True,
+        coast_grow: float = 0.5,
+        reid: ReidFn | None = None,
+        reid_window_s: float = 10.0,
+        reid_max_dist: float = 0.6,
+    ) -> None:
+        if not 0.0 <= low_thresh <= thresh <= 1.0:
+            raise InputError(f"need 0 <= low_thresh <= thresh <= 1, got {low_thresh}, {thresh}")
+        if coast_s < 0 or min_hits < 1 or not 0.0 < match_iou <= 1.0:
+            raise InputError("need coast_s >= 0, min_hits >= 1 and 0 < match_iou <= 1")
+        self.thresh, self.low_thresh, self.match_iou = thresh, low_thresh, match_iou
+        self.coast_s, self.min_hits, self.coast_grow = coast_s, min_hits, coast_grow
+        self.smooth_landmarks = smooth_landmarks
+        self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
+        self._tracks: list[Track] = []
+        self._lost: list[Track] = []  # ended, waiting for re-identification
+        self._ended: list[Track] = []
+        self._ids = itertools.count(1)
+        self._t: float | None = None
+
+    @property
+    def tracks(self) -> list[Track]:
+        """Live tracks (detected this frame or coasting)."""
+        return list(self._tracks)
+
+    def get(self, track_id: int) -> Track | None:
+        for tr in self._tracks:
+            if tr.id == track_id:
+                return tr
+        return None
+
+    def pop_ended(self) -> list[Track]:
+        """Tracks that ended since the last call (free their caches); each is reported once.
+
+        With `reid`, a track counts as ended only when its re-identification window is over.
+        """
+        ended, self._ended = self._ended, []
+        return ended
+
+    def update(self, dets: Detections, t: float, image: np.ndarray | None = None) -> Detections:
+        """Advance to time `t` (seconds) with this frame's detections; returns what to anonymize."""
+        t = float(t)
+        if not np.isfinite(t) or (self._t is not None and t < self._t):
+            raise InputError(
+                f"frame time must be finite and non-decreasing, got {t} after {self._t}"
+            )
+        if not (np.isfinite(dets.xyxy).all() and np.isfinite(dets.score).all()):
+            raise InputError("detections contain NaN or infinite boxes/scores")
+        self._t = t
+        for tr in self._tracks:
+            predict_box(tr.kf, t - tr.state_t)
+            tr.state_t = t
+        pred = np.array([z_to_xyxy(tr.kf.x[:4, 0]) for tr in self._tracks]).reshape(-1, 4)
+
+        idx = np.arange(len(dets))
+        high = idx[dets.score >= self.thresh]
+        low = idx[(dets.score >= self.low_thresh) & (dets.score < self.thresh)]
+        # Stage 1: confident detections against all tracks.
+        pairs1, free_tr, free_hi = match_iou(box_iou(pred, dets.xyxy[high]), self.match_iou)
+        matches = [(int(a), int(high[b])) for a, b in pairs1]
+        # Stage 2: weak detections against the tracks still free (ByteTrack).
+        pairs2, _, _ = match_iou(box_iou(pred[free_tr], dets.xyxy[low]), self.match_iou)
+        matches += [(int(free_tr[a]), int(low[b])) for a, b in pairs2]
+
+        row_track: dict[int, Track] = {}
+        for ti, di in matches:
+            tr = self._tracks[ti]
+            self._hit(tr, dets, di, t)
+            row_track[di] = tr
+        new_rows = [int(high[b]) for b in free_hi]
+        for di, tr in zip(new_rows, self._start_tracks(dets, new_rows, t, image), strict=True):
+            row_track[di] = tr
+
+        # Tracks without a detection: coast while young enough, else end.
+        matched_ids = {id(tr) for tr in row_track.values()}
+        live: list[Track] = []
+        for tr in self._tracks:
+            if id(tr) in matched_ids:
+                live.append(tr)
+            elif tr.hits >= self.min_hits and t - tr.last_hit_t <= self.coast_s + 1e-9:
+                self._coast(tr, t)
+                live.append(tr)
+            else:
+                self._end(tr)
+        known = {id(tr) for tr in live}
+        self._tracks = live + [tr for tr in row_track.values() if id(tr) not in known]
+        self._expire_lost(t)
+        return self._output(dets, row_track)
+
+    # -- life cycle -------------------------------------------------------------------------
+
+    def _hit(self, tr: Track, dets: Detections, di: int, t: float, fresh: bool = False) -> None:
+        box = dets.xyxy[di]
+        if not fresh:  # a fresh filter already sits on this box
+            update_box(tr.kf, box)
+        tr.box = z_to_xyxy(tr.kf.x[:4, 0]).astype(np.float32)
+        tr.hit_box = tr.box.copy()
+        tr.hit_wh = tr.box[2:] - tr.box[:2]
+        tr.score = float(dets.score[di])
+        tr.hits += 1
+        tr.last_hit_t = t
+        tr.coasting = False
+        tr.hit_landmarks5 = None if dets.landmarks5 is None else dets.landmarks5[di].copy()
+        if dets.landmarks68 is not None:
+            self._smooth(tr, dets.landmarks68[di], face_size(xyxy_to_z(box)), t)
+
+    def _smooth(self, tr: Track, points: np.ndarray, size: float, t: float) -> None:
+        if not self.smooth_landmarks:
+            tr.landmarks68 = points.astype(np.float32).copy()
+            return
+        f = tr.lm_filter
+        if f is not None:
+            f.predict(t - tr.lm_t, size)
+            if np.linalg.norm(points - f.pos, axis=1).mean() > _LM_RESET * size:
+                f = None
+        if f is None:
+            f = tr.lm_filter = PointsFilter(points, size)
+        else:
+            f.update(points, size)
+        tr.lm_t = t
+        tr.landmarks68 = f.pos.astype(np.float32)
+
+    def _new_track(self, dets: Detections, di: int, t: float) -> Track:
+        box = dets.xyxy[di].astype(np.float64)
+        tr = Track(
+            id=next(self._ids),
+            box=box.astype(np.float32),
+            score=0.0,
+            hits=0,
+            first_t=t,
+            last_hit_t=t,
+        )
+        tr.kf, tr.state_t = make_box_filter(box), t
+        self._hit(tr, dets, di, t, fresh=True)
+        return tr
+
+    def _start_tracks(
+        self, dets: Detections, rows: list[int], t: float, image: np.ndarray | None
+    ) -> list[Track]:
+        if not rows:
+            return []
+        emb = None
+        if self.reid is not None and image is not None:
+            emb = np.asarray(self.reid(image, dets[np.asarray(rows)]), dtype=np.float64).reshape(
+                len(rows), -1
+            )
+        revived: dict[int, Track] = {}
+        if emb is not None and self._lost:
+            lost_emb = np.stack([tr.embedding for tr in self._lost])
+            dist = np.linalg.norm(emb[:, None] - lost_emb[None], axis=2)
+            # Same optimal assignment as IoU matching, on "closeness" = max_dist - distance.
+            pairs, _, _ = match_iou(np.clip(self.reid_max_dist - dist, 0, None), 1e-9)
+            for r, li in pairs:
+                revived[int(r)] = self._lost[int(li)]
+            self._lost = [tr for tr in self._lost if all(tr is not x for x in revived.values())]
+        out = []
+        for k, di in enumerate(rows):
+            if k in revived:
+                tr = revived[k]
+                tr.kf, tr.state_t, tr.lm_filter = make_box_filter(dets.xyxy[di]), t, None
+                self._hit(tr, dets, di, t, fresh=True)
+            else:
+                tr = self._new_track(dets, di, t)
+                if emb is not None:
+                    tr.embedding = emb[k]
+            out.append(tr)
+        return out
+
+    def _coast(self, tr: Track, t: float) -> None:
+        z = tr.kf.x[:4, 0].copy()
+        predicted = z_to_xyxy(z)
+        # Never smaller than at the last hit, and growing with the time since it.
+        z[2:4] = np.maximum(z[2:4], tr.hit_wh) * (1.0 + self.coast_grow * (t - tr.last_hit_t))
+        tr.box = z_to_xyxy(z).astype(np.float32)
+        tr.coasting = True
+        # Landmarks ride along with the (ungrown) predicted box.
+        tr.landmarks68 = _move_with_box(tr.landmarks68, tr.hit_box, predicted)
+        tr.hit_landmarks5 = _move_with_box(tr.hit_landmarks5, tr.hit_box, predicted)
+        tr.hit_box = predicted.astype(np.float32)
+        tr.lm_filter = None  # restart smoothing when the face is seen again
+
+    def _end(self, tr: Track) -> None:
+        tr.coasting = False
+        if self.reid is not None and tr.embedding is not None:
+            self._lost.append(tr)
+        else:
+            self._ended.append(tr)
+
+    def _expire_lost(self, t: float) -> None:
+        keep = []
+        for tr in self._lost:
+            (keep if t - tr.last_hit_t <= self.reid_window_s else self._ended).append(tr)
+        self._lost = keep
+
+    # -- output -----------------------------------------------------------------------------
+
+    def _output(self, dets: Detections, row_track: dict[int, Track]) -> Detections:
+        rows = sorted(row_track)
+        coasting = [tr for tr in self._tracks if tr.coasting]
+        tracks = [row_track[r] for r in rows] + coasting
+        if not tracks:
+            return Detections.empty()
+        xyxy = np.concatenate(
+            [dets.xyxy[rows].reshape(-1, 4), np.array([tr.box for tr in coasting]).reshape(-1, 4)]
+        )
+        score = np.concatenate(
+            [dets.score[rows], np.array([tr.score for tr in coasting], np.float32)]
+        )
+        lm68 = [row_track[r].landmarks68 if dets.landmarks68 is not None else None for r in rows]
+        lm5 = [dets.landmarks5[r] if dets.landmarks5 is not None else None for r in rows]
+        lm68 += [tr.landmarks68 for tr in coasting]
+        lm5 += [tr.hit_landmarks5 for tr in coasting]
+        return Detections(
+            xyxy,
+            score,
+            # A column is all-or-nothing: present only when every face has it.
+            landmarks5=None if any(p is None for p in lm5) else np.stack(lm5),
+            landmarks68=None if any(p is None for p in lm68) else np.stack(lm68),
+            track_id=np.array([tr.id for tr in tracks], np.int64),
+            coasting=np.array([False] * len(rows) + [True] * len(coasting)),
+        )
