@@ -230,14 +230,18 @@ class DelegateCache:
     def __len__(self) -> int:
         return len(self._tracks)
 
-    def get(
+    def get(self, track_id: int) -> Delegates | None:
+        """The track's delegates, or None while the track has none."""
+        return self._tracks.get(track_id)
+
+    def create(
         self,
         track_id: int,
         embedding: np.ndarray,
         landmarks68_crop: np.ndarray,
         pose: np.ndarray,
     ) -> Delegates:
-        """The track's delegates; the face's data is used only when the track is new."""
+        """Choose the delegates of a new track (an existing track keeps its own)."""
         found = self._tracks.get(track_id)
         if found is None:
             rng = track_rng(self.seed, track_id, "delegates")
