@@ -38,11 +38,15 @@ class GeneratorConfig:
         if self.size not in (128, 256):
             raise GeneratorConfigError(f"size must be 128 or 256, got {self.size}")
         if len(self.encoder_widths) != 6:
-            raise GeneratorConfigError("the appearance encoder has exactly six ResBlocks (paper sec. 3.3)")
+            raise GeneratorConfigError(
+                "the appearance encoder has exactly six ResBlocks (paper sec. 3.3)"
+            )
         if self.encoder_widths[-1] != self.appearance_dim:
             raise GeneratorConfigError("encoder_widths[-1] must equal appearance_dim")
         if self.appearance_dim != self.id_dim:
-            raise GeneratorConfigError("appearance_dim must equal id_dim (L4 compares them by cosine)")
+            raise GeneratorConfigError(
+                "appearance_dim must equal id_dim (L4 compares them by cosine)"
+            )
         down = len(self.widths) - 1
         if self.size % (2**down) != 0:
             raise GeneratorConfigError(f"size {self.size} is not divisible by 2**{down}")
@@ -159,7 +163,9 @@ class Translator(nn.Module):
             # Input: upsampled deeper features concatenated with the skip at this resolution.
             ups.append(AdaResBlock(w[i], w[i - 1], cfg.cond_dim, up=True))
         self.up = nn.ModuleList(ups)
-        self.fuse = nn.ModuleList(nn.Conv2d(2 * w[i - 1], w[i - 1], 1) for i in range(len(w) - 1, 0, -1))
+        self.fuse = nn.ModuleList(
+            nn.Conv2d(2 * w[i - 1], w[i - 1], 1) for i in range(len(w) - 1, 0, -1)
+        )
         self.out = nn.Conv2d(w[0], 3, 3, 1, 1)
 
     def forward(self, z_g: torch.Tensor, z_c: torch.Tensor) -> torch.Tensor:
