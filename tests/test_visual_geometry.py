@@ -207,3 +207,26 @@ def test_one_delegate_per_track_on_a_real_clip():
     eye_x = np.array([np.linalg.norm(s[37] - s[41]) for s in s_xs])
     eye_hat = np.array([np.linalg.norm(s[37] - s[41]) for s in s_hats])
     assert np.corrcoef(eye_x, eye_hat)[0, 1] > 0.9
+
+
+def test_shape_distance_is_the_procrustes_residual():
+    from streamanon.visual.align import similarity_fit
+    from streamanon.visual.delegates import KEPT
+
+    bank = default_bank()
+    q, cands = bank.landmarks[3].astype(float), bank.landmarks[10:20].astype(float)
+    loop = [
+        np.sqrt(
+            ((transform_points(c[KEPT], similarity_fit(c[KEPT], q[KEPT])) - q[KEPT]) ** 2)
+            .sum(1)
+            .mean()
+        )
+        for c in cands
+    ]
+    np.testing.assert_allclose(shape_distances(q, cands), loop, rtol=1e-9, atol=1e-9)
+    # Invariant to the candidate's rotation, scale and shift; zero for the query itself.
+    moved = transform_points(cands[0], np.array([[0.0, -1.7, 40.0], [1.7, 0.0, -3.0]]))
+    np.testing.assert_allclose(
+        shape_distances(q, moved[None]), shape_distances(q, cands[:1]), rtol=1e-9
+    )
+    assert shape_distances(q, q[None])[0] < 1e-9

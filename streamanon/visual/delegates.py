@@ -97,14 +97,22 @@ def shape_distances(
 ) -> np.ndarray:
     """RMS residual after a similarity fit of each candidate onto the query, over ``points``.
 
-    query (68, 2), candidates (n, 68, 2); in units of the query's coordinates.
+    query (68, 2), candidates (n, 68, 2); in units of the query's coordinates. Vectorised with
+    complex numbers: for centred a (candidate) and b (query), the best similarity is
+    z = <a, b> / <a, a> and the squared residual is |b|^2 - |<a, b>|^2 / |a|^2.
     """
     q = np.asarray(query, dtype=np.float64)[points]
-    out = np.empty(len(candidates))
-    for i, c in enumerate(np.asarray(candidates, dtype=np.float64)):
-        m = similarity_fit(c[points], q)
-        out[i] = np.sqrt(((transform_points(c[points], m) - q) ** 2).sum(1).mean())
-    return out
+    c = np.asarray(candidates, dtype=np.float64)[:, points]
+    b = q[:, 0] + 1j * q[:, 1]
+    a = c[..., 0] + 1j * c[..., 1]
+    b = b - b.mean()
+    a = a - a.mean(axis=1, keepdims=True)
+    aa = (np.abs(a) ** 2).sum(1)
+    if (aa < 1e-12).any():
+        raise SamplingError("degenerate candidate landmarks (coincident points)")
+    ab = (np.conj(a) * b).sum(1)
+    resid = np.maximum((np.abs(b) ** 2).sum() - np.abs(ab) ** 2 / aa, 0.0)
+    return np.sqrt(resid / len(points))
 
 
 def pose_pool(

@@ -69,11 +69,23 @@ def face_hull_points(landmarks_crop: np.ndarray) -> np.ndarray:
     return np.concatenate([pts[0:17], forehead])
 
 
-def face_mask(landmarks_crop: np.ndarray, size: int = GEN_SIZE) -> np.ndarray:
-    """Foreground mask (size, size) float32 in [0, 1]: hull of jaw and forehead, anti-aliased edge."""
+def _fill_hull(canvas: np.ndarray, landmarks_crop: np.ndarray) -> None:
     hull = cv2.convexHull(_fixed(face_hull_points(landmarks_crop)).reshape(-1, 1, 2))
-    canvas = np.zeros((size, size), np.uint8)
+    # Anti-aliased fill blends towards 255, so filling twice on one canvas gives the union.
     cv2.fillConvexPoly(canvas, hull, 255, lineType=cv2.LINE_AA, shift=_SHIFT)
+
+
+def face_mask(
+    landmarks_crop: np.ndarray, size: int = GEN_SIZE, also: np.ndarray | None = None
+) -> np.ndarray:
+    """Foreground mask (size, size) float32 in [0, 1]: hull of jaw and forehead, anti-aliased edge.
+
+    ``also``: a second face's landmarks whose hull is added (the union of both masks).
+    """
+    canvas = np.zeros((size, size), np.uint8)
+    _fill_hull(canvas, landmarks_crop)
+    if also is not None:
+        _fill_hull(canvas, also)
     return canvas.astype(np.float32) * (1.0 / 255.0)
 
 
@@ -127,9 +139,7 @@ def render_geometry(
     _check_crop(background_crop_bgr, size, "background_crop_bgr")
     out = np.empty((GEOMETRY_CHANNELS, size, size), np.float32)
     out[:EDGE_CHANNELS] = render_landmarks(landmarks_crop, size)
-    mask = face_mask(landmarks_crop, size)
-    if erase_landmarks is not None:
-        mask = np.maximum(mask, face_mask(erase_landmarks, size))
+    mask = face_mask(landmarks_crop, size, also=erase_landmarks)
     out[MASK_CHANNEL] = mask
     out[MASK_CHANNEL + 1 :] = to_signed_rgb(background_crop_bgr) * (1.0 - mask)[None]
     return out
