@@ -1,0 +1,510 @@
+"""Anonymize a live stream or camera in real time: `run_live(src, output, opts, encode)`.
+
+Source (`streamanon.io.stream.LiveSource`) → detect+track → anonymize → `LiveOutput`, on the
+threaded pipeline with small queues. When the anonymizer is slower than the source, frames are
+dropped before detection (counted in the report); after detection every frame is anonymized or
+not emitted. While no anonymized frame arrives (source lost, reconnecting, or a stall) the
+output repeats the last anonymized frame (or black) at the nominal rate, so clients stay on.
+Output timestamps are the wall-clock capture times, made strictly increasing.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import av
+import cv2
+import numpy as np
+
+from streamanon.anonymizer import Anonymizer, Options
+from streamanon.errors import InputError, OutputError
+from streamanon.io.atomic import check_output
+from streamanon.io.stream import TIME_BASE, Backoff, LiveSource
+from streamanon.io.video import VideoWriter
+from streamanon.pipeline import Cancelled, StageTimes, run_pipeline
+from streamanon.run import EncodeOptions, RunReport
+from streamanon.types import Frame
+
+log = logging.getLogger(__name__)
+
+_SEGMENT_FORMATS = {
+    ".mkv": "matroska",
+    ".ts": "mpegts",
+    ".mp4": "mp4",
+    ".mov": "mov",
+    ".flv": "flv",
+}
+_HEARTBEAT_S = 0.5
+# Fragmented MP4: a recording cut short (power loss, kill -9) stays playable.
+_FRAGMENTED_MP4 = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
+
+
+@dataclass
+class LiveOptions:
+    """Live-only knobs; `run_live(**live_options)` and the CLI flags map onto these."""
+
+    rtsp_transport: str | None = "tcp"  # RTSP lower transport, for input and push output
+    listen: bool | None = None  # input: wait for a publisher (None: when host is 0.0.0.0)
+    timeout: float = 5.0  # seconds without data before the source counts as lost
+    reconnect: bool = True
+    max_outage: float | None = None  # give up after this many seconds down (None = never)
+    input_options: dict[str, str] | None = None  # extra FFmpeg input options
+    output_options: dict[str, str] | None = None  # extra FFmpeg muxer options
+    segment_time: float | None = None  # file output: start a new file every N seconds
+    serve: bool | None = None  # rtsp:// output: serve it to clients (None: host 0.0.0.0)
+    fill: str = "repeat"  # while no frame arrives: "repeat" the last anonymized one, or "black"
+    fill_after: float = 0.25  # seconds without a frame before filling starts
+    gop: float = 1.0  # keyframe interval in seconds (how fast a joining client gets a picture)
+    queue_size: int = 1  # per-stage queue; 1 = lowest latency, frames dropped soonest
+    latency_report: float = 10.0  # seconds between status log lines; 0 = none
+    overwrite: bool = False
+    on_stats: Callable[[dict], None] | None = None  # called with `stats()` at every status line
+
+    def __post_init__(self) -> None:
+        if self.fill not in ("repeat", "black"):
+            raise InputError(f"--fill {self.fill!r}: choose repeat or black")
+        if self.segment_time is not None and self.segment_time <= 0:
+            raise InputError(f"--segment-time must be > 0, got {self.segment_time}")
+        if self.queue_size < 1:
+            raise InputError(f"queue size must be >= 1, got {self.queue_size}")
+        if self.gop <= 0 or self.fill_after <= 0:
+            raise InputError("--gop and fill delay must be > 0 seconds")
+
+
+@dataclass(frozen=True)
+class OutputSpec:
+    """Where and how the anonymized stream goes. kind: file, segments, push or serve."""
+
+    kind: str
+    url: str
+    format: str | None
+    options: dict[str, str]
+
+
+def output_spec(
+    target: str,
+    *,
+    transport: str | None = "tcp",
+    segment_time: float | None = None,
+    serve: bool | None = None,
+    options: dict[str, str] | None = None,
+) -> OutputSpec:
+    """Pick muxer and options for ``target`` (a file, a segment pattern or a stream URL)."""
+    parts = urlsplit(target)
+    scheme = parts.scheme.lower()
+    extra = dict(options or {})
+    if scheme in ("rtsp", "rtsps"):
+        if segment_time:
+            raise InputError("--segment-time applies to file outputs only")
+        if serve is None:
+            serve = parts.hostname in ("0.0.0.0", "::")
+        if serve:
+            if scheme == "rtsps":
+                raise InputError(f"{target}: serving rtsps (TLS) is not supported; use rtsp://")
+            return OutputSpec("serve", target, "rtsp", extra)
+        return OutputSpec("push", target, "rtsp", {"rtsp_transport": transport or "tcp", **extra})
+    if scheme in ("rtmp", "rtmps"):
+        return OutputSpec("push", target, "flv", extra)
+    if scheme in ("udp", "srt", "tcp"):
+        return OutputSpec("push", target, "mpegts", extra)
+    if scheme in ("http", "https"):
+        raise InputError(
+            f"{target}: cannot output to http(s); use rtsp://, rtmp://, srt:// or a file"
+        )
+    if scheme and len(scheme) > 1:
+        raise InputError(f"{target}: unknown output URL scheme {scheme!r}")
+    ext = Path(target).suffix.lower()
+    if segment_time:
+        if ext not in _SEGMENT_FORMATS:
+            raise InputError(
+                f"{target}: segmented recording needs one of {', '.join(_SEGMENT_FORMATS)}"
+            )
+        url = target
+        if "%" not in Path(target).name:
+            url = str(Path(target).with_name(f"{Path(target).stem}_%Y%m%d-%H%M%S{ext}"))
+        opts = {
+            "segment_time": f"{segment_time:g}",
+            "segment_format": _SEGMENT_FORMATS[ext],
+            "reset_timestamps": "1",
+            "strftime": "0" if "%d" in url or "%0" in url else "1",
+        }
+        if ext in (".mp4", ".mov"):
+            opts["segment_format_options"] = "movflags=+frag_keyframe+empty_moov"
+        return OutputSpec("segments", url, "segment", {**opts, **extra})
+    opts = dict(_FRAGMENTED_MP4) if ext in (".mp4", ".mov", ".m4v") else {}
+    return OutputSpec("file", target, None, {**opts, **extra})
+
+
+class LatencyStats:
+    """Latency histogram in 1 ms bins (memory stays flat over days); percentiles from it."""
+
+    def __init__(self, max_ms: int = 10_000) -> None:
+        self.bins = np.zeros(max_ms + 1, np.int64)  # last bin: everything >= max_ms
+        self.count = 0
+        self.total_ms = 0.0
+        self.max_ms = 0.0
+
+    def add(self, ms: float) -> None:
+        ms = max(0.0, ms)
+        self.bins[min(int(ms), len(self.bins) - 1)] += 1
+        self.count += 1
+        self.total_ms += ms
+        self.max_ms = max(self.max_ms, ms)
+
+    def percentile(self, q: float) -> float:
+        """Upper edge (ms) of the bin holding the q-th percentile; 0 when empty."""
+        if self.count == 0:
+            return 0.0
+        rank = max(1, math.ceil(q / 100.0 * self.count))
+        i = int(np.searchsorted(np.cumsum(self.bins), rank, side="left"))
+        return round(self.max_ms, 1) if i >= len(self.bins) - 1 else float(i + 1)
+
+    def as_dict(self) -> dict[str, float]:
+        return {
+            "frames": self.count,
+            "mean": round(self.total_ms / self.count, 1) if self.count else 0.0,
+            "p50": self.percentile(50),
+            "p95": self.percentile(95),
+            "p99": self.percentile(99),
+            "max": round(self.max_ms, 1),
+        }
+
+
+class LiveOutput:
+    """The sink: encodes anonymized frames, keeps the stream alive, reconnects push outputs.
+
+    ``write`` is the pipeline's sink; a ticker thread writes fill frames when no frame came for
+    ``fill_after`` seconds, and logs a status line every ``latency_report`` seconds.
+    """
+
+    def __init__(
+        self,
+        spec: OutputSpec,
+        source: LiveSource,
+        encode: EncodeOptions,
+        live: LiveOptions,
+        times: StageTimes,
+        preview: Callable[[Frame], None] | None = None,
+    ) -> None:
+        self.spec, self.source, self.encode, self.live = spec, source, encode, live
+        self.times, self.preview = times, preview
+        self.latency = LatencyStats()
+        self.lock = threading.Lock()
+        self.writer: VideoWriter | None = None
+        self.frames_out = 0  # anonymized frames written
+        self.fill_frames = 0  # repeated/black frames written while no frame arrived
+        self.output_drops = 0  # anonymized frames not written while a push output was down
+        self.output_outages = 0
+        self._backoff = Backoff()
+        self._retry_at = 0.0
+        self._ever_open = False
+        self._last_image: np.ndarray | None = None
+        self._last_pts: int | None = None
+        self._last_write = 0.0
+        self._last_latency = 0.0
+        self._closing = threading.Event()
+        self.server = None
+        self.url = spec.url
+        if spec.kind == "serve":
+            from streamanon.io.rtsp_server import ServerProcess
+
+            parts = urlsplit(spec.url)
+            self.server = ServerProcess(
+                parts.hostname or "0.0.0.0", parts.port or 8554, parts.path or "/"
+            )
+            # Our own muxer publishes to a secret path on loopback; clients read the public one.
+            self.url = urlunsplit(
+                ("rtsp", f"127.0.0.1:{self.server.port}", self.server.publish_path, "", "")
+            )
+        self._ticker = threading.Thread(target=self._tick, name="live-output", daemon=True)
+        self._ticker.start()
+
+    # -- writer life cycle -------------------------------------------------------------------
+
+    def _new_writer(self) -> VideoWriter:
+        enc = self.encode
+        fps = self.source.nominal_fps
+        copts = dict(enc.codec_options)
+        codec = enc.codec or "libx264"
+        if codec in ("libx264", "libx265"):
+            # No B-frames and no lookahead: a frame leaves the encoder as soon as it goes in.
+            copts.setdefault("tune", "zerolatency")
+        copts.setdefault("g", str(max(1, round(fps * self.live.gop))))
+        fmt_opts = dict(self.spec.options)
+        if self.spec.kind == "serve":
+            fmt_opts["rtsp_transport"] = "tcp"
+        return VideoWriter(
+            self.url,
+            None,
+            codec=codec,
+            crf=enc.crf,
+            preset=enc.preset,
+            bit_rate=enc.bit_rate,
+            codec_options=copts,
+            keep_metadata=enc.keep_metadata,
+            format=self.spec.format,
+            options=fmt_opts,
+            fps=fps,
+        )
+
+    def _encode(self, image: np.ndarray, pts: int) -> bool:
+        """Write one image; False (and the writer dropped) when a push output failed."""
+        now = time.monotonic()
+        if self.writer is None:
+            if now < self._retry_at:
+                return False
+            try:
+                self.writer = self._new_writer()
+            except OutputError as exc:
+                return self._output_failed(exc)
+        if self._last_pts is not None and pts <= self._last_pts:
+            pts = self._last_pts + 1
+        stream = self.writer.stream
+        if stream is not None and image.shape[:2] != (stream.height, stream.width):
+            # The source came back at another size: the open output stream cannot change.
+            image = cv2.resize(image, (stream.width, stream.height), interpolation=cv2.INTER_AREA)
+        try:
+            self.writer.write(Frame(image, 0, pts, TIME_BASE))
+        except (OutputError, av.error.FFmpegError, OSError) as exc:
+            return self._output_failed(exc)
+        self._last_pts = pts
+        self._last_write = now
+        if not self._ever_open or self._retry_at:
+            if self._ever_open:
+                log.warning("live: output %s reconnected", self.spec.url)
+            self._ever_open, self._retry_at = True, 0.0
+            self._backoff.reset()
+        return True
+
+    def _output_failed(self, exc: BaseException) -> bool:
+        # A file that cannot be written, or a push target that never worked, is an error;
+        # a push target that worked before is retried (the server may be restarting).
+        if self.spec.kind not in ("push",) or not self._ever_open or not self.live.reconnect:
+            raise (
+                exc
+                if isinstance(exc, OutputError)
+                else OutputError(f"{self.spec.url}: output failed ({exc})")
+            )
+        if self.writer is not None:
+            self._discard_writer()
+            self.output_outages += 1
+            log.warning("live: output %s lost (%s); retrying", self.spec.url, exc)
+        self._retry_at = time.monotonic() + self._backoff.next()
+        return False
+
+    def _discard_writer(self) -> None:
+        w, self.writer = self.writer, None
+        try:
+            w.close()
+        except (OutputError, av.error.FFmpegError, OSError) as exc:
+            log.debug("live: closing failed output: %s", exc)
+
+    # -- the sink and the ticker -------------------------------------------------------------
+
+    def write(self, item: object) -> None:
+        if not isinstance(item, Frame):
+            return  # live sources forward no audio
+        with self.lock:
+            ok = self._encode(item.image, item.pts)
+            now = time.monotonic()
+            self._last_image = item.image
+            if ok:
+                self.frames_out += 1
+                lat = now - self.source.capture_time(item)
+                self._last_latency = lat
+                self.latency.add(1000.0 * lat)
+            else:
+                self.output_drops += 1
+        if self.preview is not None:
+            self.preview(item)
+
+    def _fill_image(self) -> np.ndarray | None:
+        if self._last_image is None:
+            return None  # nothing shown yet: the output opens with the first real frame
+        if self.live.fill == "black":
+            return np.zeros_like(self._last_image)
+        return self._last_image
+
+    def _tick(self) -> None:
+        next_report = time.monotonic() + self.live.latency_report
+        while not self._closing.wait(0.5 / max(1.0, self.source.nominal_fps)):
+            now = time.monotonic()
+            period = 1.0 / max(1.0, self.source.nominal_fps)
+            if (
+                not self.source.down.is_set()
+                and now - self.source.last_frame_at < self.live.fill_after
+            ):
+                # Frames are coming, the anonymizer is just slow: a heartbeat is enough to keep
+                # clients on, and full-rate fills would steal CPU from the real frames.
+                period = max(period, _HEARTBEAT_S)
+            with self.lock:
+                idle = now - self._last_write
+                if self._last_image is not None and idle >= max(period, self.live.fill_after):
+                    # Wall clock minus the last real frame's latency: continues its timeline.
+                    pts = round((now - self._last_latency - self.source.t0) / TIME_BASE)
+                    image = self._fill_image()
+                    if image is not None and self._encode(image, pts):
+                        self.fill_frames += 1
+                        # Next fill one period later, not after another fill_after.
+                        self._last_write = now - self.live.fill_after + period
+            if self.live.latency_report and now >= next_report:
+                next_report = now + self.live.latency_report
+                self._report()
+
+    def stats(self) -> dict:
+        src = self.source
+        return {
+            "t": round(time.monotonic() - src.t0, 1),
+            "frames_in": src.frames_in,
+            "frames_out": self.frames_out,
+            "dropped": self.times.dropped,
+            # Frames read but neither dropped nor written: the pipeline's backlog right now.
+            "in_flight": src.frames_in - self.times.dropped - self.frames_out - self.output_drops,
+            "fill_frames": self.fill_frames,
+            "outages": len(src.outages),
+            "source_down": src.down.is_set(),
+            "latency_ms": self.latency.as_dict(),
+        }
+
+    def _report(self) -> None:
+        s = self.stats()
+        lat = s["latency_ms"]
+        log.info(
+            "live: in %d, out %d, dropped %d, filled %d, outages %d, "
+            "latency p50 %.0f / p95 %.0f ms",
+            s["frames_in"],
+            s["frames_out"],
+            s["dropped"],
+            s["fill_frames"],
+            s["outages"],
+            lat["p50"],
+            lat["p95"],
+        )
+        if self.live.on_stats is not None:
+            self.live.on_stats(s)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._ticker.join(timeout=5)
+        with self.lock:
+            if self.writer is not None:
+                w, self.writer = self.writer, None
+                try:
+                    w.close()
+                except (OutputError, av.error.FFmpegError, OSError) as exc:
+                    if self.spec.kind in ("file", "segments"):
+                        raise OutputError(f"{self.spec.url}: closing failed ({exc})") from None
+                    log.warning("live: closing %s: %s", self.spec.url, exc)
+        if self.server is not None:
+            self.server.stop()
+
+
+def _live_options(live_options: dict) -> LiveOptions:
+    known = {f.name for f in fields(LiveOptions)}
+    unknown = sorted(set(live_options) - known)
+    if unknown:
+        raise InputError(f"unknown live option(s): {', '.join(unknown)}")
+    return LiveOptions(**live_options)
+
+
+def run_live(
+    src: str,
+    output: str | Path | None,
+    opts: Options,
+    encode: EncodeOptions | None = None,
+    *,
+    quiet: bool = False,
+    preview: Callable[[Frame], None] | None = None,
+    stop: threading.Event | None = None,
+    **live_options,
+) -> RunReport:
+    """Anonymize live ``src`` into ``output`` until ``stop`` is set (or the source ends).
+
+    ``live_options`` are `LiveOptions` fields (rtsp_transport, listen, timeout, reconnect,
+    max_outage, segment_time, serve, fill, latency_report, ...). Setting ``stop`` (SIGINT,
+    SIGTERM) is the normal end of a live run: the output is closed cleanly and the report
+    returned.
+    """
+    live = _live_options(live_options)
+    if quiet and "latency_report" not in live_options:
+        live.latency_report = 0.0
+    if output is None:
+        raise InputError(f"{src}: a live input needs -o OUTPUT (a file, rtsp://..., rtmp://...)")
+    output = str(output)
+    spec = output_spec(
+        output,
+        transport=live.rtsp_transport,
+        segment_time=live.segment_time,
+        serve=live.serve,
+        options=live.output_options,
+    )
+    if spec.kind == "file":
+        check_output(None, output, live.overwrite)
+    stop = stop or threading.Event()
+    anonymizer = Anonymizer(opts)
+    source = LiveSource(
+        src,
+        transport=live.rtsp_transport,
+        listen=live.listen,
+        timeout_s=live.timeout,
+        options=live.input_options,
+        reconnect=live.reconnect,
+        max_outage_s=live.max_outage,
+        stop=stop,
+    )
+    times = StageTimes()
+    out = LiveOutput(spec, source, encode or EncodeOptions(), live, times, preview)
+    t0 = time.perf_counter()
+    stopped = False
+    try:
+        run_pipeline(
+            source,
+            [("detect", anonymizer.track), ("anonymize", anonymizer.apply)],
+            out.write,
+            queue_size=live.queue_size,
+            drop_when_busy=True,
+            stop=stop,
+            times=times,
+        )
+    except Cancelled:
+        stopped = True
+        log.info("live: stopping (signal)")
+    finally:
+        out.close()
+    seconds = time.perf_counter() - t0
+    c = anonymizer.counters
+    return RunReport(
+        src,
+        output,
+        "stream",
+        frames=c.frames,
+        faces=c.faces,
+        detections=c.detections,
+        tracks=len(c.track_ids),
+        coasted=c.coasted,
+        fallbacks=c.fallbacks,
+        corrupt_packets=source.corrupt_packets,
+        dropped_frames=times.dropped,
+        seconds=seconds,
+        fps=out.frames_out / seconds if seconds else 0.0,
+        ms_per_frame=times.ms_per_frame(),
+        extra={
+            "stopped_by_signal": stopped,
+            "frames_in": source.frames_in,
+            "frames_out": out.frames_out,
+            "fill_frames": out.fill_frames,
+            "output_drops": out.output_drops,
+            "output_outages": out.output_outages,
+            "outages": len(source.outages),
+            "outage_seconds": round(source.outage_seconds, 2),
+            "latency_ms": out.latency.as_dict(),
+            "served_at": spec.url if spec.kind == "serve" else None,
+        },
+    )
