@@ -119,11 +119,15 @@ class Anonymizer:
         self.counters = Counters()
         self._lock = threading.Lock()
         self._next_index = 0
+        self._last_t = float("-inf")
 
     def track(self, frame: Frame) -> Frame:
         """Detect and track; stores every face to anonymize on ``frame.faces``. In frame order."""
         dets = self.detector(frame.image)
-        faces = self.tracker.update(dets, frame.time)
+        # The tracker's clock must not run backwards, whatever the source's timestamps do.
+        t = max(frame.time, self._last_t)
+        self._last_t = t
+        faces = self.tracker.update(dets, t)
         ended = self.tracker.pop_ended()
         if ended and hasattr(self.face_anonymizer, "forget"):
             self.face_anonymizer.forget([t.id for t in ended])

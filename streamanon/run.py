@@ -204,9 +204,12 @@ def anonymize_video(
                 )
                 if writer.frames_written == 0:
                     raise InputError(f"{src}: no decodable video frames")
-            finally:
-                writer.close()
+            except BaseException:
+                writer.abort()
+                raise
+            writer.close()
         corrupt = reader.corrupt_packets
+        fixed_ts = reader.fixed_timestamps
     seconds = time.perf_counter() - t0
     c = anonymizer.counters
     return RunReport(
@@ -220,6 +223,7 @@ def anonymize_video(
         coasted=c.coasted,
         fallbacks=c.fallbacks,
         corrupt_packets=corrupt,
+        extra={"fixed_timestamps": fixed_ts} if fixed_ts else {},
         dropped_frames=times.dropped,
         seconds=seconds,
         fps=c.frames / seconds if seconds else 0.0,

@@ -117,7 +117,35 @@ class VideoReader:
             raise InputError(f"{self.source}: unsupported or unreadable video stream")
         self.audio_streams = list(self.container.streams.audio) if audio else []
         self.corrupt_packets = 0
+        self.fixed_timestamps = 0
         self.rotation = 0
+        self._last_pts: int | None = None
+        # A gap longer than this between two frames is taken as a corrupt timestamp. Files
+        # cannot jump past their own length; live sources may pause, so they get a minute.
+        d = self.container.duration
+        self._max_jump_s = max(10.0, d / av.time_base + 1.0) if d else 60.0
+
+    def _sane_pts(self, pts: int | None, tb: Fraction | None) -> int | None:
+        """Timestamps the tracker and the encoder can trust: increasing, no wild jumps.
+
+        Corrupt packets can decode to frames with garbage pts (hours ahead, or backwards);
+        such a frame gets the previous pts plus one nominal frame duration instead.
+        """
+        if tb is None:
+            return pts
+        rate = self.stream.average_rate or self.stream.guessed_rate or 25
+        step = max(1, round(1 / (float(rate) * float(tb))))
+        last = self._last_pts
+        if pts is not None and last is not None:
+            jump = float((pts - last) * tb)
+            if pts <= last or jump > self._max_jump_s:
+                self.fixed_timestamps += 1
+                pts = last + step
+        elif pts is None:
+            self.fixed_timestamps += 1
+            pts = 0 if last is None else last + step
+        self._last_pts = pts
+        return pts
 
     @property
     def info(self) -> VideoInfo:
@@ -172,7 +200,8 @@ class VideoReader:
                     if index == 0:
                         self.rotation = int(getattr(vf, "rotation", 0) or 0)
                     image = vf.to_ndarray(format="bgr24")
-                    yield Frame(image, index, vf.pts, vf.time_base or tb)
+                    ftb = vf.time_base or tb
+                    yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb)
                     index += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{self.source}: read failed ({_ffmsg(exc)})") from None
@@ -355,8 +384,17 @@ class VideoWriter:
                 self._flush_pending()
                 for p in self.stream.encode(None):
                     self.container.mux(p)
+        except av.error.FFmpegError as exc:
+            raise OutputError(f"{self.target}: finishing the file failed ({_ffmsg(exc)})") from None
         finally:
             self.container.close()
+
+    def abort(self) -> None:
+        """Close without flushing: the run failed and the file will be deleted anyway."""
+        try:
+            self.container.close()
+        except (av.error.FFmpegError, OSError) as exc:
+            log.debug("closing an aborted output: %s", exc)
 
     def __enter__(self) -> VideoWriter:
         return self
