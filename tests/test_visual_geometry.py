@@ -230,3 +230,26 @@ def test_shape_distance_is_the_procrustes_residual():
         shape_distances(q, moved[None]), shape_distances(q, cands[:1]), rtol=1e-9
     )
     assert shape_distances(q, q[None])[0] < 1e-9
+
+
+def test_delegate_cache_keeps_one_draw_per_track_until_dropped():
+    # A perturbed bank face stands in for the person, so this runs without ../shared.
+    bank = default_bank()
+    emb, s_x, pose = bank.embeddings[40] + 0.02, bank.landmarks[40].astype(float), bank.pose[40]
+    cache = DelegateCache(bank, seed=3, epsilon=0.0, k=10)
+    assert cache.get(1) is None and 1 not in cache
+    first = cache.create(1, emb, s_x, pose)
+    # A later face of the same track does not redraw, whatever it looks like.
+    assert cache.create(1, bank.embeddings[90], bank.landmarks[90], bank.pose[90]) is first
+    assert cache.get(1) is first and len(cache) == 1
+    # Same seed and track in a new cache: the same delegates; eps = 0 draws are uniform, so
+    # 12 tracks all getting one appearance delegate would mean the seed is ignored.
+    again = DelegateCache(bank, seed=3, epsilon=0.0, k=10).create(1, emb, s_x, pose)
+    assert (again.appearance_index, again.geometry_index) == (
+        first.appearance_index,
+        first.geometry_index,
+    )
+    picks = {cache.create(t, emb, s_x, pose).appearance_index for t in range(2, 14)}
+    assert len(picks) > 1
+    cache.drop(1)
+    assert cache.get(1) is None and len(cache) == 12

@@ -1,7 +1,8 @@
 """Visual clue anonymization (paper sec. 3.2): delegate bank, IPD sampling, VAA and GSA.
 
-The generator's input contract lives in `align` (canonical crop) and `inputs` (Z_a, Z_g); see
-docs/visual.md.
+The generator's input contract lives in `align` (canonical crop) and `inputs` (Z_a, Z_g); the
+delegate bank in `bank`, IPD sampling in `ipd`, VAA/GSA in `delegates`; see docs/visual.md.
+Nothing heavy happens at import: the bank loads on first use.
 """
 
 from streamanon.visual.align import (
@@ -14,6 +15,8 @@ from streamanon.visual.align import (
     warp_back_roi,
     warp_to_crop,
 )
+from streamanon.visual.bank import BankError, DelegateBank, build_bank, default_bank
+from streamanon.visual.delegates import DelegateCache, Delegates, choose_delegates, fit_geometry
 from streamanon.visual.inputs import (
     GEOMETRY_CHANNELS,
     appearance_input,
@@ -28,6 +31,14 @@ __all__ = [
     "GEOMETRY_CHANNELS",
     "TEMPLATE68",
     "AlignmentError",
+    "BankError",
+    "DelegateBank",
+    "DelegateCache",
+    "Delegates",
+    "build_bank",
+    "choose_delegates",
+    "default_bank",
+    "fit_geometry",
     "align_matrix",
     "appearance_input",
     "face_mask",

@@ -26,6 +26,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon.errors import StreamanonError
+from streamanon.paths import engine_file
 from streamanon.visual import dlib_models
 from streamanon.visual.align import (
     GEN_SIZE,
@@ -43,8 +45,10 @@ BANK_FORMAT = 1
 MAX_OUTSIDE = 0.2
 
 
-class BankError(ValueError):
+class BankError(StreamanonError, ValueError):
     """A bank file that is missing, malformed or made with another template; or an empty build."""
+
+    exit_code = 2
 
 
 @dataclass
@@ -236,10 +240,11 @@ def build_bank(
 
 
 def default_bank_path() -> Path:
-    """``$STREAMANON_ENGINES/bank.npz`` if set, else ``engines/bank.npz`` beside the package."""
-    env = os.environ.get("STREAMANON_ENGINES")
-    base = Path(env) if env else Path(__file__).resolve().parents[2] / "engines"
-    return base / "bank.npz"
+    """The shipped ``bank.npz`` ($STREAMANON_ENGINES, then engines/, then the install's share/).
+
+    Raises ModelMissingError (naming the folders searched) when there is none.
+    """
+    return engine_file("bank.npz")
 
 
 @lru_cache(maxsize=1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamanon.errors import InputError
 from streamanon.visual import dlib_models
 from streamanon.visual.align import GEN_SIZE, align_matrix, transform_points, warp_to_crop
 from streamanon.visual.bank import DelegateBank, default_bank
@@ -26,7 +27,7 @@ PART_COLOURS = np.array(
 LABELS = ("original x", "Z_a", "S_x", "S bar", "S hat", "Z_g")
 
 
-class NoFaceError(ValueError):
+class NoFaceError(InputError):
     """No face was found in the image."""
 
 
