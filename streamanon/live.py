@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import re
 import threading
 import time
 from collections.abc import Callable
@@ -133,7 +134,8 @@ def output_spec(
             "segment_time": f"{segment_time:g}",
             "segment_format": _SEGMENT_FORMATS[ext],
             "reset_timestamps": "1",
-            "strftime": "0" if "%d" in url or "%0" in url else "1",
+            # A name with date fields is a strftime pattern; else printf-style (%03d).
+            "strftime": "1" if re.search(r"%[YmHMSjyb]", url) else "0",
         }
         if ext in (".mp4", ".mov"):
             opts["segment_format_options"] = "movflags=+frag_keyframe+empty_moov"
