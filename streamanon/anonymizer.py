@@ -45,7 +45,7 @@ class Options:
     def needs_landmarks(self) -> bool:
         if self.landmarks is not None:
             return self.landmarks
-        return self.method in ("mask", "ida")
+        return self.method in ("mask", "swap", "ida")
 
 
 @dataclass
@@ -70,16 +70,16 @@ def _make_face_anonymizer(opts: Options):
         from streamanon.anonymize.classic import make_redactor
 
         return make_redactor(opts.method, mask_scale=opts.mask_scale)
-    if opts.method == "ida":
+    if opts.method in ("ida", "swap"):
         from streamanon.anonymize.generative import GenerativeAnonymizer
 
-        return GenerativeAnonymizer(opts)
+        return GenerativeAnonymizer(opts, renderer="generator" if opts.method == "ida" else "warp")
     from streamanon.errors import InputError
 
     raise InputError(f"unknown method {opts.method!r} (choose from {', '.join(METHODS)})")
 
 
-METHODS = (*CLASSIC_METHODS, "ida")
+METHODS = (*CLASSIC_METHODS, "swap", "ida")
 
 
 class Anonymizer:

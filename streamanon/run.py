@@ -212,6 +212,9 @@ def anonymize_video(
         fixed_ts = reader.fixed_timestamps
     seconds = time.perf_counter() - t0
     c = anonymizer.counters
+    extra = {"fixed_timestamps": fixed_ts} if fixed_ts else {}
+    if hasattr(anonymizer.face_anonymizer, "report"):
+        extra[anonymizer.options.method] = anonymizer.face_anonymizer.report()
     return RunReport(
         str(src),
         str(dst),
@@ -223,7 +226,7 @@ def anonymize_video(
         coasted=c.coasted,
         fallbacks=c.fallbacks,
         corrupt_packets=corrupt,
-        extra={"fixed_timestamps": fixed_ts} if fixed_ts else {},
+        extra=extra,
         dropped_frames=times.dropped,
         seconds=seconds,
         fps=c.frames / seconds if seconds else 0.0,
