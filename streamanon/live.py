@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from fractions import Fraction
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
@@ -43,6 +44,7 @@ _SEGMENT_FORMATS = {
     ".flv": "flv",
 }
 _HEARTBEAT_S = 0.5
+_MIN_STEP = round(Fraction(1, 1000) / TIME_BASE)  # 1 ms in output ticks
 # Fragmented MP4: a recording cut short (power loss, kill -9) stays playable.
 _FRAGMENTED_MP4 = {"movflags": "+frag_keyframe+empty_moov+default_base_moof"}
 
@@ -266,8 +268,10 @@ class LiveOutput:
                 self.writer = self._new_writer()
             except OutputError as exc:
                 return self._output_failed(exc)
-        if self._last_pts is not None and pts <= self._last_pts:
-            pts = self._last_pts + 1
+        if self._last_pts is not None and pts < self._last_pts + _MIN_STEP:
+            # Strictly increasing, and by at least 1 ms: millisecond containers (mkv, flv)
+            # and players would otherwise see two frames at one time.
+            pts = self._last_pts + _MIN_STEP
         stream = self.writer.stream
         if stream is not None and image.shape[:2] != (stream.height, stream.width):
             # The source came back at another size: the open output stream cannot change.
@@ -339,6 +343,7 @@ class LiveOutput:
         while not self._closing.wait(0.5 / max(1.0, self.source.nominal_fps)):
             now = time.monotonic()
             period = 1.0 / max(1.0, self.source.nominal_fps)
+            period_ticks = round(period / TIME_BASE)
             if (
                 not self.source.down.is_set()
                 and now - self.source.last_frame_at < self.live.fill_after
@@ -352,6 +357,8 @@ class LiveOutput:
                     # Wall clock minus the last real frame's latency: continues its timeline.
                     pts = round((now - self._last_latency - self.source.t0) / TIME_BASE)
                     image = self._fill_image()
+                    if self._last_pts is not None and pts < self._last_pts + period_ticks // 2:
+                        image = None  # a real frame was just written: no fill needed yet
                     if image is not None and self._encode(image, pts):
                         self.fill_frames += 1
                         # Next fill one period later, not after another fill_after.

@@ -324,7 +324,8 @@ def test_rtsp_in_served_out_survives_source_restart(tmp_path, input_has_faces):
     times, faces, checked = _decode_times_and_faces(pulled)
     # The client stayed connected across the outage and got a steady, rising timeline.
     assert len(times) >= 20
-    assert all(b > a for a, b in zip(times, times[1:], strict=False)), "timestamps not increasing"
+    bad = [(i, a, b) for i, (a, b) in enumerate(zip(times, times[1:], strict=False)) if b <= a]
+    assert not bad, f"timestamps not increasing at {bad[:5]}"
     assert max(b - a for a, b in zip(times, times[1:], strict=False)) < 1.5, "output went quiet"
     assert checked >= 5 and faces == 0, f"{faces} face(s) found in the anonymized stream"
 
@@ -353,7 +354,11 @@ def test_push_to_rtsp_listener_and_clean_stop(tmp_path, input_has_faces):
     assert report.extra["frames_in"] >= report.frames + report.dropped_frames
     times, faces, checked = _decode_times_and_faces(received)
     assert len(times) >= 15
-    assert all(b > a for a, b in zip(times, times[1:], strict=False))
+    # ffmpeg's RTSP-listen demuxer hands its first packet over untimed (the matroska muxer
+    # warns "Timestamps are unset") and -c copy writes it at 0: judge the rest.
+    times = times[1:] if times[:2] == [0.0, 0.0] else times
+    bad = [(i, a, b) for i, (a, b) in enumerate(zip(times, times[1:], strict=False)) if b <= a]
+    assert not bad, f"timestamps not increasing at {bad[:5]}"
     assert checked >= 3 and faces == 0, f"{faces} face(s) found in the anonymized stream"
 
 
