@@ -330,6 +330,10 @@ def run_training(cfg: RunConfig, max_seconds: float | None = None) -> Path:
     log_path = out / "log.csv"
     cols = ["step", "time", "sec", "cycle", "total_g", "d", "adversarial", "feature_matching"]
     cols += ["perceptual", "appearance", "identity", "background", "pixel"]
+    if log_path.is_file():  # drop rows logged after the checkpoint we resume from
+        lines = log_path.read_text().splitlines(keepends=True)
+        keep = [ln for ln in lines[1:] if int(ln.split(",", 1)[0]) <= tr.step]
+        log_path.write_text("".join(lines[:1] + keep))
     new_log = not log_path.is_file()
     t0 = time.time()
     with log_path.open("a", newline="") as fh:
