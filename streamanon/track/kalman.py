@@ -1,9 +1,10 @@
 """Constant-velocity Kalman filters in continuous time (dt in seconds, any frame rate).
 
-Boxes use filterpy's KalmanFilter on [cx, cy, w, h, vcx, vcy, vw, vh]. The 68 landmarks use
-one filter per track: every coordinate has the same model and is measured at the same moments,
-so all 136 share one 2x2 covariance and one gain, and the update is a few numpy operations.
-Noise levels are relative to the face size, so small and large faces behave alike.
+Boxes use filterpy's KalmanFilter on [cx, cy, w, h, vcx, vcy, vw, vh]. `PointsFilter` runs
+many identical constant-velocity filters at once (the 68 landmarks, see `landmarks.py`): every
+coordinate has the same model and is measured at the same moments, so all share one 2x2
+covariance and one gain, and an update is a few numpy operations. Box noise levels are
+relative to the face size, so small and large faces behave alike.
 """
 
 from __future__ import annotations
@@ -15,9 +16,6 @@ from filterpy.kalman import KalmanFilter
 BOX_MEAS_STD = 0.05  # detector jitter of centre and size
 BOX_ACCEL_STD = 6.0  # how fast velocity can change (sizes / s^2)
 BOX_INIT_VEL_STD = 1.0  # unknown initial velocity (sizes / s)
-# Landmark filter noise, in face sizes.
-LM_MEAS_STD = 0.02
-LM_ACCEL_STD = 8.0
 
 
 def _cv_blocks(dt: float) -> tuple[np.ndarray, np.ndarray]:
@@ -76,28 +74,27 @@ def update_box(kf: KalmanFilter, box: np.ndarray) -> None:
 
 
 class PointsFilter:
-    """Constant-velocity Kalman filter over many 2-D points measured together.
+    """Constant-velocity Kalman filter over many coordinates measured together.
 
-    State: positions (k, 2) and velocities (k, 2); P is the 2x2 [pos, vel] covariance shared
+    State: positions (k, d) and velocities (k, d); P is the 2x2 [pos, vel] covariance shared
     by every coordinate (exact, because all coordinates have the same model and noise).
+    Noise levels are absolute (in the points' units) and may change with every call.
     """
 
-    def __init__(self, points: np.ndarray, size: float) -> None:
+    def __init__(self, points: np.ndarray, meas_std: float, init_vel_std: float) -> None:
         self.pos = np.asarray(points, dtype=np.float64).copy()
         self.vel = np.zeros_like(self.pos)
-        s = max(float(size), 1.0)
-        self.P = np.diag([(LM_MEAS_STD * s) ** 2, (BOX_INIT_VEL_STD * s) ** 2])
+        self.P = np.diag([meas_std**2, init_vel_std**2])
 
-    def predict(self, dt: float, size: float) -> None:
+    def predict(self, dt: float, accel_std: float) -> None:
         if dt <= 0:
             return
         f, q = _cv_blocks(dt)
         self.pos += self.vel * dt
-        self.P = f @ self.P @ f.T + q * (LM_ACCEL_STD * max(size, 1.0)) ** 2
+        self.P = f @ self.P @ f.T + q * accel_std**2
 
-    def update(self, points: np.ndarray, size: float) -> None:
-        r = (LM_MEAS_STD * max(size, 1.0)) ** 2
-        gain = self.P[:, 0] / (self.P[0, 0] + r)  # K for H = [1, 0]
+    def update(self, points: np.ndarray, meas_std: float) -> None:
+        gain = self.P[:, 0] / (self.P[0, 0] + meas_std**2)  # K for H = [1, 0]
         resid = np.asarray(points, dtype=np.float64) - self.pos
         self.pos += gain[0] * resid
         self.vel += gain[1] * resid

@@ -24,7 +24,6 @@ from streamanon.detect.base import box_iou
 from streamanon.errors import InputError
 from streamanon.track.association import match_iou
 from streamanon.track.kalman import (
-    PointsFilter,
     face_size,
     make_box_filter,
     predict_box,
@@ -32,6 +31,7 @@ from streamanon.track.kalman import (
     xyxy_to_z,
     z_to_xyxy,
 )
+from streamanon.track.landmarks import LandmarkSmoother
 from streamanon.types import Detections
 
 # (image_bgr, detections) -> (n, 128) embeddings; dlib's metric: same person below 0.6.
@@ -59,8 +59,7 @@ class Track:
     # Internal filter state.
     kf: KalmanFilter | None = field(default=None, repr=False)
     state_t: float = field(default=0.0, repr=False)
-    lm_filter: PointsFilter | None = field(default=None, repr=False)
-    lm_t: float = field(default=0.0, repr=False)
+    lm_filter: LandmarkSmoother | None = field(default=None, repr=False)
     hit_box: np.ndarray | None = field(default=None, repr=False)
     hit_landmarks5: np.ndarray | None = field(default=None, repr=False)
     hit_wh: np.ndarray | None = field(default=None, repr=False)
@@ -209,16 +208,13 @@ class FaceTracker:
             tr.landmarks68 = points.astype(np.float32).copy()
             return
         f = tr.lm_filter
-        if f is not None:
-            f.predict(t - tr.lm_t, size)
-            if np.linalg.norm(points - f.pos, axis=1).mean() > _LM_RESET * size:
-                f = None
+        if f is not None and np.linalg.norm(points - f.points, axis=1).mean() > _LM_RESET * size:
+            f = None  # a jump (new face on the track, bad fit): restart rather than drag
         if f is None:
-            f = tr.lm_filter = PointsFilter(points, size)
+            tr.lm_filter = LandmarkSmoother(points, t)
+            tr.landmarks68 = points.astype(np.float32).copy()
         else:
-            f.update(points, size)
-        tr.lm_t = t
-        tr.landmarks68 = f.pos.astype(np.float32)
+            tr.landmarks68 = f.update(points, t).astype(np.float32)
 
     def _new_track(self, dets: Detections, di: int, t: float) -> Track:
         box = dets.xyxy[di].astype(np.float64)
