@@ -1,0 +1,376 @@
+"""`streamanon bench CLIP`: fps and per-stage time of each method, in one run, side by side with
+a plain decode+encode of the same clip (the upper limit) and with deface 1.5.0.
+
+Every entry runs through the same threaded pipeline (`streamanon.pipeline.run_pipeline`) with
+PyAV decode and the same libx264 settings, so only the per-frame work differs. Recall is
+measured on a sample of frames against the plain transcode: a reference face (CenterFace at
+native resolution, score >= 0.5, on the plain output) counts as covered when its box in the
+method's output no longer looks like the plain output there (SSIM < `COVERED_SSIM`), and as
+re-detected when the reference detector still finds a face at that place (IoU >= 0.3).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from streamanon.errors import InputError
+from streamanon.eval import metrics as M
+from streamanon.types import Frame
+
+COVERED_SSIM = 0.6  # a face whose box SSIM vs the plain transcode is below this is covered
+RESULTS = Path("benchmarks/results")
+DOC = Path("docs/benchmarks.md")
+BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
+
+
+@dataclass
+class Entry:
+    name: str
+    frames: int = 0
+    seconds: float = 0.0
+    fps: float = 0.0
+    ms_per_frame: dict[str, float] = field(default_factory=dict)
+    faces: int = 0
+    recall: float | None = None
+    redetected: float | None = None
+    reference_faces: int = 0
+    output: str = ""
+
+
+def _timed_frames(reader, ms: dict[str, float]) -> Iterator[Frame]:
+    """The reader's frames, adding decode wall time to ``ms['decode']`` (seconds until the end)."""
+    it = iter(reader)
+    while True:
+        t0 = time.perf_counter()
+        try:
+            item = next(it)
+        except StopIteration:
+            return
+        ms["decode"] = ms.get("decode", 0.0) + time.perf_counter() - t0
+        yield item
+
+
+def transcode(
+    src: str | Path,
+    dst: str | Path,
+    stages: list[tuple[str, Callable[[Frame], Frame]]],
+    *,
+    crf: int = 20,
+    preset: str = "veryfast",
+) -> Entry:
+    """Decode ``src``, run ``stages`` on every frame, encode to ``dst``; timings per stage."""
+    from streamanon.io.video import VideoReader, VideoWriter
+    from streamanon.pipeline import StageTimes, run_pipeline
+
+    secs: dict[str, float] = {}
+    times = StageTimes()
+    t0 = time.perf_counter()
+    with VideoReader(src, audio=False) as reader:
+        writer = VideoWriter(dst, reader.info, crf=crf, preset=preset)
+        try:
+
+            def sink(frame: Frame) -> None:
+                t = time.perf_counter()
+                writer.write(frame)
+                secs["encode"] = secs.get("encode", 0.0) + time.perf_counter() - t
+
+            run_pipeline(_timed_frames(reader, secs), stages, sink, times=times)
+        finally:
+            t = time.perf_counter()
+            writer.close()
+            secs["encode"] = secs.get("encode", 0.0) + time.perf_counter() - t
+        n = writer.frames_written
+    seconds = time.perf_counter() - t0
+    ms = {k: v for k, v in times.ms_per_frame().items() if k != "read"}
+    ms.update({k: 1000.0 * v / max(n, 1) for k, v in secs.items()})
+    return Entry("", n, seconds, n / seconds if seconds else 0.0, ms, output=str(dst))
+
+
+def _read_frames(path: str | Path, indices: set[int]) -> dict[int, np.ndarray]:
+    from streamanon.io.video import VideoReader
+
+    out = {}
+    with VideoReader(path, audio=False) as r:
+        for i, f in enumerate(r):
+            if i in indices:
+                out[i] = f.image
+            if i >= max(indices):
+                break
+    return out
+
+
+def measure_recall(plain: str | Path, outputs: dict[str, str], samples: int = 12) -> dict:
+    """Per output: (covered fraction, re-detected fraction, reference faces) on sampled frames."""
+    from streamanon.detect import make_detector
+    from streamanon.io.video import VideoReader
+
+    with VideoReader(plain, audio=False) as r:
+        total = r.info.frames or sum(1 for _ in r)
+    idx = sorted({int(i) for i in np.linspace(0, max(total - 1, 0), samples)})
+    ref_det = make_detector(
+        "centerface", thresh=0.5, low_thresh=0.5, input_size=None, landmarks=False
+    )
+    ref_frames = _read_frames(plain, set(idx))
+    refs = {i: ref_det(img).xyxy for i, img in ref_frames.items()}
+    n_ref = int(sum(len(b) for b in refs.values()))
+    res = {}
+    for name, path in outputs.items():
+        frames = _read_frames(path, set(idx))
+        covered, redet = [], []
+        for i, boxes in refs.items():
+            if len(boxes) == 0 or i not in frames:
+                continue
+            out = frames[i]
+            redet.append(M.matched_boxes(boxes, ref_det(out).xyxy, 0.3))
+            for b in boxes:
+                m = M.face_region_mask(out.shape[:2], b[None], 0.8)
+                covered.append(M.ssim(ref_frames[i], out, m) < COVERED_SSIM)
+        res[name] = {
+            "recall": float(np.mean(covered)) if covered else None,
+            "redetected": M.detection_rate(redet) if redet else None,
+            "reference_faces": n_ref,
+        }
+    return res
+
+
+def machine() -> dict:
+    cpu = platform.processor()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    import av
+    import onnxruntime
+
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "av": av.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "gpu": None,
+    }
+
+
+def clip_info(path: str | Path) -> dict:
+    from streamanon.io.video import VideoReader
+
+    with VideoReader(path, audio=False) as r:
+        i = r.info
+        return {
+            "path": str(path),
+            "width": i.width,
+            "height": i.height,
+            "frames": i.frames,
+            "fps": float(i.fps or 0),
+        }
+
+
+def run_bench(
+    clip: str | Path,
+    methods: list[str],
+    *,
+    deface: bool = True,
+    deface_scale: tuple[int, int] | None = None,
+    workdir: str | Path | None = None,
+    crf: int = 20,
+    preset: str = "veryfast",
+    samples: int = 12,
+    log: Callable[[str], None] = lambda s: None,
+) -> dict:
+    """The whole benchmark; returns a JSON-able dict (see `write_results`)."""
+    from streamanon.anonymizer import Anonymizer, Options
+
+    clip = Path(clip)
+    if not clip.is_file():
+        raise InputError(f"{clip}: no such file")
+    work = Path(workdir or tempfile.mkdtemp(prefix="streamanon-bench-"))
+    work.mkdir(parents=True, exist_ok=True)
+    entries: list[Entry] = []
+
+    def run(name: str, stages, counter: Callable[[], int] | None = None) -> Entry:
+        log(f"bench: {name} ...")
+        e = transcode(clip, work / f"{name}.mp4", stages, crf=crf, preset=preset)
+        e.name = name
+        e.faces = counter() if counter else 0
+        log(f"bench: {name}: {e.fps:.1f} fps")
+        entries.append(e)
+        return e
+
+    plain = run("decode+encode", [])
+    for m in methods:
+        anon = Anonymizer(Options(method=m))
+        run(m, [("detect", anon.track), ("anonymize", anon.apply)], lambda a=anon: a.counters.faces)
+    if deface:
+        from streamanon.eval.deface_baseline import DefaceStage, deface_available
+
+        if deface_available():
+            for label, scale in (("deface", None), ("deface 640", deface_scale)):
+                if label == "deface 640" and scale is None:
+                    continue
+                stage = DefaceStage(scale=scale)
+
+                def fn(f: Frame, s=stage) -> Frame:
+                    s(f.image)
+                    return f
+
+                run(label, [("deface", fn)], lambda s=stage: s.faces)
+        else:
+            log("bench: deface not installed; skipped")
+    log("bench: recall ...")
+    rec = measure_recall(
+        plain.output, {e.name: e.output for e in entries if e is not plain}, samples
+    )
+    for e in entries:
+        if e.name in rec:
+            e.recall = rec[e.name]["recall"]
+            e.redetected = rec[e.name]["redetected"]
+            e.reference_faces = rec[e.name]["reference_faces"]
+    return {
+        "clip": clip_info(clip),
+        "machine": machine(),
+        "settings": {"encoder": "libx264", "crf": crf, "preset": preset, "recall_samples": samples},
+        "entries": [asdict(e) for e in entries],
+        "date": time.strftime("%Y-%m-%d"),
+    }
+
+
+def summary_markdown(result: dict) -> str:
+    """Table of one benchmark run; ratios against the plain transcode and deface."""
+    es = result["entries"]
+    plain = next(e for e in es if e["name"] == "decode+encode")
+    deface = next((e for e in es if e["name"] == "deface"), None)
+    c, mach = result["clip"], result["machine"]
+    order = ["decode", "detect", "anonymize", "deface", "encode"]
+    stages = sorted(
+        {k for e in es for k in e["ms_per_frame"]},
+        key=lambda s: (order.index(s) if s in order else len(order), s),
+    )
+    lines = [
+        f"Clip `{Path(c['path']).name}` {c['width']}x{c['height']}, {c['frames']} frames; "
+        f"{mach['cpu']}, {mach['cores']} cores; libx264 {result['settings']['preset']} "
+        f"crf {result['settings']['crf']}; {result['date']}.",
+        "",
+        "| entry | fps | % of decode+encode | x deface | recall % | re-detected % | "
+        + " | ".join(f"{s} ms" for s in stages)
+        + " |",
+        "|---" * (6 + len(stages)) + "|",
+    ]
+    for e in es:
+        rel = 100 * e["fps"] / plain["fps"] if plain["fps"] else float("nan")
+        xd = f"{e['fps'] / deface['fps']:.2f}" if deface and deface["fps"] else "–"
+        rc = "–" if e["recall"] is None else f"{100 * e['recall']:.1f}"
+        rd = "–" if e["redetected"] is None else f"{100 * e['redetected']:.1f}"
+        ms = " | ".join(
+            f"{e['ms_per_frame'][s]:.1f}" if s in e["ms_per_frame"] else "–" for s in stages
+        )
+        lines.append(f"| {e['name']} | {e['fps']:.1f} | {rel:.0f} | {xd} | {rc} | {rd} | {ms} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_results(result: dict, out_dir: str | Path, doc: str | Path | None = DOC) -> Path:
+    """JSON into ``out_dir``; the summary between the bench markers of ``doc`` (if it exists)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = Path(result["clip"]["path"]).stem
+    path = out_dir / f"{stem}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    if doc is not None and Path(doc).is_file():
+        text = Path(doc).read_text()
+        if BEGIN in text and END in text:
+            marker_b, marker_e = f"<!-- bench:{stem}:begin -->", f"<!-- bench:{stem}:end -->"
+            block = f"{marker_b}\n{summary_markdown(result)}{marker_e}"
+            if marker_b in text:
+                a, b = text.index(marker_b), text.index(marker_e) + len(marker_e)
+                text = text[:a] + block + text[b:]
+            else:
+                text = text.replace(END, f"{block}\n\n{END}")
+            Path(doc).write_text(text)
+    return path
+
+
+def plot(result: dict, path: str | Path) -> bool:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    es = result["entries"]
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    ax.barh([e["name"] for e in es], [e["fps"] for e in es])
+    ax.set_xlabel("frames per second")
+    ax.invert_yaxis()
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+    return True
+
+
+def _scale(text: str | None) -> tuple[int, int] | None:
+    if not text:
+        return None
+    try:
+        w, h = text.lower().split("x")
+        return int(w), int(h)
+    except ValueError:
+        raise InputError(f"--deface-scale {text!r}: expected WxH, e.g. 640x360") from None
+
+
+def bench_main(argv: list[str]) -> int:
+    from streamanon.anonymizer import CLASSIC_METHODS
+
+    p = argparse.ArgumentParser(
+        prog="streamanon bench",
+        description="fps and per-stage time of each method on a clip, next to a plain "
+        "decode+encode of the same clip and deface 1.5.0, with recall of each.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("clip", help="video file to benchmark on")
+    p.add_argument("--methods", default=",".join(CLASSIC_METHODS), help="comma-separated")
+    p.add_argument("--deface", action="store_true", help="also run deface 1.5.0 (if installed)")
+    p.add_argument(
+        "--deface-scale", default="640x360", help="also run deface at this detection size ('' = no)"
+    )
+    p.add_argument("--out", default=str(RESULTS), help="folder for the JSON result")
+    p.add_argument("--doc", default=str(DOC), help="Markdown file whose bench section is updated")
+    p.add_argument("--crf", type=int, default=20)
+    p.add_argument("--preset", default="veryfast")
+    p.add_argument("--samples", type=int, default=12, help="frames sampled for recall")
+    p.add_argument("--workdir", help="keep the outputs here (default: a temp folder)")
+    args = p.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    result = run_bench(
+        args.clip,
+        methods,
+        deface=args.deface,
+        deface_scale=_scale(args.deface_scale),
+        workdir=args.workdir,
+        crf=args.crf,
+        preset=args.preset,
+        samples=args.samples,
+        log=lambda s: print(s, file=sys.stderr),
+    )
+    path = write_results(result, args.out, args.doc)
+    png = path.with_suffix(".png")
+    if plot(result, png):
+        print(f"plot: {png}", file=sys.stderr)
+    print(summary_markdown(result))
+    print(f"results: {path}", file=sys.stderr)
+    return 0
