@@ -24,6 +24,7 @@ import json
 import shutil
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -92,10 +93,14 @@ def export_onnx(G, path: str | Path, opset: int = 17) -> Path:  # G: networks.Ge
     )
     tmp = path.with_suffix(".tmp.onnx")
     dyn = {k: {0: "batch"} for k in (*INPUTS, OUTPUT)}
-    torch.onnx.export(
-        G, args, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
-        dynamic_axes=dyn, opset_version=opset, dynamo=False,
-    )  # fmt: skip
+    with warnings.catch_warnings():
+        # The TorchScript exporter's tracer warnings are about Python-side shape checks, and
+        # instance norm always uses input statistics (train=True is what we want).
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            G, args, str(tmp), input_names=list(INPUTS), output_names=[OUTPUT],
+            dynamic_axes=dyn, opset_version=opset, dynamo=False,
+        )  # fmt: skip
     model = onnx.load(str(tmp))
     meta = model.metadata_props.add()
     meta.key, meta.value = "streamanon.generator", json.dumps(cfg.to_dict())

@@ -393,7 +393,29 @@ def train_main(argv: list[str] | None = None) -> int:
 
     metrics = evaluate_run(cfg, out)
     print(json.dumps(metrics, indent=2))
+    if args.ship:
+        ship(cfg, out, args.ship)
     return 0
+
+
+def ship(cfg: RunConfig, out: Path, engines: Path, name: str = "generator_128") -> list[Path]:
+    """Copy a evaluated run into ``engines/``: ONNX, safetensors of G, config+metrics, grids."""
+    import shutil
+
+    from safetensors.torch import save_file
+
+    engines.mkdir(parents=True, exist_ok=True)
+    G = load_generator(out / "ckpt.pt")
+    files = [engines / f"{name}.onnx", engines / f"{name}.safetensors", engines / f"{name}.json"]
+    shutil.copy(out / "generator.onnx", files[0])
+    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(files[1]))
+    info = {"config": cfg.to_dict(), "metrics": json.loads((out / "metrics.json").read_text())}
+    files[2].write_text(json.dumps(info, indent=2))
+    for src, dst in (("eval_grid.png", f"{name}_eval.png"),):
+        if (out / src).is_file():
+            shutil.copy(out / src, engines / dst)
+            files.append(engines / dst)
+    return files
 
 
 if __name__ == "__main__":
