@@ -155,6 +155,10 @@ class LatencyStats:
         self.total_ms = 0.0
         self.max_ms = 0.0
 
+    def clear(self) -> None:
+        self.bins[:] = 0
+        self.count, self.total_ms, self.max_ms = 0, 0.0, 0.0
+
     def add(self, ms: float) -> None:
         ms = max(0.0, ms)
         self.bins[min(int(ms), len(self.bins) - 1)] += 1
@@ -200,6 +204,7 @@ class LiveOutput:
         self.spec, self.source, self.encode, self.live = spec, source, encode, live
         self.times, self.preview = times, preview
         self.latency = LatencyStats()
+        self.recent = LatencyStats()  # since the last status line
         self.lock = threading.Lock()
         self.writer: VideoWriter | None = None
         self.frames_out = 0  # anonymized frames written
@@ -326,6 +331,7 @@ class LiveOutput:
                 lat = now - self.source.capture_time(item)
                 self._last_latency = lat
                 self.latency.add(1000.0 * lat)
+                self.recent.add(1000.0 * lat)
             else:
                 self.output_drops += 1
         if self.preview is not None:
@@ -380,11 +386,14 @@ class LiveOutput:
             "outages": len(src.outages),
             "source_down": src.down.is_set(),
             "latency_ms": self.latency.as_dict(),
+            "recent_latency_ms": self.recent.as_dict(),
         }
 
     def _report(self) -> None:
-        s = self.stats()
-        lat = s["latency_ms"]
+        with self.lock:
+            s = self.stats()
+            self.recent.clear()
+        lat = s["recent_latency_ms"]
         log.info(
             "live: in %d, out %d, dropped %d, filled %d, outages %d, "
             "latency p50 %.0f / p95 %.0f ms",
@@ -482,7 +491,9 @@ def run_live(
             stop=stop,
             times=times,
         )
-    except Cancelled:
+    except (Cancelled, KeyboardInterrupt):
+        # SIGTERM (stop set) or Ctrl-C: the normal end of a live run, not a failure.
+        stop.set()
         stopped = True
         log.info("live: stopping (signal)")
     finally:
