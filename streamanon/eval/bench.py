@@ -177,7 +177,7 @@ def clip_info(path: str | Path) -> dict:
             "width": i.width,
             "height": i.height,
             "frames": i.frames,
-            "fps": float(i.fps or 0),
+            "fps": float(i.average_rate or 0),
         }
 
 
