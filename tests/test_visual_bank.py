@@ -18,7 +18,7 @@ from streamanon.visual.bank import (
     default_bank_path,
 )
 from streamanon.visual.bank_cli import bank_main
-from streamanon.visual.pose import head_pose
+from streamanon.visual.pose import face_pose, head_pose
 from tests.conftest import needs_shared
 
 SFHQ = ("faces", "synthetic", "sfhq")
@@ -65,7 +65,7 @@ def test_shipped_bank_matches_its_source_images():
             transform_points(pts, align_matrix(pts)), bank.landmarks[i], atol=1e-3
         )
         np.testing.assert_allclose(dlib_models.embedding(rgb, shape), bank.embeddings[i], atol=1e-4)
-        np.testing.assert_allclose(head_pose(pts, bgr.shape[:2]), bank.pose[i], atol=0.05)
+        np.testing.assert_allclose(face_pose(pts), bank.pose[i], atol=0.05)
 
 
 def test_build_round_trip_and_non_face_skipped(tmp_path):
@@ -132,17 +132,40 @@ def test_load_rejects_missing_corrupt_and_stale_banks(tmp_path):
         build_bank(tmp_path, None, "  ")
 
 
-def test_head_pose_on_real_faces_and_mirror_images():
+def _pose_inputs(img: np.ndarray) -> np.ndarray:
+    rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    pts, _ = dlib_models.landmarks68(rgb, dlib_models.detect_largest(rgb))
+    return pts
+
+
+@pytest.mark.parametrize("pose_fn", ["head_pose", "face_pose"])
+def test_head_pose_on_real_faces_and_mirror_images(pose_fn):
     path = needs_shared(*SFHQ, "sfhq_variability_expression_000.jpg")
     bgr = cv2.imread(str(path))
     poses = []
     for img in (bgr, np.ascontiguousarray(bgr[:, ::-1])):
-        rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
-        pts, _ = dlib_models.landmarks68(rgb, dlib_models.detect_largest(rgb))
-        poses.append(head_pose(pts, img.shape[:2]))
+        pts = _pose_inputs(img)
+        poses.append(head_pose(pts, img.shape[:2]) if pose_fn == "head_pose" else face_pose(pts))
     (yaw, pitch, roll), (yaw_m, pitch_m, roll_m) = poses
-    assert abs(yaw) > 10  # this face is turned: its nose is right of the eye midpoint
-    assert yaw > 0
+    assert yaw > 10  # this face is turned: its nose is right of the eye midpoint
     assert yaw_m == pytest.approx(-yaw, abs=2.0)
     assert pitch_m == pytest.approx(pitch, abs=2.0)
     assert roll_m == pytest.approx(-roll, abs=2.0)
+
+
+def test_face_pose_ignores_framing_and_reads_roll():
+    # The same face small in a corner of a big frame, and rotated by 15 degrees.
+    path = needs_shared(*SFHQ, "sfhq_variability_expression_002.jpg")
+    face = cv2.imread(str(path))
+    big = np.zeros((900, 1600, 3), np.uint8)
+    big[600:856, 1300:1556] = face
+    a, b = face_pose(_pose_inputs(face)), face_pose(_pose_inputs(big))
+    np.testing.assert_allclose(a, b, atol=2.0)
+    # head_pose, by contrast, depends on where the face sits (the reason face_pose exists).
+    pts_big = _pose_inputs(big)
+    assert abs(head_pose(pts_big, big.shape[:2])[1] - a[1]) > 5
+    rot = cv2.getRotationMatrix2D((128, 128), -15, 1.0)  # clockwise on screen
+    turned = cv2.warpAffine(face, rot, (256, 256), borderMode=cv2.BORDER_REPLICATE)
+    c = face_pose(_pose_inputs(turned))
+    assert c[2] - a[2] == pytest.approx(15.0, abs=2.0)
+    np.testing.assert_allclose(c[:2], a[:2], atol=3.0)  # dlib landmark noise on a resampled face

@@ -4,7 +4,7 @@ One ``.npz`` file (no pickles) with, per face i:
 
 - ``embeddings`` (n, 128) float32: dlib's ResNet descriptor (the recognizer Ψ's embedding space)
 - ``landmarks`` (n, 68, 2) float32: dlib's 68 landmarks in the aligned crop (``GEN_SIZE``)
-- ``pose`` (n, 3) float32: yaw, pitch, roll in degrees (`pose.head_pose` on the source image)
+- ``pose`` (n, 3) float32: yaw, pitch, roll in degrees (`pose.face_pose`, framing-invariant)
 - ``jpeg`` + ``jpeg_offsets``: the aligned 128^2 crops, JPEG bytes concatenated (a raw uint8
   bank would be 48 KiB per face; JPEG q90 is ~5 KiB)
 - ``sources``, ``licenses`` (n,) str: file path relative to the faces folder, and its licence
@@ -37,10 +37,10 @@ from streamanon.visual.align import (
     warp_to_crop,
 )
 from streamanon.visual.inputs import appearance_input, face_mask
-from streamanon.visual.pose import head_pose
+from streamanon.visual.pose import face_pose
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp"}
-BANK_FORMAT = 1
+BANK_FORMAT = 2  # 2: pose from face_pose (framing-invariant)
 # The share of landmarks that may fall outside the image before we call the fit "no face".
 MAX_OUTSIDE = 0.2
 
@@ -218,7 +218,7 @@ def build_bank(
             continue
         emb.append(dlib_models.embedding(rgb, shape))
         lms.append(transform_points(pts, m).astype(np.float32))
-        poses.append(head_pose(pts, (h, w)))
+        poses.append(face_pose(pts))
         srcs.append(path.relative_to(root).as_posix())
         jpegs.append(buf.reshape(-1))
     if not emb:

@@ -58,11 +58,11 @@ from streamanon.visual.ipd import (
 
 # Pose tolerance for "the same pose", measured on the default bank (4,000 random pairs, shape
 # distance over the kept points in units of the inter-ocular distance, other angle < 6°): the
-# median distance is flat while |Δyaw| < 12° (0.069, 0.067, 0.070 for 0-4°, 4-8°, 8-12°: pose
-# adds nothing over the shape difference between two people) and grows beyond (0.076 at
-# 12-16°, 0.082 at 16-24°, 0.100 at 24-40°); pitch behaves alike (0.066 ... 0.072, then 0.077,
-# 0.088). Within 12° a delegate's geometry is therefore pose-compatible; the median face has
-# ~245 bank faces inside that window (5th percentile 31), enough for k = 10.
+# median distance is nearly flat while |Δyaw| < 12° (0.067, 0.069, 0.071 for 0-4°, 4-8°, 8-12°:
+# pose adds little over the shape difference between two people) and grows beyond (0.077 at
+# 12-16°, 0.083 at 16-24°, 0.100 at 24-40°); pitch behaves alike (0.067, 0.071, 0.072, then
+# 0.077, 0.089). Within 12° a delegate's geometry is therefore pose-compatible; the median face
+# has ~246 bank faces inside that window (5th percentile 31), enough for k = 10.
 YAW_TOLERANCE = 12.0
 PITCH_TOLERANCE = 12.0
 # Points GSA keeps from the delegate (the rest is restored from S_x).
@@ -168,7 +168,11 @@ def choose_delegates(
     yaw_tolerance: float = YAW_TOLERANCE,
     pitch_tolerance: float = PITCH_TOLERANCE,
 ) -> Delegates:
-    """VAA and GSA for one face: draw the appearance then the geometry delegate from ``rng``."""
+    """VAA and GSA for one face: draw the appearance then the geometry delegate from ``rng``.
+
+    ``embedding``: dlib's 128-D descriptor of the face; ``landmarks68_crop``: its landmarks in
+    the canonical crop; ``pose``: ``face_pose(frame landmarks)`` (the bank's pose convention).
+    """
     s_x = check_landmarks(landmarks68_crop, "landmarks68_crop")
     pose = np.asarray(pose, dtype=np.float64).reshape(-1)
     if pose.shape != (3,) or not np.isfinite(pose).all():

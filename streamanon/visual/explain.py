@@ -17,7 +17,7 @@ from streamanon.visual.inputs import (
     render_landmarks,
 )
 from streamanon.visual.ipd import DEFAULT_EPSILON, DEFAULT_NEIGHBOURS, track_rng
-from streamanon.visual.pose import head_pose
+from streamanon.visual.pose import face_pose
 
 # BGR colour per edge channel: jaw, brows, nose, eyes, outer lips, inner lips.
 PART_COLOURS = np.array(
@@ -56,7 +56,7 @@ def face_in_image(image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.nda
     if rect is None:
         raise NoFaceError("no face found in the image (dlib HOG)")
     pts, shape = dlib_models.landmarks68(rgb, rect)
-    return pts, dlib_models.embedding(rgb, shape), head_pose(pts, image_bgr.shape[:2])
+    return pts, dlib_models.embedding(rgb, shape), face_pose(pts)
 
 
 def render_vca(

@@ -1,5 +1,11 @@
 """Head pose (yaw, pitch, roll in degrees) from 68 landmarks with a generic 3D face and solvePnP.
 
+Use `face_pose` to compare faces (delegate bank vs. a face in a video): it solves in the
+canonical aligned crop with a fixed virtual camera, so framing does not matter. `head_pose`
+solves in the image itself with a guessed camera (focal = image width, centre = image centre);
+its pitch depends on where the face sits in the frame and on its size: the same Obama photo
+reads pitch +13.7° in the 820×1024 frame and −13.4° in its aligned crop.
+
 The 3D model is the common six-point generic face (nose tip, chin, outer eye corners, mouth
 corners; millimetre-ish units) in camera axes: x right, y down, z away from the camera, so a
 frontal face gives R ~ I. The camera is a pinhole with focal length = image width and the
@@ -16,7 +22,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from streamanon.visual.align import check_landmarks
+from streamanon.visual.align import align_matrix, check_landmarks, transform_points
 
 POSE_POINTS = np.array([30, 8, 36, 45, 48, 54])
 MODEL_3D = np.array(
@@ -62,3 +68,20 @@ def euler_from_rotation(rot: np.ndarray) -> np.ndarray:
     pitch = np.degrees(np.arctan2(rot[2, 1], rot[2, 2]))
     roll = -np.degrees(np.arctan2(rot[1, 0], rot[0, 0]))
     return np.array([yaw, pitch, roll], np.float32)
+
+
+POSE_CROP = 256  # virtual camera: focal = 256 px, face centred, in the canonical crop
+
+
+def face_pose(landmarks68: np.ndarray) -> np.ndarray:
+    """Framing-invariant (yaw, pitch, roll) float32 degrees of a face given its frame landmarks.
+
+    Yaw and pitch come from solvePnP on the landmarks in the canonical crop (fixed virtual
+    camera); roll is the in-image rotation that the alignment removed, plus the crop's residual.
+    """
+    pts = check_landmarks(landmarks68)
+    m = align_matrix(pts, POSE_CROP)
+    pose = head_pose(transform_points(pts, m), (POSE_CROP, POSE_CROP))
+    # The alignment rotates the face upright by angle(m); the face's own roll is its opposite.
+    pose[2] -= np.degrees(np.arctan2(m[1, 0], m[0, 0]))
+    return pose
