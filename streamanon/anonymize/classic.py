@@ -119,8 +119,10 @@ class SolidRedactor(_BoxRedactor):
 
 
 class MaskRedactor:
-    """Fill the face's shape: the 68-point hull extended to the hairline when landmarks are
-    there, else the ellipse inscribed in the head box. `fill` is "blur" or "solid"."""
+    """Fill the face's shape. With landmarks: the 68-point hull extended to the hairline,
+    joined with the ellipse inscribed in the detector's box (so a bad landmark fit can never
+    uncover the face), cut to the head box. Without: the ellipse inscribed in the head box.
+    `fill` is "blur" or "solid"."""
 
     def __init__(
         self,
@@ -135,44 +137,45 @@ class MaskRedactor:
         self.mask_scale, self.fill, self.pixels = mask_scale, fill, pixels
         self.color = np.array(color, dtype=np.uint8)
 
-    def _polygons(self, faces: Detections) -> list[np.ndarray]:
-        """One outline (k, 2) per face in frame coordinates."""
-        out = []
-        heads = head_boxes_xyxy(faces.xyxy, self.mask_scale)
-        for i, (x1, y1, x2, y2) in enumerate(heads):
-            if faces.landmarks68 is not None and np.isfinite(faces.landmarks68[i]).all():
-                out.append(face_polygon(faces.landmarks68[i], self.mask_scale))
-            else:
-                c = ((x1 + x2) / 2, (y1 + y2) / 2)
-                axes = (max((x2 - x1) / 2, 0.5), max((y2 - y1) / 2, 0.5))
-                # 5-degree steps: smooth enough at any face size, cheap to fill.
-                a = np.deg2rad(np.arange(0, 360, 5))
-                out.append(
-                    np.stack([c[0] + axes[0] * np.cos(a), c[1] + axes[1] * np.sin(a)], axis=1)
-                )
-        return out
+    def mask(
+        self, faces: Detections, i: int, head: np.ndarray, roi_origin: tuple[int, int], roi_shape
+    ) -> np.ndarray:
+        """uint8 mask (255 = redact) of face `i` over the ROI at `roi_origin` (x, y)."""
+        mask = np.zeros(roi_shape[:2], np.uint8)
+        o = np.array(roi_origin, dtype=np.float64)
+        has_lm = faces.landmarks68 is not None and np.isfinite(faces.landmarks68[i]).all()
+        _fill_ellipse(mask, (faces.xyxy[i] if has_lm else head) - np.tile(o, 2))
+        if has_lm:
+            poly = face_polygon(faces.landmarks68[i], self.mask_scale) - o
+            # Fixed-point polygon (4 fractional bits) so sub-pixel outlines stay in place.
+            cv2.fillPoly(
+                mask, [np.round(poly * 16).astype(np.int32)], 255, lineType=cv2.LINE_8, shift=4
+            )
+        if not mask.any():  # sub-pixel faces round away: cover the whole (tiny) box instead
+            mask[...] = 255
+        return mask
 
     def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
         _check(image_bgr)
-        for poly in self._polygons(faces):
-            lo, hi = poly.min(axis=0), poly.max(axis=0)
-            (x1, y1, x2, y2) = clip_boxes(np.concatenate([lo, hi])[None], image_bgr.shape)[
-                0
-            ].tolist()
+        heads = head_boxes_xyxy(faces.xyxy, self.mask_scale)
+        rois = clip_boxes(heads, image_bgr.shape)
+        for i, (x1, y1, x2, y2) in enumerate(rois.tolist()):
             if x2 <= x1 or y2 <= y1:
                 continue
             roi = image_bgr[y1:y2, x1:x2]
-            mask = np.zeros(roi.shape[:2], np.uint8)
-            # Fixed-point polygon (4 fractional bits) so sub-pixel outlines stay in place.
-            pts = np.round((poly - (x1, y1)) * 16).astype(np.int32)
-            cv2.fillPoly(mask, [pts], 255, lineType=cv2.LINE_8, shift=4)
-            if not mask.any():  # tiny polygons can round away: cover the whole box instead
-                mask[...] = 255
-            fill = blurred(roi, self.pixels) if self.fill == "blur" else self.color
+            mask = self.mask(faces, i, heads[i], (x1, y1), roi.shape) > 0
             if self.fill == "blur":
-                np.copyto(roi, fill, where=mask[:, :, None].astype(bool))
+                np.copyto(roi, blurred(roi, self.pixels), where=mask[:, :, None])
             else:
-                roi[mask > 0] = self.color
+                roi[mask] = self.color
+
+
+def _fill_ellipse(mask: np.ndarray, box: np.ndarray) -> None:
+    """Fill the ellipse inscribed in `box` (xyxy, mask coordinates, may reach outside)."""
+    x1, y1, x2, y2 = (float(v) for v in box)
+    centre = (round((x1 + x2) / 2 * 16), round((y1 + y2) / 2 * 16))
+    axes = (max(round((x2 - x1) / 2 * 16), 1), max(round((y2 - y1) / 2 * 16), 1))
+    cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, thickness=-1, lineType=cv2.LINE_8, shift=4)
 
 
 def make_redactor(
