@@ -235,7 +235,7 @@ class Trainer:
         self.opt_d.step()
         self.step += 1
         out = {k: float(v.detach()) for k, v in terms.items()}
-        out.update(total_g=float(loss_g), d=float(loss_d), cycle=int(cycle))
+        out.update(total_g=float(loss_g.detach()), d=float(loss_d.detach()), cycle=int(cycle))
         return out
 
     # -- checkpoints ------------------------------------------------------------------------
@@ -378,6 +378,7 @@ def train_main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--eval-only", action="store_true", help="evaluate the run's checkpoint and export"
     )
+    ap.add_argument("--ship", type=Path, default=None, help="after evaluation, copy the model here")
     args = ap.parse_args(argv)
     cfg = load_config(args.config)
     if args.steps is not None:
