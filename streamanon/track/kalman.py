@@ -18,6 +18,9 @@ BOX_ACCEL_STD = 6.0  # how fast velocity can change (sizes / s^2)
 BOX_INIT_VEL_STD = 1.0  # unknown initial velocity (sizes / s)
 
 
+_POS, _VEL = np.arange(4), np.arange(4, 8)  # state layout [cx, cy, w, h, vcx, vcy, vw, vh]
+
+
 def _cv_blocks(dt: float) -> tuple[np.ndarray, np.ndarray]:
     """Transition F and white-noise-acceleration Q (per unit accel variance) for [p, v]."""
     f = np.array([[1.0, dt], [0.0, 1.0]])
@@ -58,10 +61,17 @@ def predict_box(kf: KalmanFilter, dt: float) -> None:
     """Advance the box filter by dt seconds (dt = 0 leaves it unchanged)."""
     if dt <= 0:
         return
-    f, q = _cv_blocks(dt)
-    s = face_size(kf.x[:4, 0])
-    kf.F = np.kron(f, np.eye(4))
-    kf.Q = np.kron(q, np.eye(4)) * (BOX_ACCEL_STD * s) ** 2
+    _, q = _cv_blocks(dt)
+    q = q * (BOX_ACCEL_STD * face_size(kf.x[:4, 0])) ** 2
+    kf.F = np.eye(8)
+    kf.F[_POS, _VEL] = dt
+    kf.Q = np.zeros((8, 8))
+    kf.Q[_POS, _POS], kf.Q[_POS, _VEL], kf.Q[_VEL, _POS], kf.Q[_VEL, _VEL] = (
+        q[0, 0],
+        q[0, 1],
+        q[1, 0],
+        q[1, 1],
+    )
     kf.predict()
     kf.x[2:4, 0] = np.clip(kf.x[2:4, 0], 0.0, None)
 

@@ -7,6 +7,9 @@ which is the union of
 - every track that lost its detection less than ``coast_s`` seconds ago, at its predicted
   box, grown a little per second of coasting (``coasting=True``).
 Unlike ByteTrack, nothing detected with a high score is withheld while a track "activates".
+Detected rows carry the detector's own box (where the face is now, no filter lag) and the
+smoothed landmarks; `Track.box` holds the filtered box. Coasting lasts while
+``t - last_hit_t <= coast_s`` (inclusive), then the track ends (see `pop_ended`).
 Time is the frame's presentation time in seconds, so variable frame rates and dropped frames
 only change dt.
 """
