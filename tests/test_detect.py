@@ -186,3 +186,25 @@ def test_pad_to_multiple() -> None:
     img = np.ones((33, 64, 3), np.uint8)
     out = pad_to_multiple(img, 32)
     assert out.shape == (64, 64, 3) and out[:33].all() and not out[33:].any()
+
+
+def test_scrfd_decode_places_a_face_at_its_anchor() -> None:
+    from streamanon.detect.scrfd import decode as scrfd_decode
+
+    h, w = 64, 96  # network input
+    outs = []
+    for stride in (8, 16, 32):  # scores (n,1) per stride, 2 anchors per location
+        outs.append(np.zeros((h // stride * (w // stride) * 2, 1), np.float32))
+    for stride in (8, 16, 32):
+        outs.append(np.ones((h // stride * (w // stride) * 2, 4), np.float32))
+    for stride in (8, 16, 32):
+        outs.append(np.zeros((h // stride * (w // stride) * 2, 10), np.float32))
+    # Stride 16, location (row 1, col 3), second anchor: centre (48, 16).
+    k = (1 * (w // 16) + 3) * 2 + 1
+    outs[1][k] = 0.8
+    outs[4][k] = [1.0, 0.5, 2.0, 1.5]  # distances left, top, right, bottom in strides
+    outs[7][k] = np.tile([0.25, -0.25], 5)
+    boxes, score, pts = scrfd_decode(outs, (h, w), 0.5)
+    np.testing.assert_allclose(boxes, [[48 - 16, 16 - 8, 48 + 32, 16 + 24]])
+    np.testing.assert_allclose(score, [0.8])
+    np.testing.assert_allclose(pts[0], np.tile([52.0, 12.0], (5, 1)))

@@ -26,14 +26,17 @@ DETECTORS = ("centerface", "dlib_hog", "dlib_mmod", "scrfd")
 
 
 class _Named:
-    """Attach `thresh` / `low_thresh` to any backend (what the pipeline reads back)."""
+    """Any backend with `thresh` / `low_thresh` attached (the pipeline reads them back) and
+    its output cut at `low_thresh` the same way for every backend."""
 
     def __init__(self, inner: Detector, thresh: float, low_thresh: float) -> None:
         self.inner, self.thresh, self.low_thresh = inner, thresh, low_thresh
         self.name = inner.name
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
-        return self.inner(image_bgr)
+        dets = self.inner(image_bgr)
+        keep = dets.score >= self.low_thresh
+        return dets if keep.all() else dets[keep]
 
 
 def make_detector(
