@@ -103,8 +103,13 @@ def evaluate_generator(
     n: int | None = None,
     seed: int = 0,
     grid_path: Path | None = None,
+    ifa=None,
 ) -> dict:
-    """Metrics of ``run(z_g, z_id, z_a) -> x̂`` (numpy in, numpy out) on held-out faces."""
+    """Metrics of ``run(z_g, z_id, z_a) -> x̂`` (numpy in, numpy out) on held-out faces.
+
+    ``ifa``: a function crop (3, S, S) -> recast Z_id (128,) (see :func:`ifa_identity`); None
+    uses a random other training face's embedding as Z_id.
+    """
     from streamanon.detect.centerface import CenterFace
 
     det = CenterFace(input_size=None)
@@ -127,7 +132,7 @@ def evaluate_generator(
         s = make_sample(hold_fs, i, None, None)
         a = make_sample(train_fs, int(near[i]), None, None)
         j = int(rng.integers(len(train_fs)))
-        z_id_anon = train_fs.embeddings[j]
+        z_id_anon = train_fs.embeddings[j] if ifa is None else ifa(s["x"])
         rec = run(s["z_g"][None], s["z_id"][None], s["z_a"][None])[0]
         anon = run(s["z_g"][None], z_id_anon[None], a["z_a"][None])[0]
         x = from_signed_rgb(s["x"])
@@ -167,6 +172,23 @@ def evaluate_generator(
     }
 
 
+def ifa_identity(size: int = GEN_SIZE):
+    """crop (3, S, S) -> IFA's recast identity f_x (paper eqs. 1-5) with the default codebook."""
+    from streamanon.identity.codebook import default_codebook
+    from streamanon.identity.ifa import recast_identity
+    from streamanon.synth.psi import load_psi
+
+    psi, book = load_psi(size), default_codebook()
+
+    def run(x: np.ndarray) -> np.ndarray:
+        chip = psi.chips(torch.from_numpy(x)[None])
+        with torch.enable_grad():
+            f_x, _ = recast_identity(psi.psi, chip, book)
+        return f_x[0].detach().numpy()
+
+    return run
+
+
 def torch_runner(G: torch.nn.Module):
     def run(z_g: np.ndarray, z_id: np.ndarray, z_a: np.ndarray) -> np.ndarray:
         with torch.no_grad():
@@ -184,14 +206,19 @@ def evaluate_run(cfg, out: Path) -> dict:
     ck = torch.load(str(out / "ckpt.pt"), map_location="cpu", weights_only=False)
     G = load_generator(out / "ckpt.pt")
     train_fs, hold_fs = load_faces(cfg)
-    metrics = evaluate_generator(
-        torch_runner(G),
-        train_fs,
-        hold_fs,
-        cfg.train.eval_faces or None,
-        cfg.train.seed,
-        out / "eval_grid.png",
-    )
+    n = cfg.train.eval_faces or None
+    run = torch_runner(G)
+    metrics = {
+        "swap": evaluate_generator(run, train_fs, hold_fs, n, cfg.train.seed, out / "eval_grid.png")
+    }
+    try:
+        ifa = ifa_identity(cfg.model.size)
+    except (ImportError, RuntimeError) as e:  # identity module or its weights absent
+        metrics["ifa"] = {"skipped": str(e)}
+    else:
+        metrics["ifa"] = evaluate_generator(
+            run, train_fs, hold_fs, n, cfg.train.seed, out / "eval_grid_ifa.png", ifa
+        )
     metrics["step"] = int(ck["step"])
     metrics["held_out_faces"] = len(hold_fs)
     metrics["training_faces"] = len(train_fs)

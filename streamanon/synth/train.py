@@ -412,7 +412,10 @@ def ship(cfg: RunConfig, out: Path, engines: Path, name: str = "generator_128") 
     save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(files[1]))
     info = {"config": cfg.to_dict(), "metrics": json.loads((out / "metrics.json").read_text())}
     files[2].write_text(json.dumps(info, indent=2))
-    for src, dst in (("eval_grid.png", f"{name}_eval.png"),):
+    for src, dst in (
+        ("eval_grid.png", f"{name}_eval_swap.png"),
+        ("eval_grid_ifa.png", f"{name}_eval_ifa.png"),
+    ):
         if (out / src).is_file():
             shutil.copy(out / src, engines / dst)
             files.append(engines / dst)
