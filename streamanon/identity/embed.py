@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -86,6 +87,13 @@ def export_onnx(path: str | Path | io.BytesIO, model: Recognizer | None = None) 
     model = model if model is not None else load_recognizer()
     dummy = torch.zeros(1, 3, CHIP_SIZE, CHIP_SIZE)
     target = str(path) if isinstance(path, (str, Path)) else path
+    with warnings.catch_warnings():
+        # The shape checks trace to constants, which is right: the chip size is fixed.
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        _export(model, dummy, target)
+
+
+def _export(model: Recognizer, dummy: torch.Tensor, target) -> None:
     torch.onnx.export(
         model,
         (dummy,),
