@@ -130,8 +130,11 @@ def test_appearance_decorrelation_is_hinged_cosine():
     assert float(L.appearance_decorrelation(e, e)) == pytest.approx(1.0)
     assert float(L.appearance_decorrelation(e, torch.tensor([[0.0, 1.0]]))) == 0.0
     assert float(L.appearance_decorrelation(e, -e)) == 0.0  # anti-correlated: no penalty
-    # L4 = l1(f_a(x), f_a(x̂)) + d_e
-    assert float(L.appearance(e, e * 3, torch.tensor([[0.0, 1.0]]))) == pytest.approx(1.0)
+    # L4 = l1(f_a(x), f_a(x̂)) + d_e, the l1 on directions (scale-free, as G uses f_a)
+    y = torch.tensor([[0.0, 1.0]])
+    assert float(L.appearance(e, e * 3, y)) == 0.0
+    assert float(L.appearance(e, y, y)) == pytest.approx(2.0)
+    assert float(L.appearance(e, y, e)) == pytest.approx(3.0)
 
 
 def test_identity_distance_is_mean_l2():
