@@ -177,3 +177,24 @@ def default_codebook() -> Codebook:
     if _default is None:
         _default = Codebook.load(DEFAULT_CODEBOOK)
     return _default
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m streamanon.identity.codebook SRC_FOLDER OUT.npz``: (re)build a codebook.
+
+    The shipped one is ``SRC_FOLDER = ../shared/data/faces/synthetic/sfhq`` (MIT).
+    """
+    import sys
+
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 2:
+        print("usage: python -m streamanon.identity.codebook SRC_FOLDER OUT.npz", file=sys.stderr)
+        return 2
+    cb = Codebook.from_folder(argv[0])
+    cb.save(argv[1])
+    print(f"{len(cb)} identities -> {argv[1]}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
