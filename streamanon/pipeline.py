@@ -95,16 +95,19 @@ def run_pipeline(
     def read() -> None:
         q = queues[0]
         try:
-            for item in source:
-                if stop.is_set():
-                    break
+            it = iter(source)
+            while not stop.is_set():
                 t0 = time.perf_counter()
-                if drop_when_busy and isinstance(item, Frame) and q.full():
-                    times.dropped += 1  # live source: the only place a frame may be dropped
-                    continue
+                item = next(it, _END)  # decoding happens here: time it as "read"
+                if item is _END:
+                    break
+                if isinstance(item, Frame):
+                    times.add("read", time.perf_counter() - t0)
+                    if drop_when_busy and q.full():
+                        times.dropped += 1  # live source: the only place a frame may be dropped
+                        continue
                 if not put(q, item):
                     break
-                times.add("read", time.perf_counter() - t0)
         except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
             fail(exc)
         finally:

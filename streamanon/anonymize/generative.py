@@ -34,6 +34,7 @@ MIN_FACE_PX = 32
 # Beyond this yaw the 68-point landmarks (and the bank's poses) stop being reliable.
 MAX_YAW_DEG = 60.0
 FEATHER = 0.06  # mask edge blur, as a fraction of the crop size
+TEMPORAL_EMA = 0.6  # weight of the previous rendered crop of the same track
 
 
 def generator_available() -> bool:
@@ -55,6 +56,7 @@ class TrackState:
     embedding: np.ndarray  # (128,) original embedding (never written anywhere)
     synthesized: int = 0
     fallbacks: Counter = field(default_factory=Counter)
+    last_crop: np.ndarray | None = None  # previous rendered crop, for temporal smoothing
 
 
 class GenerativeAnonymizer:
@@ -171,7 +173,7 @@ class GenerativeAnonymizer:
         from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
         from streamanon.visual.delegates import fit_geometry
         from streamanon.visual.inputs import MASK_CHANNEL, from_signed_rgb, render_geometry
-        from streamanon.visual.pose import head_pose
+        from streamanon.visual.pose import face_pose
 
         todo, fallback = [], []
         for i in range(len(faces)):
@@ -179,7 +181,7 @@ class GenerativeAnonymizer:
             tid = -1 if faces.track_id is None else int(faces.track_id[i])
             if reason is None:
                 lm = faces.landmarks68[i].astype(np.float64)
-                pose = head_pose(lm, image.shape[:2])
+                pose = face_pose(lm)
                 if abs(float(pose[0])) > MAX_YAW_DEG:
                     reason = "profile"
             if reason is not None:
@@ -208,7 +210,8 @@ class GenerativeAnonymizer:
                 np.stack([t[7].z_a for t in todo]),
             )
             for (_i, _tid, m, crop, _lm, _s, z_g, st), x_hat in zip(todo, out, strict=True):
-                self._blend(image, from_signed_rgb(x_hat), m, crop, z_g[MASK_CHANNEL])
+                gen = self._steady(st, from_signed_rgb(x_hat))
+                self._blend(image, gen, m, crop, z_g[MASK_CHANNEL])
                 st.synthesized += 1
         if fallback:
             self._fallback.apply(image, faces[np.array(fallback)])
@@ -216,15 +219,27 @@ class GenerativeAnonymizer:
     def _render_warp(self, image, st: TrackState, m, crop, lm_crop, s_hat) -> None:
         """The delegate's own face, re-shaped onto Ŝ_x (or the person's appearance when kept)."""
         from streamanon.anonymize.warp import warp_face
-        from streamanon.visual.inputs import face_mask
 
         if self.opts.keep_appearance:
             src, src_lm = crop, lm_crop
         else:
             a = st.delegates.appearance_index
             src, src_lm = self.bank.crop(a), self.bank.landmarks[a]
-        gen = warp_face(src, src_lm, s_hat)
-        self._blend(image, gen, m, crop, face_mask(s_hat, self.size, also=lm_crop))
+        gen = self._steady(st, warp_face(src, src_lm, s_hat))
+        self._blend(image, gen, m, crop, inner_face_mask((s_hat, lm_crop), self.size))
+
+    def _steady(self, st: TrackState, gen: np.ndarray) -> np.ndarray:
+        """Average with the track's previous crop (both in canonical crop coordinates).
+
+        Landmark noise that survives the Kalman smoother moves a sharp delegate texture by a
+        pixel or two per frame; in the aligned crop, consecutive renders of a face are nearly
+        the same image, so a short exponential average removes the shimmer without lag on
+        head motion (the alignment carries the motion, not the texture).
+        """
+        if st.last_crop is not None and TEMPORAL_EMA > 0:
+            gen = cv2.addWeighted(gen, 1.0 - TEMPORAL_EMA, st.last_crop, TEMPORAL_EMA, 0.0)
+        st.last_crop = gen
+        return gen
 
     def _blend(
         self, image: np.ndarray, gen: np.ndarray, m: np.ndarray, crop: np.ndarray, mask: np.ndarray
@@ -268,15 +283,35 @@ class GenerativeAnonymizer:
 
 
 def colour_match(gen: np.ndarray, ref: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Shift the generated face's mean colour (in Lab) to the original's inside the mask.
+    """Match the generated face's colour statistics (Lab) to the original's inside the mask.
 
-    Only the means move (lighting and skin tone of the scene), not the texture: the identity
-    of the original is not copied back.
+    Means move (scene lighting, white balance) and the lightness contrast is scaled, within
+    limits, to the scene's (a sharp studio delegate in a washed-out dashcam frame stands out).
+    Only these global statistics are taken from the original, never its texture.
     """
     w = mask > 0.5
     if w.sum() < 16:
         return gen
     g = cv2.cvtColor(gen, cv2.COLOR_BGR2LAB).astype(np.float32)
     r = cv2.cvtColor(ref, cv2.COLOR_BGR2LAB).astype(np.float32)
-    g += (r[w].mean(0) - g[w].mean(0))[None, None, :]
+    gm, rm = g[w].mean(0), r[w].mean(0)
+    contrast = np.clip(r[w][:, 0].std() / max(g[w][:, 0].std(), 1e-3), 0.6, 1.2)
+    g[..., 0] = (g[..., 0] - gm[0]) * contrast + gm[0]
+    g += (rm - gm)[None, None, :]
     return cv2.cvtColor(np.clip(g, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def inner_face_mask(shapes: tuple[np.ndarray, ...], size: int, lift: float = 0.15) -> np.ndarray:
+    """Union of the hulls of jaw + brows (raised a little), one per landmark set, (size, size).
+
+    Unlike the generator's mask it stops short of the hairline: a warped delegate brings its
+    own hair with it, and pasting someone else's fringe onto a forehead looks wrong.
+    """
+    mask = np.zeros((size, size), np.uint8)
+    for lm in shapes:
+        lm = np.asarray(lm, np.float64)
+        up = lift * (lm[8, 1] - lm[17:27, 1].mean())
+        pts = np.vstack([lm[0:17], lm[17:27] - [0.0, up]])
+        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
+        cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, 4)
+    return mask.astype(np.float32) / 255.0
