@@ -192,3 +192,26 @@ def _timed(redactor, img, faces, clock) -> float:
     t = clock()
     redactor.apply(img, faces)
     return clock() - t
+
+
+@pytest.mark.slow
+def test_detect_track_blur_leaves_no_face_in_a_real_video(shared_data: Path) -> None:
+    """Frame by frame, detector + tracker + blur: re-detection finds no face anywhere."""
+    import av
+
+    from streamanon.detect import make_detector
+    from streamanon.track import FaceTracker
+
+    det = make_detector("centerface", landmarks=False, input_size=None)
+    tracker, blur = FaceTracker(), make_redactor("blur")
+    left, frames = 0, 0
+    with av.open(str(shared_data / "videos" / "intel_sample_videos_classroom.mp4")) as container:
+        stream = container.streams.video[0]
+        for frame in container.decode(stream):
+            img = frame.to_ndarray(format="bgr24")
+            faces = tracker.update(det(img), float(frame.pts * stream.time_base))
+            blur.apply(img, faces)
+            after = det(img)
+            left += int((after.score >= 0.5).sum())
+            frames += 1
+    assert frames == 45 and left == 0
