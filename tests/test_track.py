@@ -55,6 +55,7 @@ def test_lifecycle_appear_coast_expire() -> None:
     assert [s[1] for s in seen[:10]] == [False] * 5 + [True] * 5
     assert [s[2] for s in seen] == [[]] * 10 + [[1]] + [[]] * 2  # reported once
     assert tr.tracks == []
+    assert out.track_id.shape == (0,) and out.coasting.shape == (0,)  # typed even when empty
 
 
 def test_coasting_box_follows_motion_and_grows() -> None:

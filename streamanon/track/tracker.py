@@ -297,8 +297,13 @@ class FaceTracker:
         rows = sorted(row_track)
         coasting = [tr for tr in self._tracks if tr.coasting]
         tracks = [row_track[r] for r in rows] + coasting
-        if not tracks:
-            return Detections.empty()
+        if not tracks:  # still typed as tracker output: empty track_id / coasting columns
+            return Detections(
+                np.zeros((0, 4), np.float32),
+                np.zeros(0, np.float32),
+                track_id=np.zeros(0, np.int64),
+                coasting=np.zeros(0, bool),
+            )
         xyxy = np.concatenate(
             [dets.xyxy[rows].reshape(-1, 4), np.array([tr.box for tr in coasting]).reshape(-1, 4)]
         )
