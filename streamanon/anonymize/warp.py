@@ -47,7 +47,7 @@ def warp_face(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np.nda
         if x1 <= x0 or y1 <= y0:
             continue
         # The affine map dst triangle → src triangle, sampled over the dst bounding box.
-        m = cv2.getAffineTransform(d - [x0, y0], s)
+        m = cv2.getAffineTransform((d - [x0, y0]).astype(np.float32), s)
         patch = cv2.warpAffine(
             image, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
             borderMode=cv2.BORDER_REFLECT,
