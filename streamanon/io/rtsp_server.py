@@ -20,6 +20,7 @@ import logging
 import os
 import queue
 import secrets
+import signal
 import socket
 import subprocess
 import sys
@@ -346,6 +347,8 @@ class ServerProcess:
 
 def _child_main(argv: list[str]) -> int:
     host, port, path, publish_path, verbose = argv
+    # Ctrl-C in a terminal reaches the whole process group; the parent decides when we end.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     logging.basicConfig(
         level=logging.INFO if verbose == "1" else logging.WARNING,
         format="streamanon: %(message)s",
