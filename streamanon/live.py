@@ -359,7 +359,8 @@ class LiveOutput:
                 period = max(period, _HEARTBEAT_S)
             with self.lock:
                 idle = now - self._last_write
-                if self._last_image is not None and idle >= max(period, self.live.fill_after):
+                threshold = max(period, self.live.fill_after)
+                if self._last_image is not None and idle >= threshold:
                     # Wall clock minus the last real frame's latency: continues its timeline.
                     pts = round((now - self._last_latency - self.source.t0) / TIME_BASE)
                     image = self._fill_image()
@@ -368,7 +369,7 @@ class LiveOutput:
                     if image is not None and self._encode(image, pts):
                         self.fill_frames += 1
                         # Next fill one period later, not after another fill_after.
-                        self._last_write = now - self.live.fill_after + period
+                        self._last_write = now + period - threshold
             if self.live.latency_report and now >= next_report:
                 next_report = now + self.live.latency_report
                 self._report()
