@@ -25,7 +25,9 @@ def real_inputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("rt_faces")
     for f in sorted(src.glob("*.jpg"))[10:13]:
         shutil.copy(f, d)
-    b = make_batch(build_faceset({"faces": [str(d)]}, 192, progress=False), np.arange(3), None, None)
+    b = make_batch(
+        build_faceset({"faces": [str(d)]}, 192, progress=False), np.arange(3), None, None
+    )
     return b["z_g"], b["z_id"], b["z_a"]
 
 
