@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 from pathlib import Path
 
@@ -29,15 +30,21 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
+@functools.cache
+def _hog():  # building dlib's HOG detector takes ~1 s: once per session
+    return dlib.get_frontal_face_detector()
+
+
 def _largest_face(image_bgr: np.ndarray) -> np.ndarray | None:
-    """dlib HOG on a copy at most 400 px wide (fast on a busy CPU), box in full-size pixels."""
-    s = min(1.0, 400 / max(image_bgr.shape[:2]))
+    """dlib HOG on a copy at most 320 px wide (fast on a busy CPU), box in full-size pixels."""
+    s = min(1.0, 320 / max(image_bgr.shape[:2]))
     small = (
         cv2.resize(image_bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
         if s < 1
         else image_bgr
     )
-    rects = dlib.get_frontal_face_detector()(np.ascontiguousarray(small[:, :, ::-1]), 1)
+    upsample = 1 if max(small.shape[:2]) < 200 else 0  # the tiny ORL photos need it
+    rects = _hog()(np.ascontiguousarray(small[:, :, ::-1]), upsample)
     if not rects:
         return None
     r = max(rects, key=lambda r: r.area())
@@ -111,12 +118,14 @@ def test_parity_with_dlib_compute_face_descriptor(faces):
     """≥ 20 real faces: cosine ≥ 0.999 against dlib's own descriptor (same 5-point shape)."""
     ref = dlib.face_recognition_model_v1(str(convert.default_dat_path()))
     assert len(faces["chips"]) >= 20
-    cos = []
+    cos, l2 = [], []
     for image, box, ours in zip(faces["images"], faces["boxes"], faces["emb"], strict=True):
         rgb = np.ascontiguousarray(image[:, :, ::-1])
         theirs = np.array(ref.compute_face_descriptor(rgb, align.landmarks5(rgb, box)))
         cos.append(ours @ theirs / np.linalg.norm(ours) / np.linalg.norm(theirs))
-        assert np.linalg.norm(ours - theirs) < 1e-3
+        l2.append(np.linalg.norm(ours - theirs))
+    print(f"\n{len(cos)} faces: min cosine {min(cos):.7f}, max L2 {max(l2):.2e}")
+    assert max(l2) < 1e-3
     assert min(cos) >= 0.999, min(cos)
 
 
@@ -191,11 +200,10 @@ def test_bad_chips_and_backend():
         embed.embed_chips(np.zeros((1, 150, 150, 3), np.uint8), backend="tensorrt")
 
 
-@pytest.mark.slow
 def test_same_and_different_people_separate_at_dlib_threshold():
-    """Identity photos (4 each of 20 people): dlib's 0.6 threshold separates them."""
+    """Identity photos (4 each of 30 people): dlib's 0.6 threshold separates them."""
     root = needs_shared("faces", "identities")
-    folders = sorted(p.name for p in root.iterdir() if p.is_dir())[::3][:20]
+    folders = sorted(p.name for p in root.iterdir() if p.is_dir())[::2][:30]
     chips, labels = [], []
     for path in _photos(root, folders, 4):
         image = cv2.imread(str(path))
@@ -211,7 +219,7 @@ def test_same_and_different_people_separate_at_dlib_threshold():
     same_rate = (d[iu][same] < 0.6).mean()
     diff_rate = (d[iu][~same] >= 0.6).mean()
     print(f"\n{len(emb)} faces: same<0.6 {same_rate:.3f}, different>=0.6 {diff_rate:.3f}")
-    assert same.sum() > 80 and (~same).sum() > 1500
+    assert same.sum() > 120 and (~same).sum() > 4000
     assert same_rate >= 0.97 and diff_rate >= 0.97
 
 

@@ -157,9 +157,9 @@ def identity_faces() -> dict:
     for folder in folders[:24]:
         for path in sorted(p for p in folder.iterdir() if p.suffix.lower() in (".jpg", ".png"))[:4]:
             image = cv2.imread(str(path))
-            s = min(1.0, 400 / max(image.shape[:2]))
+            s = min(1.0, 320 / max(image.shape[:2]))
             small = cv2.resize(image, None, fx=s, fy=s) if s < 1 else image
-            rects = det(np.ascontiguousarray(small[:, :, ::-1]), 1)
+            rects = det(np.ascontiguousarray(small[:, :, ::-1]), int(max(small.shape[:2]) < 200))
             if rects:
                 r = max(rects, key=lambda r: r.area())
                 box = np.array([r.left(), r.top(), r.right() + 1, r.bottom() + 1]) / s
