@@ -90,6 +90,7 @@ def export_onnx(path: str | Path | io.BytesIO, model: Recognizer | None = None) 
     with warnings.catch_warnings():
         # The shape checks trace to constants, which is right: the chip size is fixed.
         warnings.simplefilter("ignore", torch.jit.TracerWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)  # inside torch's own exporter
         _export(model, dummy, target)
 
 
