@@ -29,7 +29,7 @@ class CodebookError(InputError):
     """The codebook cannot be built from what was given."""
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # arrays: compare with np.array_equal, not ==
 class Codebook:
     """(n, 128) identity centroids with labels; logits = scale * cos(f - center, c - center)."""
 
