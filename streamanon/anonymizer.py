@@ -42,6 +42,13 @@ class Options:
     keep_geometry: bool = False
     fallback: str = "blur"
 
+    # Re-identification gives a person who leaves and comes back (within 10 s) their track,
+    # and so their fake identity, back. None: on for the generative methods.
+    reid: bool | None = None
+
+    def wants_reid(self) -> bool:
+        return self.reid if self.reid is not None else self.method in ("swap", "ida")
+
     def needs_landmarks(self) -> bool:
         if self.landmarks is not None:
             return self.landmarks
@@ -82,6 +89,13 @@ def _make_face_anonymizer(opts: Options):
 METHODS = (*CLASSIC_METHODS, "swap", "ida")
 
 
+def _reid_function():
+    """The recognizer's embedding as the tracker's re-identification hook (needs torch)."""
+    from streamanon.identity.embed import reid_embeddings
+
+    return reid_embeddings
+
+
 class Anonymizer:
     """Anonymize faces in BGR frames.
 
@@ -101,15 +115,20 @@ class Anonymizer:
                 raise TypeError(f"unknown option {k!r}")
             setattr(opts, k, v)
         self.options = opts
+        low = min(opts.low_thresh, opts.thresh)
         self.detector = make_detector(
             opts.detector,
-            thresh=min(opts.low_thresh, opts.thresh),
+            thresh=opts.thresh,
+            low_thresh=low,
             input_size=opts.input_size,
             landmarks=opts.needs_landmarks(),
             threads=opts.threads,
         )
         self.tracker = FaceTracker(
-            thresh=opts.thresh, low_thresh=opts.low_thresh, coast_s=opts.coast_s
+            thresh=opts.thresh,
+            low_thresh=low,
+            coast_s=opts.coast_s,
+            reid=_reid_function() if opts.wants_reid() else None,
         )
         self.face_anonymizer = _make_face_anonymizer(opts)
         from streamanon.anonymize.classic import make_redactor
@@ -127,7 +146,7 @@ class Anonymizer:
         # The tracker's clock must not run backwards, whatever the source's timestamps do.
         t = max(frame.time, self._last_t)
         self._last_t = t
-        faces = self.tracker.update(dets, t)
+        faces = self.tracker.update(dets, t, image=frame.image if self.tracker.reid else None)
         ended = self.tracker.pop_ended()
         if ended and hasattr(self.face_anonymizer, "forget"):
             self.face_anonymizer.forget([t.id for t in ended])
