@@ -304,9 +304,16 @@ class FaceTracker:
                 track_id=np.zeros(0, np.int64),
                 coasting=np.zeros(0, bool),
             )
-        xyxy = np.concatenate(
-            [dets.xyxy[rows].reshape(-1, 4), np.array([tr.box for tr in coasting]).reshape(-1, 4)]
-        )
+        detected = dets.xyxy[rows].reshape(-1, 4)
+        if rows:
+            # Cover the union of the detection and the track's filtered box: a detector box
+            # that lands half off the face for one frame still leaves the face covered.
+            filtered = np.array([row_track[r].box for r in rows], np.float32).reshape(-1, 4)
+            ok = np.isfinite(filtered).all(1)
+            detected = detected.copy()
+            detected[ok, :2] = np.minimum(detected[ok, :2], filtered[ok, :2])
+            detected[ok, 2:] = np.maximum(detected[ok, 2:], filtered[ok, 2:])
+        xyxy = np.concatenate([detected, np.array([tr.box for tr in coasting]).reshape(-1, 4)])
         score = np.concatenate(
             [dets.score[rows], np.array([tr.score for tr in coasting], np.float32)]
         )
