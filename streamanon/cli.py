@@ -72,7 +72,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--method",
         choices=METHODS,
         default=None,
-        help="ida = realistic fake faces (default when the generator is installed); "
+        help="swap = a realistic delegate face of nobody re-shaped to each person (IPD); "
+        "ida = the paper's generator (when its model is installed; then the default); "
         "blur, pixelate, solid, mask = classic redaction (default: blur otherwise)",
     )
     g.add_argument(
@@ -85,13 +86,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--epsilon",
         type=float,
         default=d.epsilon,
-        help="ida: privacy budget of the delegate sampler; lower = more random (default: %(default)s)",
+        help="swap/ida: privacy budget of the delegate sampler; lower = more random (default: %(default)s)",
     )
     g.add_argument(
         "--neighbours",
         type=int,
         default=d.neighbours,
-        help="ida: candidate delegates per face (default: %(default)s)",
+        help="swap/ida: candidate delegates per face (default: %(default)s)",
     )
     g.add_argument(
         "--k-classes",
@@ -100,15 +101,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="ida: identity classes distracted per face (default: %(default)s)",
     )
     g.add_argument(
-        "--keep-appearance", action="store_true", help="ida: keep the original appearance"
+        "--keep-appearance", action="store_true", help="swap/ida: keep the original appearance"
     )
     g.add_argument(
-        "--keep-geometry", action="store_true", help="ida: keep the original face geometry"
+        "--keep-geometry", action="store_true", help="swap/ida: keep the original face geometry"
     )
-    g.add_argument("--seed", type=int, default=d.seed, help="ida: seed for reproducible output")
+    g.add_argument(
+        "--seed", type=int, default=d.seed, help="swap/ida: seed for reproducible output"
+    )
     g = p.add_argument_group("detection and tracking")
     g.add_argument(
-        "--detector", default=d.detector, help="centerface (default), dlib-hog, dlib-mmod, scrfd"
+        "--detector",
+        default=d.detector,
+        help="centerface (default), dlib_hog, dlib_mmod, scrfd (your insightface model file)",
     )
     g.add_argument(
         "-t",
@@ -160,6 +165,86 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="keep identifying metadata (GPS, device serials, comments); stripped by default",
     )
+    g = p.add_argument_group("live streams (rtsp://, rtmp://, srt://, webcam:N); see docs/live.md")
+    g.add_argument(
+        "--rtsp-transport",
+        choices=("tcp", "udp", "udp_multicast", "http", "https"),
+        default="tcp",
+        help="RTSP transport for input and push output (default: %(default)s)",
+    )
+    g.add_argument(
+        "--listen",
+        action="store_true",
+        default=None,
+        help="wait for the camera to push to the input URL (default: when its host is 0.0.0.0)",
+    )
+    g.add_argument(
+        "--timeout",
+        type=float,
+        default=5.0,
+        metavar="SECONDS",
+        help="the source counts as lost after this long without data (default: %(default)s)",
+    )
+    g.add_argument(
+        "--no-reconnect",
+        dest="reconnect",
+        action="store_false",
+        help="end the run when the source is lost (default: reconnect with backoff)",
+    )
+    g.add_argument(
+        "--max-outage",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="give up when the source stays down this long (default: never)",
+    )
+    g.add_argument(
+        "--segment-time",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="record into a new file every SECONDS (file outputs)",
+    )
+    g.add_argument(
+        "--serve",
+        action="store_true",
+        default=None,
+        help="serve an rtsp:// output to clients (default: when its host is 0.0.0.0)",
+    )
+    g.add_argument(
+        "--fill",
+        choices=("repeat", "black"),
+        default="repeat",
+        help="what to send while the source is down (default: %(default)s)",
+    )
+    g.add_argument(
+        "--gop",
+        type=float,
+        default=1.0,
+        metavar="SECONDS",
+        help="keyframe interval of the live output (default: %(default)s)",
+    )
+    g.add_argument(
+        "--latency-report",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="log throughput and latency every SECONDS, 0 = never (default: %(default)s)",
+    )
+    g.add_argument(
+        "--input-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="FFmpeg option for the live input (repeatable)",
+    )
+    g.add_argument(
+        "--output-option",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="FFmpeg muxer option for the live output (repeatable)",
+    )
     g = p.add_argument_group("run")
     g.add_argument("--report", metavar="JSON", help="write a run summary here")
     g.add_argument("--preview", action="store_true", help="show the anonymized frames in a window")
@@ -209,15 +294,31 @@ def _options(args: argparse.Namespace):
     )
 
 
+def _key_values(items: list[str], flag: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        if "=" not in item:
+            raise InputError(f"{flag} {item!r}: expected KEY=VALUE")
+        k, v = item.split("=", 1)
+        out[k] = v
+    return out
+
+
+def _live_options(args: argparse.Namespace) -> dict:
+    return dict(
+        rtsp_transport=args.rtsp_transport, listen=args.listen, timeout=args.timeout,
+        reconnect=args.reconnect, max_outage=args.max_outage, segment_time=args.segment_time,
+        serve=args.serve, fill=args.fill, gop=args.gop, latency_report=args.latency_report,
+        input_options=_key_values(args.input_option, "--input-option") or None,
+        output_options=_key_values(args.output_option, "--output-option") or None,
+        overwrite=args.overwrite,
+    )  # fmt: skip
+
+
 def _encode_options(args: argparse.Namespace):
     from streamanon.run import EncodeOptions
 
-    opts = {}
-    for kv in args.codec_option:
-        if "=" not in kv:
-            raise InputError(f"--codec-option {kv!r}: expected KEY=VALUE")
-        k, v = kv.split("=", 1)
-        opts[k] = v
+    opts = _key_values(args.codec_option, "--codec-option")
     return EncodeOptions(
         codec=args.codec,
         crf=args.crf,
@@ -325,6 +426,7 @@ def anonymize_main(argv: list[str]) -> int:
                         quiet=args.quiet,
                         preview=_preview_fn(args.preview),
                         stop=stop,
+                        **_live_options(args),
                     )
                 )
                 continue
