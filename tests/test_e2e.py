@@ -81,7 +81,7 @@ def stream_summary(path: Path) -> dict:
 
 @pytest.mark.slow
 @pytest.mark.parametrize(
-    "clip", ["face_recognition_short_hamilton_clip.mp4", "intel_sample_videos_classroom.mp4"]
+    "clip", ["face_recognition_short_hamilton_clip.mp4", "intel_asl_gestures_thanks.mkv"]
 )
 def test_video_no_leaks_and_stream_preserved(tmp_path: Path, clip: str) -> None:
     src = needs_shared("videos", clip)
