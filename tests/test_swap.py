@@ -47,7 +47,7 @@ def test_swap_video_privacy_and_utility(swapped_clip) -> None:
     assert u["ssim_background"] >= 0.95
     (video,) = r["video"].values()
     assert video["identity_consistency"]["dlib"] >= 0.8
-    assert video["leaked_frames"]["dlib"]["leaked"] == 0
+    assert video["leaked_frames"]["dlib"]["rate"] <= 0.05  # issue 7: ReID in <= 5 % of frames
 
 
 @pytest.mark.slow
