@@ -103,3 +103,49 @@ def test_small_and_profile_faces_fall_back() -> None:
     assert anon.face_anonymizer.fallback_reasons["too_small"] == 1
     x1, y1, x2, y2 = tiny.xyxy[0].astype(int)
     assert not np.array_equal(out[y1:y2, x1:x2], img[y1:y2, x1:x2])
+
+
+@pytest.mark.parametrize(
+    "reid, detection, passes", [(0.02, 0.99, True), (0.60, 1.0, False), (0.01, 0.80, False)]
+)
+def test_generator_release_gate(
+    tmp_path: Path, reid: float, detection: float, passes: bool
+) -> None:
+    import json
+
+    from streamanon.anonymize.generative import generator_gate
+
+    meta = tmp_path / "g.json"
+    metrics = {"anonymized_reid_rate": reid, "anonymized_detection_rate": detection}
+    meta.write_text(json.dumps({"metrics": {"ifa": metrics}}))
+    assert generator_gate(meta)[0] is passes
+    meta.write_text("{}")
+    assert generator_gate(meta)[0] is False
+
+
+def test_default_method_follows_the_release_gate() -> None:
+    from streamanon.anonymize.generative import generator_available, generator_gate
+    from streamanon.cli import default_method
+
+    assert (default_method() == "ida") == generator_available()
+    if not generator_gate()[0]:  # e.g. the current experimental checkpoint
+        assert default_method() == "blur"
+
+
+def test_ida_pipeline_synthesizes_every_tracked_face_in_one_batch() -> None:
+    """The generator path end to end (its realism is measured in docs/generator.md)."""
+    from streamanon.paths import find_engine
+
+    if find_engine("generator_128.onnx") is None:
+        pytest.skip("no generator in engines/")
+    img = _group_photo()
+    anon = Anonymizer(method="ida")
+    calls = []
+    run = anon.face_anonymizer.runtime.run
+    anon.face_anonymizer.runtime.run = lambda *a: calls.append(len(a[0])) or run(*a)
+    out = anon(img)
+    assert calls == [2]  # both faces of the frame in one generator call
+    rep = anon.face_anonymizer.report()
+    assert len(rep["tracks"]) == 2 and not rep["fallbacks"]
+    for x1, y1, x2, y2 in anon.tracker.tracks[0].box[None].astype(int):
+        assert np.abs(out[y1:y2, x1:x2].astype(int) - img[y1:y2, x1:x2]).mean() > 10
