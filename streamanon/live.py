@@ -31,7 +31,7 @@ from streamanon.io.atomic import check_output
 from streamanon.io.stream import TIME_BASE, Backoff, LiveSource
 from streamanon.io.video import VideoWriter
 from streamanon.pipeline import Cancelled, StageTimes, run_pipeline
-from streamanon.run import EncodeOptions, RunReport
+from streamanon.run import EncodeOptions, RunReport, report_for
 from streamanon.types import Frame
 
 log = logging.getLogger(__name__)
@@ -500,17 +500,11 @@ def run_live(
     finally:
         out.close()
     seconds = time.perf_counter() - t0
-    c = anonymizer.counters
-    return RunReport(
+    return report_for(
+        anonymizer,
         src,
         output,
         "stream",
-        frames=c.frames,
-        faces=c.faces,
-        detections=c.detections,
-        tracks=len(c.track_ids),
-        coasted=c.coasted,
-        fallbacks=c.fallbacks,
         corrupt_packets=source.corrupt_packets,
         dropped_frames=times.dropped,
         seconds=seconds,

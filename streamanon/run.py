@@ -69,6 +69,20 @@ class RunReport:
     extra: dict = field(default_factory=dict)
 
 
+def report_for(
+    anonymizer: Anonymizer, src: str | Path, dst: str | Path, kind: str, **fields
+) -> RunReport:
+    """A RunReport filled from the anonymizer's counters (and its method's own report)."""
+    c = anonymizer.counters
+    extra = dict(fields.pop("extra", {}))
+    if hasattr(anonymizer.face_anonymizer, "report"):
+        extra[anonymizer.options.method] = anonymizer.face_anonymizer.report()
+    return RunReport(
+        str(src), str(dst), kind, frames=c.frames, faces=c.faces, detections=c.detections,
+        tracks=len(c.track_ids), coasted=c.coasted, fallbacks=c.fallbacks, extra=extra, **fields,
+    )  # fmt: skip
+
+
 def default_output(src: str | Path, out: str | Path | None, many: bool) -> Path:
     """Where the result of ``src`` goes: ``<stem>_anonymized<ext>`` beside it, or inside ``out``."""
     src = Path(src)
@@ -105,18 +119,7 @@ def anonymize_image(
     out = anonymizer(image)
     with atomic_output(dst) as tmp:
         write_image(tmp, out)
-    c = anonymizer.counters
-    return RunReport(
-        str(src),
-        str(dst),
-        "image",
-        frames=1,
-        faces=c.faces,
-        detections=c.detections,
-        tracks=len(c.track_ids),
-        fallbacks=c.fallbacks,
-        seconds=time.perf_counter() - t0,
-    )
+    return report_for(anonymizer, src, dst, "image", seconds=time.perf_counter() - t0)
 
 
 def anonymize_folder(
@@ -211,27 +214,13 @@ def anonymize_video(
         corrupt = reader.corrupt_packets
         fixed_ts = reader.fixed_timestamps
     seconds = time.perf_counter() - t0
-    c = anonymizer.counters
-    extra = {"fixed_timestamps": fixed_ts} if fixed_ts else {}
-    if hasattr(anonymizer.face_anonymizer, "report"):
-        extra[anonymizer.options.method] = anonymizer.face_anonymizer.report()
-    return RunReport(
-        str(src),
-        str(dst),
-        "video",
-        frames=c.frames,
-        faces=c.faces,
-        detections=c.detections,
-        tracks=len(c.track_ids),
-        coasted=c.coasted,
-        fallbacks=c.fallbacks,
-        corrupt_packets=corrupt,
-        extra=extra,
-        dropped_frames=times.dropped,
-        seconds=seconds,
-        fps=c.frames / seconds if seconds else 0.0,
-        ms_per_frame=times.ms_per_frame(),
-    )
+    frames = anonymizer.counters.frames
+    return report_for(
+        anonymizer, src, dst, "video",
+        corrupt_packets=corrupt, dropped_frames=times.dropped, seconds=seconds,
+        fps=frames / seconds if seconds else 0.0, ms_per_frame=times.ms_per_frame(),
+        extra={"fixed_timestamps": fixed_ts} if fixed_ts else {},
+    )  # fmt: skip
 
 
 def _encoder_for(decoder_name: str) -> str:
