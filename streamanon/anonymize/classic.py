@@ -8,6 +8,7 @@ same for any face size, unlike a kernel as wide as the face.
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from typing import Protocol, runtime_checkable
 
 import cv2
@@ -67,13 +68,14 @@ def pixelated(roi: np.ndarray, blocks: int = PIXELATE_BLOCKS) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-class _BoxRedactor:
+class _BoxRedactor(ABC):
     def __init__(self, mask_scale: float = 1.3) -> None:
         head_boxes_xyxy(np.zeros((0, 4)), mask_scale)  # validates
         self.mask_scale = mask_scale
 
+    @abstractmethod
     def _fill(self, roi: np.ndarray) -> None:
-        raise NotImplementedError
+        """Subclasses fill this in."""
 
     def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
         _check(image_bgr)

@@ -8,6 +8,8 @@ dlib scores are not probabilities, so they are squashed into [0, 1] (see `_squas
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
+
 import cv2
 import dlib
 import numpy as np
@@ -22,7 +24,7 @@ def _squash(raw: np.ndarray, center: float) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-4.0 * (raw - center)))
 
 
-class _DlibBase:
+class _DlibBase(ABC):
     name = "dlib"
 
     def __init__(self, *, input_size: int | None = 640, upsample: int = 0) -> None:
@@ -30,8 +32,9 @@ class _DlibBase:
         self.input_size = input_size
         self.upsample = int(upsample)
 
+    @abstractmethod
     def _raw(self, rgb: np.ndarray) -> tuple[list, np.ndarray]:
-        raise NotImplementedError
+        """Subclasses fill this in."""
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         image = check_image(image_bgr)
