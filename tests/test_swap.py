@@ -140,11 +140,12 @@ def test_ida_pipeline_synthesizes_every_tracked_face_in_one_batch() -> None:
         pytest.skip("no generator in engines/")
     img = _group_photo()
     anon = Anonymizer(method="ida")
+    anon(img)  # track birth: identity, delegates and their verification renders
     calls = []
     run = anon.face_anonymizer.runtime.run
     anon.face_anonymizer.runtime.run = lambda *a: calls.append(len(a[0])) or run(*a)
     out = anon(img)
-    assert calls == [2]  # both faces of the frame in one generator call
+    assert calls == [2]  # then both faces of a frame go in one generator call
     rep = anon.face_anonymizer.report()
     assert len(rep["tracks"]) == 2 and not rep["fallbacks"]
     for x1, y1, x2, y2 in anon.tracker.tracks[0].box[None].astype(int):

@@ -34,6 +34,9 @@ MIN_FACE_PX = 32
 # Beyond this yaw the 68-point landmarks (and the bank's poses) stop being reliable.
 MAX_YAW_DEG = 60.0
 FEATHER = 0.06  # mask edge blur, as a fraction of the crop size
+# Per-track verification of the delegate draw (see GenerativeAnonymizer._new_track).
+VERIFY_DIST = 0.7
+MAX_DRAWS = 6
 TEMPORAL_EMA = 0.6  # weight of the previous rendered crop of the same track
 
 
@@ -85,6 +88,7 @@ class TrackState:
     synthesized: int = 0
     fallbacks: Counter = field(default_factory=Counter)
     last_crop: np.ndarray | None = None  # previous rendered crop, for temporal smoothing
+    verified_distance: float | None = None  # Ψ distance of the first render to the person
 
 
 class GenerativeAnonymizer:
@@ -141,6 +145,19 @@ class GenerativeAnonymizer:
             self._identity = (load_recognizer(), default_codebook())
         return self._identity
 
+    def _embed(self, image: np.ndarray, box: np.ndarray):
+        """(embedding (128,), chip tensor) of the face in ``box`` with Ψ."""
+        import torch
+
+        from streamanon.identity.align import align_chips
+        from streamanon.identity.embed import chips_to_tensor
+
+        recognizer, _ = self._identity_models()
+        chips, _ = align_chips(image, box[None])
+        x = chips_to_tensor(chips)
+        with torch.no_grad():
+            return recognizer(x)[0].numpy(), x
+
     def _new_track(
         self,
         tid: int,
@@ -149,34 +166,70 @@ class GenerativeAnonymizer:
         crop: np.ndarray,
         lm_crop: np.ndarray,
         pose: np.ndarray,
+        m: np.ndarray,
     ) -> TrackState:
-        import torch
+        """A track's identity state, with its delegates verified against re-identification.
 
-        from streamanon.identity.align import align_chips
-        from streamanon.identity.embed import chips_to_tensor
+        The first draw is rendered into a scratch copy of the frame and embedded again; if
+        the result is still within ``VERIFY_DIST`` of the person (dlib's same-person threshold
+        is 0.6), further draws from the track's seeded stream are tried and the most distant
+        one is kept. This runs once per track, never per frame.
+        """
         from streamanon.identity.ifa import recast_identity
-        from streamanon.visual.delegates import choose_delegates
-        from streamanon.visual.inputs import appearance_input
-        from streamanon.visual.ipd import track_rng
 
-        recognizer, codebook = self._identity_models()
-        chips, _ = align_chips(image, box[None])
-        x = chips_to_tensor(chips)
-        with torch.no_grad():
-            emb = recognizer(x)[0].numpy()
+        emb, x = self._embed(image, box)
         if self.renderer == "warp":
             z_id = emb  # the warp renderer takes no identity feature
         elif self.opts.k_classes > 0:
+            recognizer, codebook = self._identity_models()
             f_x, _ = recast_identity(recognizer, x, codebook, k=self.opts.k_classes)
             z_id = f_x[0].detach().numpy()
         else:
             z_id = emb
-        rng = track_rng(self.opts.seed, tid, "delegates")
+        best, best_d = None, -1.0
+        tries = 1 if self.opts.keep_appearance else MAX_DRAWS
+        for attempt in range(tries):
+            st = self._draw(tid, emb, z_id, crop, lm_crop, pose, attempt)
+            if tries == 1:
+                return st
+            trial = image.copy()
+            self._render_one(trial, st, m, crop, lm_crop)
+            d = float(np.linalg.norm(self._embed(trial, box)[0] - emb))
+            if d > best_d:
+                best, best_d = st, d
+            if d >= VERIFY_DIST:
+                break
+        best.last_crop = None
+        best.verified_distance = best_d
+        return best
+
+    def _draw(self, tid, emb, z_id, crop, lm_crop, pose, attempt: int) -> TrackState:
+        from streamanon.visual.delegates import choose_delegates
+        from streamanon.visual.inputs import appearance_input
+        from streamanon.visual.ipd import track_rng
+
+        rng = track_rng(
+            self.opts.seed, tid, "delegates" if attempt == 0 else f"delegates/{attempt}"
+        )
         delegates = choose_delegates(
             self.bank, emb, lm_crop, pose, rng, self.opts.epsilon, self.opts.neighbours
         )
         z_a = appearance_input(crop, lm_crop) if self.opts.keep_appearance else delegates.z_a
         return TrackState(z_id.astype(np.float32), z_a.astype(np.float32), delegates, emb)
+
+    def _render_one(self, image, st: TrackState, m, crop, lm_crop) -> None:
+        """Render one face of ``st`` into ``image`` (used to verify a draw)."""
+        from streamanon.visual.delegates import fit_geometry
+        from streamanon.visual.inputs import MASK_CHANNEL, from_signed_rgb, render_geometry
+
+        s_hat = lm_crop if self.opts.keep_geometry else fit_geometry(st.delegates, lm_crop)
+        if self.renderer == "warp":
+            self._render_warp(image, st, m, crop, lm_crop, s_hat)
+            return
+        z_g = render_geometry(s_hat, crop, self.size, erase_landmarks=lm_crop)
+        x_hat = self.runtime.run(z_g[None], st.z_id[None], st.z_a[None])[0]
+        st.last_crop = None
+        self._blend(image, from_signed_rgb(x_hat), m, crop, z_g[MASK_CHANNEL])
 
     def forget(self, track_ids: list[int]) -> None:
         """Drop ended tracks' state (embeddings must not outlive the track)."""
@@ -226,7 +279,7 @@ class GenerativeAnonymizer:
             lm_crop = transform_points(lm, m)
             st = self._tracks.get(tid)
             if st is None:
-                st = self._new_track(tid, image, faces.xyxy[i], crop, lm_crop, pose)
+                st = self._new_track(tid, image, faces.xyxy[i], crop, lm_crop, pose, m)
                 with self._lock:
                     self._tracks[tid] = st
             s_hat = lm_crop if self.opts.keep_geometry else fit_geometry(st.delegates, lm_crop)
@@ -309,6 +362,7 @@ class GenerativeAnonymizer:
                 "appearance_delegate": None if d is None else int(d.appearance_index),
                 "geometry_delegate": None if d is None else int(d.geometry_index),
                 "synthesized_frames": st.synthesized,
+                "verified_distance": st.verified_distance,
                 "fallbacks": dict(st.fallbacks),
             }
         runtime = self.runtime.name if self.runtime is not None else "warp"
