@@ -150,3 +150,24 @@ def test_ida_pipeline_synthesizes_every_tracked_face_in_one_batch() -> None:
     assert len(rep["tracks"]) == 2 and not rep["fallbacks"]
     for x1, y1, x2, y2 in anon.tracker.tracks[0].box[None].astype(int):
         assert np.abs(out[y1:y2, x1:x2].astype(int) - img[y1:y2, x1:x2]).mean() > 10
+
+
+def test_warp_face_moves_landmarks_onto_the_target_and_pins_the_border() -> None:
+    """Pure geometry: sample a coordinate-encoding image; dst landmarks must read src coords."""
+    from streamanon.anonymize.warp import warp_face
+    from streamanon.visual.align import TEMPLATE68
+
+    size = 128
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
+    coords = np.dstack([xs, ys, np.zeros_like(xs)])  # pixel value = its own position
+    src = TEMPLATE68 * size
+    centre = src.mean(0)
+    # Another face shape: wider, shorter, mouth region lowered (no triangle folds over).
+    dst = centre + (src - centre) * [1.06, 0.95] + [1.5, -1.0]
+    dst[48:68, 1] += 2.0
+    out = warp_face(coords, src, dst)
+    inner = np.arange(17, 68)  # away from the jaw's triangles touching the border
+    read = np.array([cv2.getRectSubPix(out, (1, 1), (x, y))[0, 0, :2] for x, y in dst[inner]])
+    assert np.abs(read - src[inner]).max() < 0.6
+    assert np.allclose(out[0, :, :2], coords[0, :, :2], atol=0.5)  # border pinned
+    assert np.allclose(out[:, -1, :2], coords[:, -1, :2], atol=0.5)

@@ -34,26 +34,27 @@ def warp_face(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np.nda
     """``image`` (S, S, C) whose face has landmarks ``src68``, re-shaped so they land on ``dst68``.
 
     The crop border is pinned, so the background stays in place and only the face moves.
+    One `cv2.remap` does the whole warp: every output pixel is labelled with the triangle it
+    falls in, and that triangle's affine map (dst → src) gives its sampling position.
     """
     size = image.shape[0]
-    src = np.vstack([np.asarray(src68, np.float64), _border(size)]).astype(np.float32)
-    dst = np.vstack([np.asarray(dst68, np.float64), _border(size)]).astype(np.float32)
-    out = np.zeros_like(image)
-    for tri in triangles(size):
-        s, d = src[tri], dst[tri]
-        x, y, w, h = cv2.boundingRect(d)
-        x0, y0 = max(x, 0), max(y, 0)
-        x1, y1 = min(x + w, size), min(y + h, size)
-        if x1 <= x0 or y1 <= y0:
-            continue
-        # The affine map dst triangle → src triangle, sampled over the dst bounding box.
-        m = cv2.getAffineTransform((d - [x0, y0]).astype(np.float32), s)
-        patch = cv2.warpAffine(
-            image, m, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
-            borderMode=cv2.BORDER_REFLECT,
-        )  # fmt: skip
-        m_tri = np.zeros((y1 - y0, x1 - x0), np.uint8)
-        cv2.fillConvexPoly(m_tri, np.round(d - [x0, y0]).astype(np.int32), 1, cv2.LINE_8)
-        region = out[y0:y1, x0:x1]
-        region[m_tri > 0] = patch[m_tri > 0]
-    return out
+    src = np.vstack([np.asarray(src68, np.float64), _border(size)])
+    dst = np.vstack([np.asarray(dst68, np.float64), _border(size)])
+    tris = triangles(size)
+    # Per triangle, A (3, 2) with [x, y, 1] @ A = source position; pinv keeps a collapsed
+    # (zero-area) triangle finite — it then covers no pixel anyway.
+    d = np.concatenate([dst[tris], np.ones((len(tris), 3, 1))], axis=2)
+    affine = np.linalg.pinv(d) @ src[tris]
+    label = np.zeros((size, size), np.int32)  # 0 = outside every triangle (identity map)
+    pts = np.round(dst * 16).astype(np.int32)
+    for t, tri in enumerate(tris, start=1):
+        cv2.fillConvexPoly(label, pts[tri], int(t), cv2.LINE_8, 4)
+    ys, xs = np.mgrid[0:size, 0:size].astype(np.float64)
+    identity = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]])
+    a = np.concatenate([identity[None], affine])[label]  # (S, S, 3, 2)
+    map_x = xs * a[..., 0, 0] + ys * a[..., 1, 0] + a[..., 2, 0]
+    map_y = xs * a[..., 0, 1] + ys * a[..., 1, 1] + a[..., 2, 1]
+    return cv2.remap(
+        image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
+        borderMode=cv2.BORDER_REFLECT,
+    )  # fmt: skip
