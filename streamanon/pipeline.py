@@ -104,8 +104,18 @@ def run_pipeline(
                 if isinstance(item, Frame):
                     times.add("read", time.perf_counter() - t0)
                     if drop_when_busy and q.full():
-                        times.dropped += 1  # live source: the only place a frame may be dropped
-                        continue
+                        # Live source: the only place a frame may be dropped. Drop the stale
+                        # queued frame and keep the newest, so latency stays one detection.
+                        try:
+                            stale = q.get_nowait()
+                        except queue.Empty:
+                            stale = None
+                        if stale is not None and not isinstance(stale, Frame):
+                            q.put_nowait(stale)  # never drop anything but frames
+                            times.dropped += 1
+                            continue
+                        if stale is not None:
+                            times.dropped += 1
                 if not put(q, item):
                     break
         except BaseException as exc:  # noqa: BLE001 - forwarded to the caller
