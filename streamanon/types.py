@@ -17,7 +17,9 @@ def _rows(a: np.ndarray | None, n: int, shape: tuple[int, ...], name: str) -> No
     if a is None:
         return
     if a.shape[:1] != (n,) or a.shape[1:] != shape:
-        raise ValueError(f"{name} must have shape ({n}, {', '.join(map(str, shape))}), got {a.shape}")
+        raise ValueError(
+            f"{name} must have shape ({n}, {', '.join(map(str, shape))}), got {a.shape}"
+        )
 
 
 @dataclass(slots=True)
