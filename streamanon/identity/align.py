@@ -9,14 +9,13 @@ rebuild the chip's similarity transform from the chip details the way
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import threading
-from pathlib import Path
 
 import numpy as np
 
-from streamanon.errors import InputError, ModelMissingError
+from streamanon.detect.base import package_file
+from streamanon.errors import InputError
 from streamanon.identity.recognizer import CHIP_SIZE
 
 PADDING = 0.25
@@ -31,14 +30,7 @@ def _shape_predictor():  # -> dlib.shape_predictor
         if _predictor is None:
             import dlib
 
-            spec = importlib.util.find_spec("face_recognition_models")
-            if spec is None or not spec.submodule_search_locations:
-                raise ModelMissingError(
-                    f"{_PREDICTOR_NAME} needs face_recognition_models installed"
-                )
-            path = Path(list(spec.submodule_search_locations)[0]) / "models" / _PREDICTOR_NAME
-            if not path.is_file():
-                raise ModelMissingError(f"{path} is missing")
+            path = package_file("face_recognition_models", "models", _PREDICTOR_NAME)
             _predictor = dlib.shape_predictor(str(path))
         return _predictor
 

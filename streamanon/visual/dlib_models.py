@@ -8,28 +8,17 @@ non-commercial use only; the ResNet is CC0.
 
 from __future__ import annotations
 
-import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
-
-class DlibModelMissing(RuntimeError):
-    """A dlib model file is not installed (we never download)."""
+from streamanon.detect.base import package_file
 
 
 def model_path(name: str) -> Path:
     """Path of one of face_recognition_models' files, e.g. ``shape_predictor_68_face_landmarks.dat``."""
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or spec.origin is None:
-        raise DlibModelMissing(
-            f"{name} not found: install face_recognition_models==0.3.0 (pip install face_recognition_models)"
-        )
-    path = Path(spec.origin).parent / "models" / name
-    if not path.is_file():
-        raise DlibModelMissing(f"{name} not found in {path.parent}")
-    return path
+    return package_file("face_recognition_models", "models", name)
 
 
 @lru_cache(maxsize=1)
