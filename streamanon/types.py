@@ -99,6 +99,10 @@ class Frame:
     index: int
     pts: int | None = None
     time_base: Fraction | None = None
+    # Display rotation of the source (degrees counter-clockwise, as in the stream's display
+    # matrix). ``image`` is always upright (as players show it); writers turn it back and tag
+    # the output, so faces are detected the way people see them.
+    rotation: int = 0
     # Set by the pipeline: the faces that were anonymized in this frame.
     faces: Detections = field(default_factory=Detections.empty)
 

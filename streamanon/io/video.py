@@ -15,6 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 
 from streamanon.errors import InputError, OutputError
@@ -73,8 +74,36 @@ class VideoInfo:
     audio_streams: list[int] = field(default_factory=list)
 
 
+def normalize_rotation(degrees: float) -> int:
+    """A display rotation snapped to 0, 90, 180 or 270 (counter-clockwise degrees)."""
+    return int(round(float(degrees) / 90.0)) % 4 * 90
+
+
+_TO_UPRIGHT = {
+    90: cv2.ROTATE_90_COUNTERCLOCKWISE,
+    180: cv2.ROTATE_180,
+    270: cv2.ROTATE_90_CLOCKWISE,
+}
+_TO_STORED = {90: cv2.ROTATE_90_CLOCKWISE, 180: cv2.ROTATE_180, 270: cv2.ROTATE_90_COUNTERCLOCKWISE}
+
+
+def upright(image: np.ndarray, rotation: int) -> np.ndarray:
+    """The stored picture turned the way a player shows it (display rotation applied)."""
+    code = _TO_UPRIGHT.get(normalize_rotation(rotation))
+    return image if code is None else cv2.rotate(image, code)
+
+
+def stored(image: np.ndarray, rotation: int) -> np.ndarray:
+    """Inverse of `upright`: the picture as it is stored beside a display rotation tag."""
+    code = _TO_STORED.get(normalize_rotation(rotation))
+    return image if code is None else cv2.rotate(image, code)
+
+
 class VideoReader:
     """Iterate over a video's frames (``Frame``) and, optionally, its audio packets.
+
+    Frames come out upright: a phone clip stored sideways with a display rotation is turned
+    before anything looks for faces in it (``Frame.rotation`` says how to store it back).
 
     ``corrupt_packets`` counts packets the decoder rejected; they are skipped, not fatal.
     """
@@ -197,11 +226,12 @@ class VideoReader:
                     log.debug("skipping corrupt packet: %s", exc)
                     continue
                 for vf in frames:
+                    rotation = normalize_rotation(getattr(vf, "rotation", 0) or 0)
                     if index == 0:
-                        self.rotation = int(getattr(vf, "rotation", 0) or 0)
-                    image = vf.to_ndarray(format="bgr24")
+                        self.rotation = rotation
+                    image = upright(vf.to_ndarray(format="bgr24"), rotation)
                     ftb = vf.time_base or tb
-                    yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb)
+                    yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb, rotation)
                     index += 1
         except av.error.FFmpegError as exc:
             raise InputError(f"{self.source}: read failed ({_ffmsg(exc)})") from None
@@ -249,6 +279,7 @@ class VideoWriter:
         self.pix_fmt = pix_fmt
         self.codec_options = dict(codec_options or {})
         self.rotation = rotation
+        self._rotation_tagged = False
         self.fps = fps
         try:
             self.container = av.open(self.target, mode="w", format=format, options=options or {})
@@ -272,7 +303,8 @@ class VideoWriter:
         self.frames_written = 0
 
     def _open_stream(self, frame: Frame) -> None:
-        h, w = frame.image.shape[:2]
+        self._rotation_tagged = False
+        h, w = stored(frame.image, self.rotation).shape[:2]
         rate = self.fps or (self.info.average_rate if self.info else None) or Fraction(25, 1)
         rate = Fraction(rate).limit_denominator(100000)
         try:
@@ -309,8 +341,12 @@ class VideoWriter:
         if self.rotation:
             try:
                 stream.set_display_rotation(self.rotation)
+                self._rotation_tagged = True
             except (AttributeError, ValueError, av.error.FFmpegError) as exc:
-                log.warning("rotation %d° could not be kept: %s", self.rotation, exc)
+                # Without the tag the upright picture is written as is: still shown upright.
+                log.warning("rotation %d° not kept (%s); writing upright", self.rotation, exc)
+                h, w = frame.image.shape[:2]
+                stream.width, stream.height = w - w % 2, h - h % 2
         self.stream = stream
         self._tb = tb
         if self._audio_from is not None:
@@ -328,10 +364,13 @@ class VideoWriter:
 
     def write(self, frame: Frame) -> None:
         if self.stream is None:
+            if frame.rotation and not self.rotation:
+                self.rotation = frame.rotation
             self._open_stream(frame)
         stream = self.stream
         assert stream is not None
-        img = frame.image
+        # Store the picture the way the source did, under the same display rotation tag.
+        img = stored(frame.image, self.rotation) if self._rotation_tagged else frame.image
         if img.shape[1] != stream.width or img.shape[0] != stream.height:
             img = img[: stream.height, : stream.width]
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
