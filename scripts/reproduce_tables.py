@@ -29,7 +29,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamanon.anonymizer import CLASSIC_METHODS, Anonymizer, Options  # noqa: E402
+from streamanon.anonymize.classic import METHODS as CLASSIC_METHODS  # noqa: E402
+from streamanon.anonymizer import Anonymizer, Options  # noqa: E402
 from streamanon.eval.evaluate import EvalConfig, evaluate  # noqa: E402
 from streamanon.eval.pairs import make_pairs  # noqa: E402
 from streamanon.eval.recognizers import available_recognizers  # noqa: E402

@@ -13,16 +13,27 @@ from fractions import Fraction
 
 import numpy as np
 
+from streamanon.anonymize.classic import METHODS as CLASSIC
+from streamanon.anonymize.registry import (
+    FaceMethod,
+    fallback_redactor,
+    get_spec,
+    make_method,
+    method_names,
+)
 from streamanon.types import Detections, Frame
 
 log = logging.getLogger(__name__)
 
-CLASSIC_METHODS = ("blur", "pixelate", "solid", "mask")
+# Kept for callers of the old names; the registry is the source of truth.
+METHODS = method_names()
+CLASSIC_METHODS = CLASSIC
 
 
 @dataclass
 class Options:
-    """Every knob of an anonymization run; the CLI flags map one to one onto these."""
+    """Every knob of an anonymization run. Most have a CLI flag; ``low_thresh``, ``landmarks``
+    and ``reid`` are for Python callers only."""
 
     method: str = "blur"
     detector: str = "centerface"
@@ -40,19 +51,21 @@ class Options:
     seed: int = 0
     keep_appearance: bool = False
     keep_geometry: bool = False
+    # The one cover for faces the method cannot serve (it declined them, or it raised):
+    # a classic method (see anonymize/registry.py).
     fallback: str = "blur"
 
     # Re-identification gives a person who leaves and comes back (within 10 s) their track,
-    # and so their fake identity, back. None: on for the generative methods.
+    # and so their fake identity, back. None: as the method's registry entry says.
     reid: bool | None = None
 
     def wants_reid(self) -> bool:
-        return self.reid if self.reid is not None else self.method in ("swap", "ida")
+        return self.reid if self.reid is not None else get_spec(self.method).needs_reid
 
     def needs_landmarks(self) -> bool:
         if self.landmarks is not None:
             return self.landmarks
-        return self.method in ("mask", "swap", "ida")
+        return get_spec(self.method).needs_landmarks
 
 
 @dataclass
@@ -69,24 +82,6 @@ class Counters:
         d["tracks"] = len(self.track_ids)
         del d["track_ids"]
         return d
-
-
-def _make_face_anonymizer(opts: Options):
-    """The per-face method: a classic redactor or the generative anonymizer."""
-    if opts.method in CLASSIC_METHODS:
-        from streamanon.anonymize.classic import make_redactor
-
-        return make_redactor(opts.method, mask_scale=opts.mask_scale)
-    if opts.method in ("ida", "swap"):
-        from streamanon.anonymize.generative import GenerativeAnonymizer
-
-        return GenerativeAnonymizer(opts, renderer="generator" if opts.method == "ida" else "warp")
-    from streamanon.errors import InputError
-
-    raise InputError(f"unknown method {opts.method!r} (choose from {', '.join(METHODS)})")
-
-
-METHODS = (*CLASSIC_METHODS, "swap", "ida")
 
 
 def _reid_function():
@@ -139,11 +134,8 @@ class Anonymizer:
             coast_s=opts.coast_s,
             reid=_reid_function() if opts.wants_reid() else None,
         )
-        self.face_anonymizer = _make_face_anonymizer(opts)
-        from streamanon.anonymize.classic import make_redactor
-
-        # Fail-closed cover for faces the chosen method could not handle.
-        self._cover = make_redactor("solid", mask_scale=opts.mask_scale)
+        self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
+        self.face_anonymizer: FaceMethod = make_method(opts)
         self.counters = Counters()
         self._lock = threading.Lock()
         self._next_index = 0
@@ -157,7 +149,7 @@ class Anonymizer:
         self._last_t = t
         faces = self.tracker.update(dets, t, image=frame.image if self.tracker.reid else None)
         ended = self.tracker.pop_ended()
-        if ended and hasattr(self.face_anonymizer, "forget"):
+        if ended:
             self.face_anonymizer.forget([t.id for t in ended])
         frame.faces = faces
         c = self.counters
@@ -185,6 +177,16 @@ class Anonymizer:
             self._cover.apply(frame.image, faces)
         return frame
 
+    def method_report(self) -> dict:
+        """The method's report, with every fallback (declined or failed) counted by reason."""
+        rep = dict(self.face_anonymizer.report())
+        reasons = dict(rep.get("fallbacks") or {})
+        if self.counters.fallbacks:
+            reasons["error"] = reasons.get("error", 0) + self.counters.fallbacks
+        if reasons:
+            rep["fallbacks"] = reasons
+        return rep
+
     def __call__(self, image: np.ndarray, t: float | None = None) -> np.ndarray:
         """Anonymize one BGR frame (a copy is returned). ``t``: its time in seconds."""
         with self._lock:
@@ -194,7 +196,3 @@ class Anonymizer:
             t = idx / self.fps_hint  # no clock given: assume a steady frame rate
         frame = Frame(image.copy(), idx, round(t * 1_000_000), Fraction(1, 1_000_000))
         return self.apply(self.track(frame)).image
-
-    def detections(self, image: np.ndarray) -> Detections:
-        """Raw detector output for one image (no tracking)."""
-        return self.detector(image)

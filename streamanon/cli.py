@@ -30,6 +30,9 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "bench": ("streamanon.eval.bench", "bench_main", "fps and per-stage time of each method"),
 }
 
+# Subcommands that need an optional extra (checked first: a one-line message, never a traceback).
+SUBCOMMAND_EXTRAS = {"explain": "torch", "train": "torch"}
+
 EPILOG = """\
 subcommands (streamanon COMMAND --help):
 {subs}
@@ -43,7 +46,9 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamanon.anonymizer import METHODS, Options
+    from streamanon.anonymize.classic import METHODS as CLASSIC
+    from streamanon.anonymize.registry import method_help, method_names
+    from streamanon.anonymizer import Options
 
     d = Options()
     subs = "\n".join(f"  {k:<10} {v[2]}" for k, v in SUBCOMMANDS.items())
@@ -70,11 +75,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "-m",
         "--method",
-        choices=METHODS,
+        choices=method_names(),
         default=None,
-        help="swap = a realistic delegate face of nobody re-shaped to each person (IPD); "
-        "ida = the paper's generator (when its model is installed; then the default); "
-        "blur, pixelate, solid, mask = classic redaction (default: blur otherwise)",
+        help=method_help(),
+    )
+    g.add_argument(
+        "--fallback",
+        choices=CLASSIC,
+        default=d.fallback,
+        help="cover for faces the method cannot serve or fails on (default: %(default)s)",
     )
     g.add_argument(
         "--mask-scale",
@@ -291,6 +300,7 @@ def _options(args: argparse.Namespace):
         seed=args.seed,
         keep_appearance=args.keep_appearance,
         keep_geometry=args.keep_geometry,
+        fallback=args.fallback,
     )
 
 
@@ -503,18 +513,36 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if argv and argv[0] in SUBCOMMANDS:
             module, func, _ = SUBCOMMANDS[argv[0]]
+            extra = SUBCOMMAND_EXTRAS.get(argv[0])
+            if extra is not None:
+                from streamanon.anonymize.registry import require_extra
+
+                require_extra(extra, f"streamanon {argv[0]}")
             try:
                 fn = getattr(importlib.import_module(module), func)
-            except (ImportError, AttributeError) as exc:
+            except ModuleNotFoundError as exc:
                 print(
-                    f"streamanon {argv[0]}: not available in this install ({exc})", file=sys.stderr
+                    f"streamanon {argv[0]}: needs {exc.name}, which is not installed",
+                    file=sys.stderr,
                 )
-                return 2
+                return 4
             return int(fn(argv[1:]) or 0)
         return anonymize_main(argv)
     except StreamanonError as exc:
         print(f"streamanon: error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except ModuleNotFoundError as exc:
+        # A lazily imported optional dependency: name the extra that brings it.
+        from streamanon.anonymize.registry import EXTRAS
+
+        extra = next((e for e, mods in EXTRAS.items() if exc.name in mods), None)
+        if extra is None:
+            raise
+        print(
+            f'streamanon: error: {exc.name} is not installed: pip install "streamanon[{extra}]"',
+            file=sys.stderr,
+        )
+        return 4
     except KeyboardInterrupt:
         print("streamanon: interrupted; no output written for the current input", file=sys.stderr)
         return 130

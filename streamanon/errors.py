@@ -23,3 +23,9 @@ class ModelMissingError(StreamanonError, RuntimeError):
     """An optional backend's model file is not on this machine (we never download)."""
 
     exit_code = 4
+
+
+class MissingExtraError(StreamanonError, ImportError):
+    """An optional Python dependency (an extra such as ``streamanon[torch]``) is not installed."""
+
+    exit_code = 4

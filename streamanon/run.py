@@ -75,11 +75,14 @@ def report_for(
     """A RunReport filled from the anonymizer's counters (and its method's own report)."""
     c = anonymizer.counters
     extra = dict(fields.pop("extra", {}))
-    if hasattr(anonymizer.face_anonymizer, "report"):
-        extra[anonymizer.options.method] = anonymizer.face_anonymizer.report()
+    method = anonymizer.method_report()
+    if method:
+        extra[anonymizer.options.method] = method
+    # Every face covered by the fallback instead of the method: declined by it or failed.
+    fallbacks = sum((method.get("fallbacks") or {}).values())
     return RunReport(
         str(src), str(dst), kind, frames=c.frames, faces=c.faces, detections=c.detections,
-        tracks=len(c.track_ids), coasted=c.coasted, fallbacks=c.fallbacks, extra=extra, **fields,
+        tracks=len(c.track_ids), coasted=c.coasted, fallbacks=fallbacks, extra=extra, **fields,
     )  # fmt: skip
 
 

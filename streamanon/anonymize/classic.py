@@ -9,6 +9,7 @@ same for any face size, unlike a kernel as wide as the face.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from typing import Protocol, runtime_checkable
 
 import cv2
@@ -68,7 +69,19 @@ def pixelated(roi: np.ndarray, blocks: int = PIXELATE_BLOCKS) -> np.ndarray:
     return cv2.resize(small, (w, h), interpolation=cv2.INTER_NEAREST)
 
 
-class _BoxRedactor(ABC):
+class _Stateless:
+    """Classic redactors keep nothing per track: `forget` and `report` are no-ops."""
+
+    name = ""
+
+    def forget(self, track_ids: Iterable[int]) -> None:
+        pass
+
+    def report(self) -> dict:
+        return {}
+
+
+class _BoxRedactor(_Stateless, ABC):
     def __init__(self, mask_scale: float = 1.3) -> None:
         head_boxes_xyxy(np.zeros((0, 4)), mask_scale)  # validates
         self.mask_scale = mask_scale
@@ -87,6 +100,8 @@ class _BoxRedactor(ABC):
 class BlurRedactor(_BoxRedactor):
     """Blur the head box (shrink to `pixels` along its longer side, then enlarge)."""
 
+    name = "blur"
+
     def __init__(self, mask_scale: float = 1.3, pixels: int = BLUR_PIXELS) -> None:
         super().__init__(mask_scale)
         if pixels < 1:
@@ -99,6 +114,8 @@ class BlurRedactor(_BoxRedactor):
 
 class PixelateRedactor(_BoxRedactor):
     """Replace the head box by `blocks` x `blocks`-ish flat squares."""
+
+    name = "pixelate"
 
     def __init__(self, mask_scale: float = 1.3, blocks: int = PIXELATE_BLOCKS) -> None:
         super().__init__(mask_scale)
@@ -113,6 +130,8 @@ class PixelateRedactor(_BoxRedactor):
 class SolidRedactor(_BoxRedactor):
     """Fill the head box with one colour (BGR)."""
 
+    name = "solid"
+
     def __init__(self, mask_scale: float = 1.3, color: tuple[int, int, int] = (0, 0, 0)) -> None:
         super().__init__(mask_scale)
         self.color = np.array(color, dtype=np.uint8)
@@ -121,11 +140,13 @@ class SolidRedactor(_BoxRedactor):
         roi[...] = self.color
 
 
-class MaskRedactor:
+class MaskRedactor(_Stateless):
     """Fill the face's shape. With landmarks: the 68-point hull extended to the hairline,
     joined with the ellipse inscribed in the detector's box (so a bad landmark fit can never
     uncover the face), cut to the head box. Without: the ellipse inscribed in the head box.
     `fill` is "blur" or "solid"."""
+
+    name = "mask"
 
     def __init__(
         self,

@@ -1,0 +1,118 @@
+"""The face-method registry: one table drives the Anonymizer, the CLI and Options."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from streamanon.anonymize import registry
+from streamanon.anonymize.registry import FaceMethod, MethodSpec, get_spec, method_names
+from streamanon.anonymizer import Anonymizer, Options
+from streamanon.errors import InputError
+from streamanon.types import Detections, Frame
+
+
+def test_every_registered_method_says_what_it_needs() -> None:
+    assert {"blur", "pixelate", "solid", "mask", "swap", "ida"} <= set(method_names())
+    for name in method_names():
+        spec = get_spec(name)
+        assert spec.name == name and spec.help
+        assert Options(method=name).needs_landmarks() is spec.needs_landmarks
+        assert Options(method=name).wants_reid() is spec.needs_reid
+    assert get_spec("swap").extra == "torch" and get_spec("blur").extra is None
+
+
+def test_unknown_method_is_an_input_error_naming_the_choices() -> None:
+    with pytest.raises(InputError, match="choose from blur"):
+        Options(method="nope").needs_landmarks()
+
+
+@pytest.mark.parametrize("name", ["blur", "pixelate", "solid", "mask"])
+def test_classic_methods_are_face_methods(name: str) -> None:
+    m = registry.make_method(Options(method=name))
+    assert isinstance(m, FaceMethod) and m.name == name
+    m.forget([1, 2])
+    assert m.report() == {}
+
+
+class _Exploding:
+    name = "exploding"
+
+    def __init__(self) -> None:
+        self.forgotten: list[int] = []
+
+    def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
+        raise RuntimeError("boom")
+
+    def forget(self, track_ids) -> None:
+        self.forgotten.extend(track_ids)
+
+    def report(self) -> dict:
+        return {"fallbacks": {"too_small": 1}}
+
+
+def test_a_registered_method_is_used_and_its_failures_are_one_counted_fallback(
+    monkeypatch,
+) -> None:
+    spec = MethodSpec("exploding", lambda opts: _Exploding(), help="raises")
+    monkeypatch.setitem(registry._REGISTRY, "exploding", spec)
+    anon = Anonymizer(method="exploding", fallback="solid")
+    img = np.full((120, 160, 3), 200, np.uint8)
+    frame = Frame(img.copy(), 0)
+    frame.faces = Detections(np.array([[40.0, 30, 90, 90]]), np.array([0.9]))
+    out = anon.apply(frame).image
+    assert (out[40:80, 50:80] == 0).all()  # covered by the fallback (solid), never shown
+    rep = anon.method_report()
+    assert rep["fallbacks"] == {"too_small": 1, "error": 1}
+
+
+def test_registering_twice_needs_replace() -> None:
+    with pytest.raises(ValueError):
+        registry.register(get_spec("blur"))
+
+
+def test_missing_torch_is_one_line_naming_the_extra(tmp_path) -> None:
+    """Without torch, --method swap and explain end with exit 4 and the install line."""
+    img = tmp_path / "a.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    # A meta-path finder that hides torch, as on an install without the extra.
+    code = textwrap.dedent(
+        """
+        import sys
+        class Hide:
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] in ("torch", "safetensors"):
+                    raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+                return None
+        sys.meta_path.insert(0, Hide())
+        import importlib.util
+        _orig = importlib.util.find_spec
+        def find_spec(name, package=None):
+            if name.split(".")[0] in ("torch", "safetensors"):
+                return None
+            return _orig(name, package)
+        importlib.util.find_spec = find_spec
+        from streamanon.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    for argv in (
+        [str(img), "--method", "swap", "-o", str(tmp_path / "o.png"), "-q"],
+        [str(img), "--method", "ida", "-o", str(tmp_path / "o.png"), "-q"],
+        ["explain", str(img), "-o", str(tmp_path / "e.png")],
+    ):
+        r = subprocess.run(
+            [sys.executable, "-c", code, *argv], capture_output=True, text=True, env=env
+        )
+        assert r.returncode == 4, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and 'pip install "streamanon[torch]"' in lines[0], r.stderr
+        assert not (tmp_path / "o.png").exists()
