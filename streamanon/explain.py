@@ -70,10 +70,10 @@ def _face_box(image_bgr: np.ndarray, box: str | None) -> np.ndarray:
         if len(vals) != 4:
             raise _ArgError(f"--box must be x1,y1,x2,y2, got {box!r}")
         return np.array(vals, np.float32)
-    import dlib
+    from streamanon.models import hog_detector
 
     rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
-    rects = dlib.get_frontal_face_detector()(rgb, 1 if max(rgb.shape[:2]) < 600 else 0)
+    rects = hog_detector()(rgb, 1 if max(rgb.shape[:2]) < 600 else 0)
     if not rects:
         raise _ArgError("no face found in the image (give one with --box x1,y1,x2,y2)")
     r = max(rects, key=lambda r: r.area())

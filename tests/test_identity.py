@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 import torch
 
+from streamanon import models
 from streamanon.errors import InputError
 from streamanon.identity import align, convert, embed
-from streamanon.identity.recognizer import WEIGHTS, load_recognizer
+from streamanon.identity.recognizer import load_recognizer
 from streamanon.types import Detections
 from tests.conftest import needs_shared
 
@@ -81,15 +82,13 @@ def faces() -> dict:
     }
 
 
-def test_converter_is_deterministic_and_matches_shipped_weights():
-    from safetensors.numpy import load_file
-
+def test_converter_is_deterministic_and_matches_the_weights_in_use():
     data = convert.default_dat_path().read_bytes()
     a, b = convert.convert(data), convert.convert(data)
-    shipped = load_file(str(WEIGHTS))
-    assert set(a) == set(shipped) and len(a) == 118
+    in_use = models.recognizer_state_dict()
+    assert set(a) == set(in_use) and len(a) == 118
     for k in a:
-        assert np.array_equal(a[k], b[k]) and np.array_equal(a[k], shipped[k]), k
+        assert np.array_equal(a[k], b[k]) and np.array_equal(a[k], in_use[k]), k
     assert sum(v.size for v in a.values()) == 5_614_595
     np.testing.assert_allclose(a["mean_rgb"], [122.782, 117.001, 104.298], rtol=1e-6)
 
@@ -234,3 +233,19 @@ def test_export_to_bytes_runs_in_onnxruntime():
     with torch.no_grad():
         want = load_recognizer()(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_weights_are_built_once_into_the_cache_atomically(tmp_path, monkeypatch):
+    """Ψ's port is not shipped: it is converted from the installed .dat at first use, into
+    $STREAMANON_CACHE, byte-identical every time, with no temporary file left behind."""
+    import hashlib
+
+    monkeypatch.setenv("STREAMANON_CACHE", str(tmp_path / "cache"))
+    out = models.build_recognizer_weights()
+    assert out.parent == tmp_path / "cache" and out.suffix == ".safetensors"
+    first = hashlib.sha256(out.read_bytes()).hexdigest()
+    mtime = out.stat().st_mtime_ns
+    assert models.build_recognizer_weights() == out and out.stat().st_mtime_ns == mtime
+    out.unlink()
+    assert hashlib.sha256(models.build_recognizer_weights().read_bytes()).hexdigest() == first
+    assert [p.name for p in out.parent.iterdir()] == [out.name]

@@ -116,3 +116,23 @@ def test_missing_torch_is_one_line_naming_the_extra(tmp_path) -> None:
         lines = r.stderr.strip().splitlines()
         assert len(lines) == 1 and 'pip install "streamanon[torch]"' in lines[0], r.stderr
         assert not (tmp_path / "o.png").exists()
+
+
+def test_ida_without_a_generator_names_the_file_and_where_it_goes(tmp_path, monkeypatch) -> None:
+    from streamanon.anonymize.generative import GENERATOR_FILE
+    from streamanon.paths import find_engine
+
+    if find_engine(GENERATOR_FILE) is not None:
+        pytest.skip(f"a {GENERATOR_FILE} is installed on this machine")
+    img = tmp_path / "a.png"
+    import cv2
+
+    cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    r = subprocess.run(
+        [sys.executable, "-m", "streamanon", str(img), "--method", "ida", "-q"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 4
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and GENERATOR_FILE in lines[0] and "engines" in lines[0], r.stderr

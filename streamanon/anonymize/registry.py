@@ -144,8 +144,11 @@ def _generative(renderer: str, name: str) -> Callable[[Options], FaceMethod]:
     # Interim: both methods are the one GenerativeAnonymizer with a renderer switch (issue 14
     # replaces these factories with two methods sharing per-track identity state).
     def factory(opts: Options) -> FaceMethod:
-        from streamanon.anonymize.generative import GenerativeAnonymizer
+        from streamanon.anonymize.generative import GENERATOR_FILE, GenerativeAnonymizer
+        from streamanon.paths import engine_file
 
+        if renderer == "generator":
+            engine_file(GENERATOR_FILE)  # missing: one line naming the file and where it goes
         method = GenerativeAnonymizer(opts, renderer=renderer)
         method.name = name
         return method

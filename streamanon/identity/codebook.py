@@ -20,8 +20,9 @@ import torch
 
 from streamanon.errors import InputError
 
-ENGINES = Path(__file__).resolve().parents[2] / "engines"
-DEFAULT_CODEBOOK = ENGINES / "recognizer_codebook_sfhq.npz"
+CODEBOOK_FILE = "recognizer_codebook_sfhq.npz"
+# The repository's copy (paths.find_engine also looks in $STREAMANON_ENGINES and share/).
+DEFAULT_CODEBOOK = Path(__file__).resolve().parents[2] / "engines" / CODEBOOK_FILE
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
 
@@ -83,8 +84,8 @@ class Codebook:
         does; images without a face are skipped, and a folder with none is an error.
         """
         import cv2
-        import dlib
 
+        from streamanon import models
         from streamanon.identity.embed import embed_faces
 
         root = Path(path)
@@ -92,7 +93,7 @@ class Codebook:
             raise CodebookError(f"{root} is not a folder")
         files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
         nested = any(p.parent != root for p in files)
-        detector = dlib.get_frontal_face_detector()
+        detector = models.hog_detector()
         embs, labels = [], []
         for p in files:
             image = cv2.imread(str(p))
@@ -168,15 +169,12 @@ class Codebook:
         return self.labels[idx[:, 0].numpy()]
 
 
-_default: Codebook | None = None
-
-
 def default_codebook() -> Codebook:
-    """The shipped SFHQ codebook (521 synthetic identities, MIT) from engines/."""
-    global _default
-    if _default is None:
-        _default = Codebook.load(DEFAULT_CODEBOOK)
-    return _default
+    """The shipped SFHQ codebook (521 synthetic identities, MIT) from engines/ (loaded once)."""
+    from streamanon import models
+    from streamanon.paths import engine_file
+
+    return models.cached("codebook/sfhq", lambda: Codebook.load(engine_file(CODEBOOK_FILE)))
 
 
 def main(argv: list[str] | None = None) -> int:

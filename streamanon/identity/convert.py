@@ -7,8 +7,9 @@ The reader follows dlib's own serialization code (dlib 20.0.1 sources: ``dnn/cor
 the sub-network first, so the file is: the loss layer, one version integer per wrapper from
 the output inwards, the input layer, then each layer's details from the input outwards.
 
-Run ``python -m streamanon.identity.convert [DAT] [OUT.safetensors]`` to (re)create the file
-shipped in ``engines/``; the conversion is deterministic (same input bytes, same output bytes).
+streamanon runs this at first use (`streamanon.models.recognizer_state_dict`) into its model
+cache; ``python -m streamanon.identity.convert [DAT] [OUT.safetensors]`` does it by hand. The
+conversion is deterministic (same input bytes, same output bytes).
 """
 
 from __future__ import annotations
@@ -281,8 +282,14 @@ def convert_file(dat: Path, out: Path) -> str:
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     dat = Path(argv[0]) if argv else default_dat_path()
-    out = Path(argv[1]) if len(argv) > 1 else Path("engines/recognizer_dlib_resnet_v1.safetensors")
-    sha = convert_file(dat, out)
+    if len(argv) > 1:
+        out = Path(argv[1])
+        sha = convert_file(dat, out)
+    else:  # the file streamanon itself uses, in the model cache
+        from streamanon import models
+
+        out = models.build_recognizer_weights(dat)
+        sha = hashlib.sha256(dat.read_bytes()).hexdigest()
     print(f"{dat} (sha256 {sha}) -> {out}")
     return 0
 

@@ -16,19 +16,17 @@ distance is below 0.6.
 
 from __future__ import annotations
 
-import threading
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamanon import models
 from streamanon.errors import ModelMissingError
+from streamanon.identity.align import CHIP_SIZE
 from streamanon.identity.convert import BLOCKS
 
-ENGINES = Path(__file__).resolve().parents[2] / "engines"
-WEIGHTS = ENGINES / "recognizer_dlib_resnet_v1.safetensors"
-CHIP_SIZE = 150
 DLIB_THRESHOLD = 0.6
 
 
@@ -115,25 +113,24 @@ class Recognizer(nn.Module):
         return (rgb - self.mean_rgb[:, None, None]) / 256.0
 
 
-_CACHE: dict[str, Recognizer] = {}
-_LOCK = threading.Lock()
-
-
 def load_recognizer(device: str | torch.device = "cpu", weights: Path | None = None) -> Recognizer:
-    """The converted dlib ResNet in eval mode, gradients off for its parameters (cached)."""
-    path = Path(weights) if weights is not None else WEIGHTS
-    key = f"{path}|{device}"
-    with _LOCK:
-        if key not in _CACHE:
-            if not path.is_file():
-                raise ModelMissingError(
-                    f"recognizer weights {path} are missing; recreate them with "
-                    "`python -m streamanon.identity.convert`"
-                )
+    """The converted dlib ResNet in eval mode, gradients off for its parameters (cached).
+
+    Without ``weights`` the port is built from the installed dlib file at first use (see
+    `streamanon.models.recognizer_state_dict`); nothing of it ships in git.
+    """
+
+    def build() -> Recognizer:
+        if weights is None:
+            state = {k: torch.tensor(v) for k, v in models.recognizer_state_dict().items()}
+        else:
+            if not Path(weights).is_file():
+                raise ModelMissingError(f"recognizer weights {weights} are missing")
             from safetensors.torch import load_file
 
-            model = Recognizer()
-            model.load_state_dict(load_file(str(path)))
-            model.eval().requires_grad_(False)
-            _CACHE[key] = model.to(device)
-        return _CACHE[key]
+            state = load_file(str(weights))
+        model = Recognizer()
+        model.load_state_dict(state)
+        return model.eval().requires_grad_(False).to(device)
+
+    return models.cached(f"psi/{weights or 'installed'}/{device}", build)
