@@ -1,0 +1,94 @@
+"""Contact sheets for judging faces by eye: original | anonymized crops, and blind A/B sheets.
+
+A sheet is one PNG: a row per face (track and sampled frame), a column per picture. The A/B
+sheet shows two renderers' crops of the same face in an order shuffled per row with a seeded
+generator; the key (which side is which) goes into JSON, never onto the picture.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+CELL = 160
+LABEL_H = 16
+
+
+def face_crop(
+    image: np.ndarray, box: np.ndarray, size: int = CELL, grow: float = 1.5
+) -> np.ndarray:
+    """A square crop (size, size, 3) around ``box`` grown by ``grow`` (edge replicated)."""
+    x1, y1, x2, y2 = np.asarray(box, np.float64)
+    c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
+    side = max(x2 - x1, y2 - y1, 2.0) * grow
+    s = size / side
+    m = np.array([[s, 0, size / 2 - s * c[0]], [0, s, size / 2 - s * c[1]]])
+    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA,
+                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+
+
+def _labelled(img: np.ndarray, text: str) -> np.ndarray:
+    out = np.full((img.shape[0] + LABEL_H, img.shape[1], 3), 255, np.uint8)
+    out[LABEL_H:] = img
+    cv2.putText(out, text[:30], (2, LABEL_H - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.38, (0, 0, 0), 1,
+                cv2.LINE_AA)  # fmt: skip
+    return out
+
+
+def contact_sheet(
+    rows: Sequence[Sequence[np.ndarray]],
+    labels: Sequence[Sequence[str]] | None = None,
+    columns: int = 1,
+) -> np.ndarray:
+    """Tile rows of equal-size crops; ``columns`` rows side by side (wraps long lists)."""
+    if not rows:
+        raise ValueError("a contact sheet needs at least one row")
+    tiles = []
+    for r, row in enumerate(rows):
+        cells = [
+            _labelled(c, labels[r][j] if labels is not None else "") for j, c in enumerate(row)
+        ]
+        tiles.append(np.hstack(cells + [np.full((cells[0].shape[0], 6, 3), 255, np.uint8)]))
+    while len(tiles) % columns:
+        tiles.append(np.full_like(tiles[0], 255))
+    per = len(tiles) // columns
+    cols = [np.vstack(tiles[i * per : (i + 1) * per]) for i in range(columns)]
+    return np.hstack(cols)
+
+
+def ab_rows(
+    originals: Sequence[np.ndarray],
+    a: Sequence[np.ndarray],
+    b: Sequence[np.ndarray],
+    names: tuple[str, str],
+    seed: int = 0,
+) -> tuple[list[list[np.ndarray]], list[dict]]:
+    """Rows (original, left, right) with left/right shuffled per row; the key for each row."""
+    rng = np.random.default_rng(seed)
+    rows, key = [], []
+    for i, (o, x, y) in enumerate(zip(originals, a, b, strict=True)):
+        flip = bool(rng.integers(2))
+        rows.append([o, y, x] if flip else [o, x, y])
+        key.append({"row": i, "left": names[int(flip)], "right": names[1 - int(flip)]})
+    return rows, key
+
+
+def write_png(image: np.ndarray, path: str | os.PathLike) -> None:
+    """Write atomically (temp file + rename): a crash never leaves half a sheet."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.png")
+    if not cv2.imwrite(str(tmp), image):
+        raise OSError(f"cannot write {path}")
+    os.replace(tmp, path)
+
+
+def write_json(obj: object, path: str | os.PathLike) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, default=float))
+    os.replace(tmp, path)
