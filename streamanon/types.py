@@ -105,6 +105,8 @@ class Frame:
     rotation: int = 0
     # Set by the pipeline: the faces that were anonymized in this frame.
     faces: Detections = field(default_factory=Detections.empty)
+    # Other classes covered in this frame, by name ("plate"), when --objects asks for them.
+    objects: dict[str, Detections] = field(default_factory=dict)
 
     @property
     def time(self) -> float:
