@@ -55,6 +55,12 @@ class Options:
     # a classic method (see anonymize/registry.py).
     fallback: str = "blur"
 
+    # Classes to anonymize: "face", "plate" or both ("face,plate"); plates: docs/plates.md.
+    objects: str = "face"
+    plate_model: str | None = None  # a YOLOv9 plate ONNX the user supplies; None: shipped SSD
+    plate_thresh: float = 0.2
+    plate_levels: tuple[int, ...] | None = None  # SSD pyramid (longest sides); None: default
+
     # Re-identification gives a person who leaves and comes back (within 10 s) their track,
     # and so their fake identity, back. None: as the method's registry entry says.
     reid: bool | None = None
@@ -137,6 +143,7 @@ class Anonymizer:
         self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
         self.face_anonymizer: FaceMethod = make_method(opts)
         self.counters = Counters()
+        self._init_objects(opts)
         self._lock = threading.Lock()
         self._next_index = 0
         self._last_t = float("-inf")
@@ -152,6 +159,8 @@ class Anonymizer:
         if ended:
             self.face_anonymizer.forget([t.id for t in ended])
         frame.faces = faces
+        for stage in self.object_stages:
+            stage.track(frame, t)
         c = self.counters
         c.frames += 1
         c.detections += int((dets.score >= self.options.thresh).sum()) if len(dets) else 0
@@ -164,6 +173,8 @@ class Anonymizer:
 
     def apply(self, frame: Frame) -> Frame:
         """Anonymize ``frame.faces`` in place. Any failure covers the faces (fail closed)."""
+        for stage in self.object_stages:
+            stage.apply(frame)
         faces = frame.faces
         if len(faces) == 0:
             return frame
@@ -176,6 +187,17 @@ class Anonymizer:
             self.counters.fallbacks += len(faces)
             self._cover.apply(frame.image, faces)
         return frame
+
+    def _init_objects(self, opts: Options) -> None:
+        from streamanon.anonymize.objects import make_object_stages, parse_objects
+
+        self.object_stages = make_object_stages(opts)
+        if "face" not in parse_objects(opts.objects):
+            self.detector = lambda image: Detections.empty()  # plates only
+
+    def object_report(self) -> dict:
+        """Counts per non-face class, e.g. ``{"plate": {"covered": ..., "tracks": ...}}``."""
+        return {s.kind: s.report() for s in self.object_stages}
 
     def method_report(self) -> dict:
         """The method's report, with every fallback (declined or failed) counted by reason."""

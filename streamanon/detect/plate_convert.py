@@ -408,9 +408,8 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) not in (2, 3):
         print(__doc__.strip().splitlines()[-2], file=sys.stderr)
         return 2
-    from streamanon.paths import engines_dirs
-
-    out = Path(args[2]) if len(args) == 3 else engines_dirs()[-2] / "plate_mininet_ssd.onnx"
+    repo_engines = Path(__file__).resolve().parents[2] / "engines"
+    out = Path(args[2]) if len(args) == 3 else repo_engines / "plate_mininet_ssd.onnx"
     sha = convert(Path(args[0]), Path(args[1]), out)
     src = hashlib.sha256(Path(args[1]).read_bytes()).hexdigest()
     print(f"{out}: sha256 {sha} (from caffemodel sha256 {src})")

@@ -1,0 +1,285 @@
+"""License plate detectors behind the face `Detector` protocol: ``detector(image_bgr) -> Detections``.
+
+Two backends:
+
+- `PlateSSD` (default, shipped): HyperLPR's MobileNet-SSD (Apache-2.0), converted once to
+  ``engines/plate_mininet_ssd.onnx`` by `streamanon.detect.plate_convert`. The ONNX graph
+  ends at the SSD heads; priors and decoding (Caffe's PriorBox / DetectionOutput) are numpy
+  here, so any input size works. It was trained on Chinese plates: on other plates it finds
+  about 4 in 5 (docs/plates.md), so it runs on an image pyramid (each level an independent
+  chance) and its boxes are padded generously.
+- `YoloV9Plates`: a YOLOv9 plate model the user supplies (``--plate-model FILE``), in the
+  ONNX format open-image-models documents (square input, RGB/255, letterboxed with grey 114;
+  output either end-to-end ``(N, 7)`` rows ``[batch, x1, y1, x2, y2, class, score]`` or raw
+  ``(1, 4 + classes, anchors)`` centre-size boxes). We never download it.
+
+Both return every plate scoring at least ``low_thresh`` (the tracker's second stage keeps
+low-score boxes that continue a track), padded by ``pad`` (fraction of width, height on each
+side) and clipped to the image.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from streamanon.detect.base import check_image, clip_detections, nms
+from streamanon.errors import InputError, ModelMissingError
+from streamanon.paths import engine_file
+from streamanon.types import Detections
+
+MODEL_NAME = "plate_mininet_ssd.onnx"
+# Pyramid levels (longest side of the resized frame). The SSD's hit rate on non-Chinese
+# plates is flat (65-80 %) from 16 to 160 px plate height, so the levels are less about size
+# than about independent chances: three levels find 82 % of the labelled set's plates that
+# one level (64 %) misses (docs/plates.md).
+LEVELS = (320, 640, 1280)
+MAX_UPSCALE = 2.0
+# Tiles bound the network input (and memory) on big frames: a level larger than this is cut
+# into overlapping tiles. The overlap is more than a plate at that level is tall.
+TILE = 1280
+TILE_OVERLAP = 96
+# SSD boxes sit on the plate but often cut its ends or edges (median width 1.0x, height 0.9x of
+# the labelled box, 10th percentile 0.84x / 0.66x): grow them so the whole plate is covered.
+PAD = (0.3, 0.5)
+
+
+def _session(model: bytes | str, threads: int | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+
+
+def pad_boxes(xyxy: np.ndarray, pad: tuple[float, float]) -> np.ndarray:
+    """Grow each box by ``pad[0]`` of its width left and right and ``pad[1]`` of its height
+    above and below."""
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4)
+    wh = b[:, 2:] - b[:, :2]
+    grow = wh * np.asarray(pad, np.float32)
+    return np.hstack([b[:, :2] - grow, b[:, 2:] + grow])
+
+
+def tiles(h: int, w: int, tile: int = TILE, overlap: int = TILE_OVERLAP) -> list[tuple[int, int]]:
+    """Top-left corners (y, x) of ``tile``-sized windows covering an (h, w) image."""
+
+    def starts(n: int) -> list[int]:
+        if n <= tile:
+            return [0]
+        step = tile - overlap
+        out = list(range(0, n - tile, step))
+        return out + [n - tile]
+
+    return [(y, x) for y in starts(h) for x in starts(w)]
+
+
+class SSDPriors:
+    """Caffe PriorBox for the layers described in the model's ``ssd_priors`` metadata."""
+
+    def __init__(self, layers: list[dict]) -> None:
+        self.layers = layers
+        self.variance = np.asarray(layers[0]["variance"], np.float32)
+        self._cache: dict[tuple, np.ndarray] = {}
+
+    def __call__(self, h: int, w: int, fmaps: list[tuple[int, int]]) -> np.ndarray:
+        """(N, 4) priors as normalised (cx, cy, w, h) for an h x w input."""
+        key = (h, w, tuple(fmaps))
+        if key in self._cache:
+            return self._cache[key]
+        out = []
+        for p, (fh, fw) in zip(self.layers, fmaps, strict=True):
+            sizes = []  # Caffe's order: min square, sqrt(min*max) square, then aspect ratios
+            for i, mn in enumerate(p["min_size"]):
+                sizes.append((mn, mn))
+                if p["max_size"]:
+                    s = float(np.sqrt(mn * p["max_size"][i]))
+                    sizes.append((s, s))
+                for ar in p["aspect_ratio"]:
+                    if abs(ar - 1.0) > 1e-6:
+                        sizes.append((mn * np.sqrt(ar), mn / np.sqrt(ar)))
+            ys, xs = np.meshgrid(np.arange(fh), np.arange(fw), indexing="ij")
+            cx = (xs + p["offset"]) / fw  # step = w / fw, normalised by w
+            cy = (ys + p["offset"]) / fh
+            b = np.empty((fh, fw, len(sizes), 4), np.float32)
+            for k, (bw, bh) in enumerate(sizes):
+                b[:, :, k, 0], b[:, :, k, 1] = cx, cy
+                b[:, :, k, 2], b[:, :, k, 3] = bw / w, bh / h
+            out.append(b.reshape(-1, 4))
+        priors = np.concatenate(out)
+        if len(self._cache) > 16:
+            self._cache.clear()
+        self._cache[key] = priors
+        return priors
+
+
+def decode_ssd(loc: np.ndarray, priors: np.ndarray, variance: np.ndarray) -> np.ndarray:
+    """CENTER_SIZE decoding of (N, 4) offsets against (N, 4) priors -> normalised xyxy."""
+    cx = priors[:, 0] + loc[:, 0] * variance[0] * priors[:, 2]
+    cy = priors[:, 1] + loc[:, 1] * variance[1] * priors[:, 3]
+    w = priors[:, 2] * np.exp(loc[:, 2] * variance[2])
+    h = priors[:, 3] * np.exp(loc[:, 3] * variance[3])
+    return np.stack([cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2], axis=1)
+
+
+class PlateSSD:
+    """The shipped plate detector: ``PlateSSD()(image_bgr) -> Detections`` (boxes, scores)."""
+
+    name = "plate_ssd"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        levels: tuple[int, ...] = LEVELS,
+        low_thresh: float = 0.1,
+        nms_iou: float = 0.45,
+        pad: tuple[float, float] = PAD,
+        threads: int | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else engine_file(MODEL_NAME)
+        if not path.is_file():
+            raise ModelMissingError(f"plate model {path} not found")
+        if not 0.0 < low_thresh <= 1.0:
+            raise InputError(f"low_thresh must be in (0, 1], got {low_thresh}")
+        if not levels or min(levels) < 64:
+            raise InputError(f"plate pyramid levels must be >= 64 px, got {levels}")
+        self.levels, self.low_thresh, self.nms_iou, self.pad = (
+            tuple(levels),
+            low_thresh,
+            nms_iou,
+            pad,
+        )
+        self.session = _session(str(path), threads)
+        meta = self.session.get_modelmeta().custom_metadata_map
+        if "ssd_priors" not in meta:
+            raise ModelMissingError(f"{path} is not a converted plate SSD (no ssd_priors metadata)")
+        self.priors = SSDPriors(json.loads(meta["ssd_priors"]))
+        self.top_k = int(json.loads(meta.get("ssd_detection", "{}")).get("top_k", 400))
+
+    def detect_raw(self, image_bgr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """One network pass at the image's own size: (boxes px (n, 4), scores (n,)), after NMS."""
+        h, w = image_bgr.shape[:2]
+        blob = image_bgr.transpose(2, 0, 1)[None].astype(np.float32)
+        loc, conf, *fmaps = self.session.run(None, {"image": blob})
+        priors = self.priors(h, w, [(int(f[2]), int(f[3])) for f in fmaps])
+        score = conf[0, :, 1]
+        keep = np.nonzero(score >= self.low_thresh)[0]
+        keep = keep[np.argsort(-score[keep], kind="stable")][: self.top_k]
+        boxes = decode_ssd(loc[0, keep], priors[keep], self.priors.variance)
+        boxes *= np.array([w, h, w, h], np.float32)
+        k = nms(boxes, score[keep], self.nms_iou)
+        return boxes[k].astype(np.float32), score[keep][k].astype(np.float32)
+
+    def _level_sizes(self, h: int, w: int) -> list[float]:
+        longest = max(h, w)
+        scales = {min(size / longest, MAX_UPSCALE) for size in self.levels}
+        return sorted(scales)
+
+    def __call__(self, image_bgr: np.ndarray) -> Detections:
+        image = check_image(image_bgr)
+        h, w = image.shape[:2]
+        all_boxes, all_scores = [], []
+        for s in self._level_sizes(h, w):
+            size = (max(32, round(w * s)), max(32, round(h * s)))
+            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+            level = image if size == (w, h) else cv2.resize(image, size, interpolation=interp)
+            fx, fy = w / level.shape[1], h / level.shape[0]
+            for y, x in tiles(*level.shape[:2]):
+                part = level[y : y + TILE, x : x + TILE]
+                boxes, score = self.detect_raw(part)
+                boxes += np.array([x, y, x, y], np.float32)
+                all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
+                all_scores.append(score)
+        return _merge(all_boxes, all_scores, self.nms_iou, self.pad, image.shape)
+
+
+def _merge(boxes: list, scores: list, nms_iou: float, pad, shape) -> Detections:
+    if not boxes:
+        return Detections.empty()
+    b = np.concatenate(boxes).reshape(-1, 4)
+    s = np.concatenate(scores).reshape(-1)
+    keep = nms(b, s, nms_iou)
+    return clip_detections(Detections(pad_boxes(b[keep], pad), s[keep]), shape)
+
+
+class YoloV9Plates:
+    """A user-supplied YOLOv9 plate model in open-image-models' ONNX format."""
+
+    name = "plate_yolov9"
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        low_thresh: float = 0.1,
+        nms_iou: float = 0.45,
+        pad: tuple[float, float] = (0.1, 0.2),
+        threads: int | None = None,
+    ) -> None:
+        path = Path(model_path)
+        if not path.is_file():
+            raise ModelMissingError(
+                f"--plate-model {path}: file not found (streamanon never downloads plate models;"
+                " see docs/plates.md)"
+            )
+        try:
+            self.session = _session(str(path), threads)
+        except Exception as exc:  # noqa: BLE001 - any ORT load error is a bad model file
+            raise InputError(f"--plate-model {path}: not a loadable ONNX model ({exc})") from None
+        inp = self.session.get_inputs()[0]
+        shape = inp.shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            raise InputError(
+                f"--plate-model {path}: expected a fixed (1, 3, S, S) input, got {shape}"
+            )
+        self.input_name, self.size = inp.name, (int(shape[2]), int(shape[3]))
+        self.low_thresh, self.nms_iou, self.pad = low_thresh, nms_iou, pad
+
+    def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
+        h, w = image.shape[:2]
+        th, tw = self.size
+        r = min(th / h, tw / w)
+        nw, nh = round(w * r), round(h * r)
+        resized = cv2.resize(image, (nw, nh), interpolation=cv2.INTER_LINEAR)
+        dw, dh = (tw - nw) / 2, (th - nh) / 2
+        top, left = round(dh - 0.1), round(dw - 0.1)
+        out = np.full((th, tw, 3), 114, np.uint8)
+        out[top : top + nh, left : left + nw] = resized
+        return out, r, (left, top)
+
+    def __call__(self, image_bgr: np.ndarray) -> Detections:
+        image = check_image(image_bgr)
+        boxed, r, (dx, dy) = self._letterbox(image)
+        blob = (boxed[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
+        out = np.asarray(self.session.run(None, {self.input_name: blob})[0], np.float32)
+        if out.ndim == 2 and out.shape[1] == 7:  # end-to-end: NMS done in the graph
+            boxes, score = out[:, 1:5], out[:, 6]
+        elif out.ndim == 3 and out.shape[0] == 1 and out.shape[1] >= 5:  # raw heads
+            pred = out[0].T  # (anchors, 4 + classes)
+            score = pred[:, 4:].max(axis=1)
+            c, wh = pred[:, :2], pred[:, 2:4]
+            boxes = np.hstack([c - wh / 2, c + wh / 2])
+        else:
+            raise InputError(f"plate model output of shape {out.shape} is not a YOLOv9 format")
+        keep = score >= self.low_thresh
+        boxes, score = boxes[keep], score[keep]
+        boxes = (boxes - np.array([dx, dy, dx, dy], np.float32)) / r
+        return _merge([boxes], [score], self.nms_iou, self.pad, image.shape)
+
+
+def make_plate_detector(
+    model_path: str | Path | None = None,
+    *,
+    low_thresh: float = 0.1,
+    threads: int | None = None,
+):
+    """The shipped SSD, or the user's YOLOv9 model when `model_path` is given."""
+    if model_path is not None:
+        return YoloV9Plates(model_path, low_thresh=low_thresh, threads=threads)
+    return PlateSSD(low_thresh=low_thresh, threads=threads)
