@@ -78,6 +78,9 @@ def report_for(
     method = anonymizer.method_report()
     if method:
         extra[anonymizer.options.method] = method
+    objects = anonymizer.object_report()  # plates etc., counted per class
+    if objects:
+        extra["objects"] = objects
     # Every face covered by the fallback instead of the method: declined by it or failed.
     fallbacks = sum((method.get("fallbacks") or {}).values())
     return RunReport(
