@@ -28,6 +28,7 @@ SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "engine": ("streamanon.synth.runtime", "engine_main", "build a TensorRT engine for this GPU"),
     "eval": ("streamanon.eval.cli", "eval_main", "privacy/utility metrics: original vs anonymized"),
     "bench": ("streamanon.eval.bench", "bench_main", "fps and per-stage time of each method"),
+    "batch": ("streamanon.batch.cli", "batch_main", "many files, resumable, local pool or Ray"),
 }
 
 # Subcommands that need an optional extra (checked first: a one-line message, never a traceback).

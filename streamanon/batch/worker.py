@@ -1,0 +1,167 @@
+"""What a worker process does: set up once, then run tasks (a whole file or a video chunk).
+
+The same code runs in a local pool process and in a Ray worker. Per process, `setup` divides
+the machine's threads, imports everything and builds one `Anonymizer`, so models are loaded
+once (they stay in `streamanon.models`' per-process cache); each task then gets a fresh
+`Anonymizer` (a new tracker and method state: nothing about a person crosses files).
+
+A task never raises for a bad input: it returns ``{"ok": False, "error": ...}``. Exceptions
+that escape are bugs or interrupts; a process that dies is seen by the driver, which retries.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from copy import deepcopy
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+Progress = Callable[[int, float], None]  # (frames written, media seconds written) of the task
+
+
+@dataclass(frozen=True)
+class ChunkSpec:
+    """Frames with ``start <= pts < end`` (stream time base) are written; tracking starts at
+    ``warm`` (<= start), so faces in view at the cut are already tracked."""
+
+    index: int
+    count: int
+    start: int | None  # None: from the first frame
+    end: int | None  # None: to the last frame
+    warm: int | None
+
+
+@dataclass(frozen=True)
+class Task:
+    id: str  # the file's relative path, plus "#<chunk>" for chunks
+    src: str
+    dst: str
+    kind: str  # "video" | "image"
+    chunk: ChunkSpec | None = None
+    final_dst: str | None = None  # for a chunk: the joined file it becomes part of
+
+
+@dataclass
+class WorkerConfig:
+    options: Any  # streamanon.anonymizer.Options
+    encode: Any  # streamanon.run.EncodeOptions
+    threads: int = 1
+    log_level: int = logging.WARNING
+    env: dict[str, str] = field(default_factory=dict)
+
+
+_state: dict[str, Any] = {}
+
+
+def setup(config: WorkerConfig) -> None:
+    """Once per process: thread budget, logging, models. Safe to call again (no-op)."""
+    if _state.get("config") is config:
+        return
+    n = str(max(1, config.threads))
+    # Set before the numeric libraries start their pools (they read these once).
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ[var] = n
+    os.environ.update(config.env)
+    logging.basicConfig(level=config.log_level, format="streamanon worker: %(message)s")
+    import cv2
+
+    cv2.setNumThreads(max(1, config.threads))
+    opts = deepcopy(config.options)
+    if opts.threads is None:
+        opts.threads = max(1, config.threads)
+    enc = deepcopy(config.encode)
+    # x264 and the decoders otherwise each start one thread per core of the machine.
+    enc.codec_options.setdefault("threads", n)
+    from streamanon.anonymizer import Anonymizer
+
+    Anonymizer(deepcopy(opts))  # fail here (model missing) rather than once per file
+    if "torch" in __import__("sys").modules:
+        import torch
+
+        torch.set_num_threads(max(1, config.threads))
+    _state.update(config=config, options=opts, encode=enc)
+
+
+def run_task(
+    task: Task, progress: Progress | None = None, stop: threading.Event | None = None
+) -> dict:
+    """Run one task; the result is JSON-able: ``ok``, ``report`` or ``error``, ``seconds``."""
+    from streamanon.anonymizer import Anonymizer
+    from streamanon.errors import StreamanonError
+    from streamanon.pipeline import Cancelled
+    from streamanon.run import anonymize_image, anonymize_video
+
+    opts, enc = _state["options"], _state["encode"]
+    t0 = time.perf_counter()
+    remove_partials(Path(task.dst))
+    try:
+        anon = Anonymizer(deepcopy(opts))
+        if task.kind == "image":
+            report = anonymize_image(task.src, task.dst, anon, overwrite=True)
+            if progress:
+                progress(1, 0.0)
+        elif task.chunk is not None:
+            from streamanon.batch.chunks import anonymize_chunk
+
+            report = anonymize_chunk(
+                task.src, task.dst, anon, task.chunk,
+                final_suffix=Path(task.final_dst or task.dst).suffix,
+                encode=enc, progress=progress, stop=stop,
+            )  # fmt: skip
+        else:
+            report = anonymize_video(
+                task.src,
+                task.dst,
+                anon,
+                encode=enc,
+                overwrite=True,
+                progress=_frame_counter(progress),
+                stop=stop,
+            )
+    except Cancelled:
+        raise
+    except StreamanonError as exc:
+        return {"ok": False, "error": str(exc), "seconds": time.perf_counter() - t0}
+    except Exception as exc:  # noqa: BLE001 - one file's bug must not end the batch
+        log.exception("%s: unexpected error", task.src)
+        return {
+            "ok": False,
+            "error": f"{type(exc).__name__}: {exc}",
+            "seconds": time.perf_counter() - t0,
+        }
+    return {"ok": True, "report": asdict(report), "seconds": time.perf_counter() - t0}
+
+
+def _frame_counter(progress: Progress | None):
+    """Frame sink → (frames, media seconds) callback, called at most every 0.5 s."""
+    if progress is None:
+        return None
+    state = {"n": 0, "last": 0.0, "t0": None}
+
+    def on_frame(frame) -> None:
+        state["n"] += 1
+        t = frame.time
+        if state["t0"] is None:
+            state["t0"] = t
+        now = time.monotonic()
+        if now - state["last"] >= 0.5:
+            state["last"] = now
+            progress(state["n"], max(0.0, t - state["t0"]))
+
+    return on_frame
+
+
+def remove_partials(dst: Path) -> None:
+    """Delete temporaries a killed earlier attempt left beside ``dst`` (see io.atomic)."""
+    if not dst.parent.is_dir():
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        return
+    for p in dst.parent.glob(f".{dst.stem}.*.partial{dst.suffix}"):
+        p.unlink(missing_ok=True)
