@@ -117,7 +117,6 @@ class Anonymizer:
 
     def __init__(self, options: Options | None = None, /, **kwargs) -> None:
         from streamanon.detect import make_detector
-        from streamanon.track import FaceTracker
 
         opts = options or Options()
         for k, v in kwargs.items():
@@ -127,19 +126,15 @@ class Anonymizer:
         self.options = opts
         low = min(opts.low_thresh, opts.thresh)
         self.detector = make_detector(
-            opts.detector,
+            opts.detector.replace("-", "_"),  # dlib-hog (README) and dlib_hog both work
             thresh=opts.thresh,
             low_thresh=low,
             input_size=opts.input_size,
             landmarks=opts.needs_landmarks(),
             threads=opts.threads,
         )
-        self.tracker = FaceTracker(
-            thresh=opts.thresh,
-            low_thresh=low,
-            coast_s=opts.coast_s,
-            reid=_reid_function() if opts.wants_reid() else None,
-        )
+        self._reid = _reid_function() if opts.wants_reid() else None
+        self.tracker = self._new_tracker()
         self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
         self.face_anonymizer: FaceMethod = make_method(opts)
         self.counters = Counters()
@@ -147,6 +142,23 @@ class Anonymizer:
         self._lock = threading.Lock()
         self._next_index = 0
         self._last_t = float("-inf")
+
+    def _new_tracker(self):
+        from streamanon.track import FaceTracker
+
+        o = self.options
+        low = min(o.low_thresh, o.thresh)
+        return FaceTracker(thresh=o.thresh, low_thresh=low, coast_s=o.coast_s, reid=self._reid)
+
+    def reset(self) -> None:
+        """Start over for an unrelated input (the next file of a folder): no track, identity
+        or count is carried over; the detector and the method's models are kept."""
+        with self._lock:
+            self.face_anonymizer.forget(sorted(self.counters.track_ids))
+            self.tracker = self._new_tracker()
+            self.counters = Counters()
+            self._next_index = 0
+            self._last_t = float("-inf")
 
     def track(self, frame: Frame) -> Frame:
         """Detect and track; stores every face to anonymize on ``frame.faces``. In frame order."""

@@ -494,13 +494,25 @@ def anonymize_main(argv: list[str]) -> int:
                 continue
             dst = default_output(src, args.output, many)
             if kind == "image":
-                r = anonymize_image(src, dst, Anonymizer(opts), overwrite=args.overwrite)
+                r = anonymize_image(
+                    src,
+                    dst,
+                    Anonymizer(opts),
+                    overwrite=args.overwrite,
+                    keep_metadata=args.keep_metadata,
+                )
             elif kind == "folder":
                 from copy import deepcopy
 
                 r = anonymize_folder(
-                    src, dst, lambda: Anonymizer(deepcopy(opts)), overwrite=args.overwrite
+                    src,
+                    dst,
+                    lambda: Anonymizer(deepcopy(opts)),
+                    overwrite=args.overwrite,
+                    encode=encode,
+                    stop=stop,
                 )
+                failures += len(r.errors)
             else:
                 from streamanon.io.video import VideoReader
 
@@ -528,6 +540,11 @@ def anonymize_main(argv: list[str]) -> int:
                         f", {r.corrupt_packets} corrupt packet(s) skipped"
                         if r.corrupt_packets
                         else ""
+                    )
+                    + (
+                        f", {r.missing_frames} frame(s) missing (file ends early)"
+                        if r.missing_frames > 1
+                        else ""
                     ),
                     file=sys.stderr,
                 )
@@ -541,6 +558,11 @@ def anonymize_main(argv: list[str]) -> int:
                 raise
             failures += 1
             print(f"streamanon: error: {exc}", file=sys.stderr)
+    failed = [e for r in reports for e in getattr(r, "errors", [])]
+    if failed:
+        print(f"streamanon: {len(failed)} file(s) not anonymized:", file=sys.stderr)
+        for e in failed:
+            print(f"  {e['input']}: {e['error']}", file=sys.stderr)
     if args.report:
         data = {
             "method": opts.method,
@@ -558,6 +580,8 @@ def _install_signal_handlers(stop: threading.Event) -> None:
 
     if threading.current_thread() is threading.main_thread():
         signal.signal(signal.SIGTERM, handler)
+        if hasattr(signal, "SIGHUP"):  # a closed terminal: stop cleanly, leave no temp file
+            signal.signal(signal.SIGHUP, handler)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,6 +28,7 @@ import numpy as np
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError, OutputError
 from streamanon.io.atomic import check_output
+from streamanon.io.sources import url_scheme
 from streamanon.io.stream import TIME_BASE, Backoff, LiveSource
 from streamanon.io.video import VideoWriter
 from streamanon.pipeline import Cancelled, StageTimes, run_pipeline
@@ -101,7 +102,7 @@ def output_spec(
 ) -> OutputSpec:
     """Pick muxer and options for ``target`` (a file, a segment pattern or a stream URL)."""
     parts = urlsplit(target)
-    scheme = parts.scheme.lower()
+    scheme = url_scheme(target) or ""  # cam-10:30.mp4 is a file, not a "cam-10" URL
     extra = dict(options or {})
     if scheme in ("rtsp", "rtsps"):
         if segment_time:

@@ -1,10 +1,16 @@
-"""Anonymize whole inputs: video files, still images, folders of images.
+"""Anonymize whole inputs: video files, still images, folders of both.
 
 `anonymize_file(src, dst)` is the Python entry point; the CLI calls the same functions.
+
+Names mean what a user means by them: only ``scheme://`` URLs and cameras are live sources
+(`io.sources`); ``-o out/`` is a folder (created), ``-o out.mp4`` a file whose extension must
+suit the input (an image stays an image), and a name without an extension is refused with a
+hint rather than guessed at.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import threading
@@ -14,26 +20,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from streamanon.anonymizer import Anonymizer, Options
-from streamanon.errors import InputError, OutputError
+from streamanon.errors import InputError, OutputError, StreamanonError
 from streamanon.io.atomic import atomic_output, check_output
 from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image, write_image
+from streamanon.io.sources import VIDEO_EXTS, is_live_source, url_scheme
 from streamanon.io.video import AudioPacket, VideoReader, VideoWriter
 from streamanon.pipeline import StageTimes, run_pipeline
 from streamanon.types import Frame
 
 log = logging.getLogger(__name__)
-
-STREAM_PREFIXES = (
-    "rtsp://",
-    "rtsps://",
-    "rtmp://",
-    "rtmps://",
-    "http://",
-    "https://",
-    "udp://",
-    "srt://",
-    "tcp://",
-)
 
 
 @dataclass
@@ -63,9 +58,13 @@ class RunReport:
     fallbacks: int = 0
     corrupt_packets: int = 0
     dropped_frames: int = 0
+    # Frames the file's header promised but that could not be decoded (a truncated file).
+    missing_frames: int = 0
     seconds: float = 0.0
     fps: float = 0.0
     ms_per_frame: dict[str, float] = field(default_factory=dict)
+    # Folder mode: files that could not be anonymized, [{"input": ..., "error": ...}].
+    errors: list[dict[str, str]] = field(default_factory=list)
     extra: dict = field(default_factory=dict)
 
 
@@ -90,20 +89,39 @@ def report_for(
 
 
 def default_output(src: str | Path, out: str | Path | None, many: bool) -> Path:
-    """Where the result of ``src`` goes: ``<stem>_anonymized<ext>`` beside it, or inside ``out``."""
+    """Where the result of ``src`` goes: ``<stem>_anonymized<ext>`` beside it, or inside ``out``.
+
+    ``out`` is a folder when it exists as one, ends with a path separator (it is created) or
+    several inputs share it; otherwise it is the output file (or, for a folder input, folder).
+    """
     src = Path(src)
     name = f"{src.name}_anonymized" if src.is_dir() else f"{src.stem}_anonymized{src.suffix}"
     if out is None:
         return src.with_name(name)
+    text = str(out)
     out = Path(out)
-    if many or out.is_dir() or str(out).endswith(os.sep):
+    if many or out.is_dir() or text.endswith(("/", os.sep)):
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"{out}: cannot create the output folder ({exc.strerror})") from None
         return out / name
+    if not src.is_dir() and not out.suffix:
+        raise OutputError(
+            f"-o {text}: no file extension; name the file (e.g. {text}{src.suffix or '.mp4'}) "
+            f"or end a folder with / ({text}/)"
+        )
     return out
 
 
 def input_kind(src: str) -> str:
-    if src.startswith(STREAM_PREFIXES) or src.startswith("webcam:") or src.startswith("/dev/video"):
+    """ "stream", "folder", "image" or "video"; a bad input is an `InputError` here, before any
+    work is done."""
+    if is_live_source(src):
         return "stream"
+    scheme = url_scheme(src)
+    if scheme is not None:
+        raise InputError(f"{src}: unsupported URL scheme {scheme!r} (rtsp, rtmp, srt, http, ...)")
     p = Path(src)
     if p.is_dir():
         return "folder"
@@ -116,10 +134,49 @@ def input_kind(src: str) -> str:
     return "image" if is_image_path(p) else "video"
 
 
+def _check_kind(src: str | Path, dst: Path, image: bool) -> None:
+    """The output's extension must suit the input: images stay images, videos videos."""
+    ext = dst.suffix.lower()
+    if image and not is_image_path(dst):
+        raise OutputError(
+            f"{dst}: {Path(src).name} is an image; name the output with an image extension "
+            f"({', '.join(sorted(IMAGE_EXTS))})"
+        )
+    if not image and ext not in VIDEO_EXTS and (is_image_path(dst) or ext not in muxer_exts()):
+        hint = "an image extension is for image inputs; " if is_image_path(dst) else ""
+        raise OutputError(
+            f"{dst}: {hint}unknown video format {ext or '(no extension)'!r}; "
+            "name the output .mp4, .mkv, .mov or .webm"
+        )
+
+
+@functools.cache
+def muxer_exts() -> frozenset[str]:
+    """Every file extension an FFmpeg muxer of this PyAV build claims (".mp4", ".h264", ...)."""
+    import av
+
+    exts = set()
+    for name in av.formats_available:
+        try:
+            fmt = av.format.ContainerFormat(name, "w")
+        except (ValueError, av.error.FFmpegError):
+            continue
+        exts.update(f".{e.strip().lower()}" for e in fmt.extensions)
+    return frozenset(exts)
+
+
 def anonymize_image(
-    src: str | Path, dst: str | Path, anonymizer: Anonymizer, *, overwrite: bool = False
+    src: str | Path,
+    dst: str | Path,
+    anonymizer: Anonymizer,
+    *,
+    overwrite: bool = False,
+    keep_metadata: bool = False,
 ) -> RunReport:
     dst = check_output(src, dst, overwrite)
+    _check_kind(src, dst, image=True)
+    if keep_metadata:
+        log.warning("%s: --keep-metadata applies to videos; images are written without EXIF", src)
     t0 = time.perf_counter()
     image = read_image(src)
     out = anonymizer(image)
@@ -128,31 +185,88 @@ def anonymize_image(
     return report_for(anonymizer, src, dst, "image", seconds=time.perf_counter() - t0)
 
 
+def folder_inputs(src: Path, skip: Path | None = None) -> tuple[list[Path], list[Path]]:
+    """(images and videos under ``src``, recursively, sorted; other files), leaving out hidden
+    files and folders and the subtree ``skip`` (an output folder inside the input)."""
+    media, other = [], []
+    skip = skip.resolve() if skip is not None else None
+    for root, dirs, files in os.walk(src):
+        r = Path(root)
+        dirs[:] = sorted(
+            d for d in dirs if not d.startswith(".") and (skip is None or (r / d).resolve() != skip)
+        )
+        for f in sorted(files):
+            if f.startswith("."):
+                continue
+            p = r / f
+            ext = p.suffix.lower()
+            (media if ext in IMAGE_EXTS or ext in VIDEO_EXTS else other).append(p)
+    return media, other
+
+
 def anonymize_folder(
     src: str | Path,
     dst: str | Path,
     make_anonymizer: Callable[[], Anonymizer],
     *,
     overwrite: bool = False,
+    encode: EncodeOptions | None = None,
+    stop: threading.Event | None = None,
 ) -> RunReport:
-    """Every image directly inside ``src`` → same name inside ``dst`` (created)."""
+    """Every image and video under ``src`` → the same relative path under ``dst`` (created).
+
+    The models are built once (one `Anonymizer`, reset between files: no track or identity is
+    carried from one file to the next). A file that fails (corrupt, unreadable, unwritable) is
+    recorded in ``report.errors`` with its reason and the batch goes on.
+    """
     src, dst = Path(src), Path(dst)
-    images = sorted(p for p in src.iterdir() if p.suffix.lower() in IMAGE_EXTS and p.is_file())
-    if not images:
-        raise InputError(f"{src}: no images in this folder")
+    inside = dst.resolve().is_relative_to(src.resolve())
     if dst.resolve() == src.resolve():
         raise OutputError(f"{dst}: output folder is the input folder")
-    dst.mkdir(parents=True, exist_ok=True)
+    media, other = folder_inputs(src, skip=dst if inside else None)
+    if not media:
+        raise InputError(f"{src}: no images or videos in this folder")
+    if other:
+        log.info("%s: %d file(s) that are not images or videos left out", src, len(other))
+    try:
+        dst.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise OutputError(f"{dst}: cannot create the output folder ({exc.strerror})") from None
     report = RunReport(str(src), str(dst), "folder")
     t0 = time.perf_counter()
-    for p in images:
-        # Photos in a folder are unrelated: a fresh tracker per image, no identity carried over.
-        r = anonymize_image(p, dst / p.name, make_anonymizer(), overwrite=overwrite)
-        report.frames += 1
+    anonymizer = make_anonymizer()
+    for p in media:
+        if stop is not None and stop.is_set():
+            from streamanon.pipeline import Cancelled
+
+            raise Cancelled()
+        out = dst / p.relative_to(src)
+        anonymizer.reset()
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if is_image_path(p):
+                r = anonymize_image(p, out, anonymizer, overwrite=overwrite)
+            else:
+                r = anonymize_video(
+                    p, out, anonymizer, encode=encode, overwrite=overwrite, stop=stop
+                )
+        except StreamanonError as exc:
+            msg = str(exc)
+            report.errors.append({"input": str(p), "error": msg.removeprefix(f"{p}: ")})
+            log.warning("%s", msg)
+            continue
+        except OSError as exc:
+            report.errors.append({"input": str(p), "error": f"{exc.strerror or exc}"})
+            log.warning("%s: %s", p, exc.strerror or exc)
+            continue
+        report.frames += r.frames
         report.faces += r.faces
         report.detections += r.detections
         report.tracks += r.tracks
+        report.coasted += r.coasted
         report.fallbacks += r.fallbacks
+        report.corrupt_packets += r.corrupt_packets
+        report.missing_frames += r.missing_frames
     report.seconds = time.perf_counter() - t0
     return report
 
@@ -170,6 +284,7 @@ def anonymize_video(
 ) -> RunReport:
     enc = encode or EncodeOptions()
     dst = check_output(src, dst, overwrite)
+    _check_kind(src, dst, image=False)
     t0 = time.perf_counter()
     times = StageTimes()
     with VideoReader(src, audio=enc.audio) as reader:
@@ -221,9 +336,20 @@ def anonymize_video(
         fixed_ts = reader.fixed_timestamps
     seconds = time.perf_counter() - t0
     frames = anonymizer.counters.frames
+    # The header's frame count is an estimate for some containers; more than one frame short
+    # means the file ends early (cut off while copying or recording).
+    missing = max(0, info.frames - frames) if info.frames else 0
+    if missing > 1:
+        log.warning(
+            "%s: the file ends early: %d of %d frames decoded (truncated?)",
+            src,
+            frames,
+            info.frames,
+        )
     return report_for(
         anonymizer, src, dst, "video",
-        corrupt_packets=corrupt, dropped_frames=times.dropped, seconds=seconds,
+        corrupt_packets=corrupt, dropped_frames=times.dropped, missing_frames=missing,
+        seconds=seconds,
         fps=frames / seconds if seconds else 0.0, ms_per_frame=times.ms_per_frame(),
         extra={"fixed_timestamps": fixed_ts} if fixed_ts else {},
     )  # fmt: skip
@@ -272,7 +398,7 @@ def anonymize_file(
         return anonymize_image(src, out, Anonymizer(opts), overwrite=overwrite)
     if kind == "folder":
         return anonymize_folder(
-            src, out, lambda: Anonymizer(Options(**options)), overwrite=overwrite
+            src, out, lambda: Anonymizer(opts), overwrite=overwrite, encode=encode
         )
     if kind == "video":
         return anonymize_video(src, out, Anonymizer(opts), encode=encode, overwrite=overwrite)

@@ -105,19 +105,26 @@ def test_metadata_scrubbed_unless_kept(tmp_path: Path) -> None:
         tmp_path / "tags.mp4",
         [0, 40, 80],
         audio=False,
-        metadata={"location": "+48.85+002.29/", "comment": "cam serial 123", "title": "t"},
+        metadata={
+            "location": "+48.85+002.29/",
+            "comment": "cam serial 123",
+            "title": "t",
+            "creation_time": "2024-01-01T10:30:00.000000Z",
+        },
     )
     roundtrip(src, tmp_path / "scrub.mp4")
     roundtrip(src, tmp_path / "keep.mp4", keep_metadata=True)
     scrubbed = dict(av.open(str(tmp_path / "scrub.mp4")).metadata)
     kept = dict(av.open(str(tmp_path / "keep.mp4")).metadata)
     assert not any("location" in k for k in scrubbed) and "comment" not in scrubbed
+    assert "creation_time" not in scrubbed and "creation_time" in kept
     assert any("location" in k for k in kept) and kept.get("comment") == "cam serial 123"
 
 
 def test_scrub_metadata_table() -> None:
     tags = {"com.apple.quicktime.location.ISO6709": "x", "creation_time": "2020", "rotate": "90"}
-    assert scrub_metadata(tags, keep=False) == {"creation_time": "2020", "rotate": "90"}
+    # When it was filmed narrows down who filmed it: creation_time goes too (issue 13).
+    assert scrub_metadata(tags, keep=False) == {"rotate": "90"}
     assert scrub_metadata(tags, keep=True) == tags
 
 

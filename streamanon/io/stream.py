@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 import av
 
 from streamanon.errors import InputError
+from streamanon.io.sources import NETWORK_SCHEMES, is_camera, is_live_source  # noqa: F401
 from streamanon.io.video import VideoReader
 from streamanon.types import Frame
 
@@ -31,7 +32,6 @@ log = logging.getLogger(__name__)
 
 TIME_BASE = Fraction(1, 90000)  # the RTP video clock; fine-grained enough for any frame rate
 TRANSPORTS = ("tcp", "udp", "udp_multicast", "http", "https")
-NETWORK_SCHEMES = ("rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "srt", "tcp")
 # In listen mode the socket waits this long per attempt, so a stop request is seen promptly.
 LISTEN_SLICE_S = 5.0
 
@@ -45,12 +45,6 @@ class OpenSpec:
     options: dict[str, str]
     listen: bool = False
     camera: bool = False
-
-
-def is_live_source(src: str) -> bool:
-    """True for stream URLs and cameras (`webcam:N`, `/dev/videoN`)."""
-    scheme = urlsplit(src).scheme.lower()
-    return scheme in NETWORK_SCHEMES or src.startswith(("webcam:", "/dev/video"))
 
 
 def camera_spec(src: str, platform: str = sys.platform) -> tuple[str, str]:
@@ -91,7 +85,7 @@ def open_spec(
     """
     if timeout_s <= 0:
         raise InputError(f"live timeout must be > 0 seconds, got {timeout_s}")
-    if src.startswith(("webcam:", "/dev/video")):
+    if is_camera(src):
         url, fmt = camera_spec(src, platform)
         return OpenSpec(url, fmt, dict(options or {}), camera=True)
     parts = urlsplit(src)

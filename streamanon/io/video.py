@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from streamanon.errors import InputError, OutputError
+from streamanon.io.sources import ffmpeg_path, is_camera, url_scheme
 from streamanon.types import Frame
 
 log = logging.getLogger(__name__)
@@ -27,7 +28,8 @@ log = logging.getLogger(__name__)
 # asks to keep metadata: a face-free video that still carries GPS is not anonymous.
 _IDENTIFYING = re.compile(
     r"location|gps|xyz|iso6709|serial|comment|description|artist|author|make|model|"
-    r"user|owner|copyright|keywords|title|album|software|encoder|handler_name",
+    r"user|owner|copyright|keywords|title|album|software|encoder|handler_name|"
+    r"creation_time|date",  # when it was filmed narrows down who filmed it
     re.IGNORECASE,
 )
 
@@ -119,9 +121,14 @@ class VideoReader:
         threads: bool = True,
     ) -> None:
         self.source = str(source)
+        local = format is None and url_scheme(self.source) is None and not is_camera(self.source)
         try:
             self.container = av.open(
-                self.source, mode="r", options=options or {}, format=format, timeout=timeout
+                ffmpeg_path(self.source) if local else self.source,
+                mode="r",
+                options=options or {},
+                format=format,
+                timeout=timeout,
             )
         except FileNotFoundError:
             raise InputError(f"{self.source}: no such file") from None
@@ -167,7 +174,13 @@ class VideoReader:
         last = self._last_pts
         if pts is not None and last is not None:
             jump = float((pts - last) * tb)
-            if pts <= last or jump > self._max_jump_s:
+            if pts <= last and last - pts <= step:
+                # A duplicate (or slightly out-of-order) timestamp: the smallest step keeps
+                # this frame and every later one at its own time (a full frame step per
+                # duplicate would push the rest of the video later and later).
+                self.fixed_timestamps += 1
+                pts = last + 1
+            elif pts <= last or jump > self._max_jump_s:
                 self.fixed_timestamps += 1
                 pts = last + step
         elif pts is None:
@@ -281,10 +294,21 @@ class VideoWriter:
         self.rotation = rotation
         self._rotation_tagged = False
         self.fps = fps
+        local = format is None and url_scheme(self.target) is None
         try:
-            self.container = av.open(self.target, mode="w", format=format, options=options or {})
+            self.container = av.open(
+                ffmpeg_path(self.target) if local else self.target,
+                mode="w",
+                format=format,
+                options=options or {},
+            )
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.target}: cannot write ({_ffmsg(exc)})") from None
+        except ValueError:  # PyAV: "Could not determine output format"
+            raise OutputError(
+                f"{self.target}: unknown video format {ext or '(no extension)'!r}; "
+                "name the output .mp4, .mkv, .mov or .webm"
+            ) from None
         except (PermissionError, IsADirectoryError, FileNotFoundError) as exc:
             raise OutputError(f"{self.target}: cannot write ({exc.strerror})") from None
         tags = reader_info.metadata if reader_info else {}
