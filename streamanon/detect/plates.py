@@ -178,14 +178,23 @@ class PlateSSD:
 
     def _level_sizes(self, h: int, w: int) -> list[float]:
         longest = max(h, w)
-        scales = {min(size / longest, MAX_UPSCALE) for size in self.levels}
-        return sorted(scales)
+        # One entry per level even where the upscale cap makes two equal (keeps the cycle).
+        return sorted(min(size / longest, MAX_UPSCALE) for size in self.levels)
 
-    def __call__(self, image_bgr: np.ndarray) -> Detections:
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    def __call__(self, image_bgr: np.ndarray, level: int | None = None) -> Detections:
+        """All pyramid levels, or only level ``level`` (index into the sorted levels; the
+        tracker's video mode cycles through them, one per frame)."""
         image = check_image(image_bgr)
         h, w = image.shape[:2]
         all_boxes, all_scores = [], []
-        for s in self._level_sizes(h, w):
+        scales = self._level_sizes(h, w)
+        if level is not None:
+            scales = [scales[level % len(scales)]]
+        for s in scales:
             size = (max(32, round(w * s)), max(32, round(h * s)))
             interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
             level = image if size == (w, h) else cv2.resize(image, size, interpolation=interp)
