@@ -26,7 +26,8 @@ from streamanon.live import LatencyStats, output_spec, run_live
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.mp4"  # synthetic faces (MIT), see examples/README.md
 FFMPEG = shutil.which("ffmpeg")
-needs_ffmpeg = pytest.mark.skipif(FFMPEG is None, reason="needs the ffmpeg binary as RTSP peer")
+# Skips without ffmpeg, fails instead under STREAMANON_REQUIRE_DATA (CI): see conftest.
+needs_ffmpeg = pytest.mark.usefixtures("ffmpeg_bin")
 
 
 # -- pure parts ------------------------------------------------------------------------------

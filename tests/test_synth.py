@@ -218,12 +218,9 @@ def test_holdout_split_is_disjoint_and_deterministic():
 
 # -- Ψ on crops -----------------------------------------------------------------------------
 def test_psi_on_canonical_crops_matches_dlib(faces):
-    try:
-        from streamanon.synth.psi import load_psi
+    from streamanon.synth.psi import load_psi
 
-        psi = load_psi()
-    except (ImportError, RuntimeError) as e:
-        pytest.skip(f"Ψ (streamanon.identity) unavailable: {e}")
+    psi = load_psi()  # built from the installed dlib model: always there with torch
     b = make_batch(faces, np.arange(4), None, None)
     with torch.no_grad():
         a, emb = psi(torch.from_numpy(b["x"]))

