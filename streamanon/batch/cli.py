@@ -14,8 +14,10 @@ from pathlib import Path
 
 from streamanon.errors import InputError, OutputError
 
-# The main command's option groups that mean the same here (taken from its parser, not copied).
-SHARED_GROUPS = ("anonymization", "detection and tracking", "output encoding")
+# The main command's option groups that do NOT apply to a batch (inputs/outputs, live streams,
+# its run flags: batch has its own). Every other group (anonymization, detection, plates,
+# encoding, ...) is taken from the main parser as is, so both commands take the same options.
+MAIN_ONLY_GROUPS = ("positional arguments", "options", "optional arguments", "live streams", "run")
 
 _ADDRESS = re.compile(r"^(auto|local|ray://.+|\[?[\w.:-]+\]?:\d+)$")
 
@@ -106,23 +108,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--report", metavar="JSON", help="write the batch report here")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar or table")
     g.add_argument("-v", "--verbose", action="store_true", help="log details")
-    _copy_groups(main_parser(), p, SHARED_GROUPS)
+    _copy_groups(main_parser(), p)
     return p
 
 
-def _copy_groups(src: argparse.ArgumentParser, dst: argparse.ArgumentParser, titles) -> None:
-    """Put ``src``'s argument groups named ``titles`` on ``dst`` (the same Action objects: one
-    definition of each option, as argparse's own ``parents=`` does for whole parsers)."""
-    found = set()
+def _copy_groups(src: argparse.ArgumentParser, dst: argparse.ArgumentParser) -> None:
+    """Put ``src``'s option groups (all but `MAIN_ONLY_GROUPS`) on ``dst``: the same Action
+    objects, so each option is defined once (argparse's ``parents=`` does this for a whole
+    parser; here only some groups apply)."""
     for group in src._action_groups:
-        if group.title in titles:
-            found.add(group.title)
-            mine = dst.add_argument_group(group.title, group.description)
-            for action in group._group_actions:
-                mine._add_action(action)
-    missing = set(titles) - found
-    if missing:  # the main parser was reorganised: fail loudly, never drop options silently
-        raise RuntimeError(f"streamanon.cli has no option group(s) {sorted(missing)}")
+        title = group.title or ""
+        if any(title.startswith(t) for t in MAIN_ONLY_GROUPS):
+            continue
+        mine = dst.add_argument_group(title, group.description)
+        for action in group._group_actions:
+            mine._add_action(action)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:
