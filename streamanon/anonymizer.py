@@ -40,6 +40,10 @@ class Options:
     thresh: float = 0.5
     low_thresh: float = 0.1
     input_size: int | None = 640
+    # Small faces (issue: every face, every frame): smallest face height to find (source px),
+    # and high-resolution tiles searched per frame (0: base pass only). See detect/multiscale.
+    min_face: float = 24.0
+    tiles_per_frame: int = 1
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -132,6 +136,8 @@ class Anonymizer:
             input_size=opts.input_size,
             landmarks=opts.needs_landmarks(),
             threads=opts.threads,
+            min_face=opts.min_face,
+            tiles_per_frame=opts.tiles_per_frame,
         )
         self._reid = _reid_function() if opts.wants_reid() else None
         self.tracker = self._new_tracker()

@@ -92,8 +92,12 @@ def test_time_not_frame_count_drives_motion_and_expiry() -> None:
         tr.update(dets([box_at(100 + 200 * t, 300)], [0.9]), t)
     t_last = times[-1]
     out = tr.update(Detections.empty(), t_last + 0.25)
-    cx = (out.xyxy[0, 0] + out.xyxy[0, 2]) / 2
+    pred = tr.tracks[0].box
+    cx = (pred[0] + pred[2]) / 2
     assert abs(cx - (100 + 200 * (t_last + 0.25))) < 10
+    # What is covered holds the prediction, stretched ahead along the motion.
+    assert (out.xyxy[0, :2] <= pred[:2] + 1e-3).all() and (out.xyxy[0, 2:] >= pred[2:] - 1e-3).all()
+    assert out.xyxy[0, 2] - pred[2] > 20
     # Expiry is in seconds whatever the frame rate: still there at +0.4 s, gone after.
     assert len(tr.update(Detections.empty(), t_last + 0.4)) == 1
     assert len(tr.update(Detections.empty(), t_last + 0.41)) == 0
@@ -294,3 +298,25 @@ def test_landmark_smoother_follows_head_moves_and_expressions() -> None:
     for i in range(10, 14):
         out = sm.update(opened, i / 30)
     assert np.abs(out[57:63] - opened[57:63]).max() < 2.5
+
+
+def test_moving_face_is_covered_ahead_of_its_motion() -> None:
+    """A head crossing the frame at 600 px/s (20 px per frame at 30 fps): the covered box
+    reaches one frame's travel ahead of the detection and half of it behind (motion blur)."""
+    tr = FaceTracker()
+    for i in range(10):
+        out = tr.update(dets([box_at(100 + 20 * i, 200)], [0.9]), i / 30)
+    det = box_at(100 + 20 * 9, 200)
+    assert out.xyxy[0, 2] >= det[2] + 15  # ahead, about 20 px
+    assert out.xyxy[0, 0] <= det[0] - 7  # behind, about 10 px
+    assert abs(out.xyxy[0, 1] - det[1]) < 3  # no vertical motion, no vertical growth
+
+
+def test_stretch_along_motion_is_pure_geometry() -> None:
+    from streamanon.track.tracker import stretch_along_motion
+
+    b = np.array([[10.0, 10.0, 20.0, 20.0], [0, 0, 4, 4]])
+    v = np.array([[100.0, -50.0], [0.0, 0.0]])
+    out = stretch_along_motion(b, v, 0.1)
+    assert np.allclose(out[0], [10 - 5, 10 - 5, 20 + 10, 20 + 2.5])
+    assert np.allclose(out[1], b[1])

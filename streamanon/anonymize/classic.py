@@ -181,7 +181,7 @@ class MaskRedactor(_Stateless):
 
     def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
         _check(image_bgr)
-        heads = head_boxes_xyxy(faces.xyxy, self.mask_scale)
+        heads = head_boxes_xyxy(faces.xyxy, self.mask_scale, faces.landmarks5)
         rois = clip_boxes(heads, image_bgr.shape)
         for i, (x1, y1, x2, y2) in enumerate(rois.tolist()):
             if x2 <= x1 or y2 <= y1:

@@ -18,10 +18,33 @@ from streamanon.types import Detections
 HAIRLINE = 0.25
 # Share of the mask_scale growth that goes upward (the rest goes below the chin).
 UP_SHARE = 0.7
+# A nose this far (share of the box width) from the eyes' midpoint is a full profile.
+PROFILE_RATIO = 0.25
+# A full profile's box grows by this share of its width behind the face and in front of it.
+BACK_GROW = 0.5
+FRONT_GROW = 0.15
 
 
-def head_boxes_xyxy(xyxy: np.ndarray, mask_scale: float = 1.3) -> np.ndarray:
-    """Unclipped float head boxes (n, 4) for face boxes `xyxy`."""
+def turn_ratio(xyxy: np.ndarray, landmarks5: np.ndarray) -> np.ndarray:
+    """How far each face is turned, from its 5 landmarks: the nose's horizontal offset from
+    the eyes' midpoint over the box width, signed (> 0: the face looks to image right).
+    About 0 for a frontal face, 0.25 and more for a profile."""
+    b = np.asarray(xyxy, np.float64).reshape(-1, 4)
+    p = np.asarray(landmarks5, np.float64).reshape(-1, 5, 2)
+    w = np.clip(b[:, 2] - b[:, 0], 1.0, None)
+    r = (p[:, 2, 0] - (p[:, 0, 0] + p[:, 1, 0]) / 2) / w
+    return np.nan_to_num(r)
+
+
+def head_boxes_xyxy(
+    xyxy: np.ndarray, mask_scale: float = 1.3, landmarks5: np.ndarray | None = None
+) -> np.ndarray:
+    """Unclipped float head boxes (n, 4) for face boxes `xyxy`.
+
+    With `landmarks5`, a turned face's box also grows sideways: toward the back of the head
+    (a profile box from a face detector covers the face, not the skull and ear behind it) and
+    a little toward the nose, which sticks out of a profile's box.
+    """
     if mask_scale <= 0 or not np.isfinite(mask_scale):
         raise InputError(f"mask_scale must be a positive number, got {mask_scale}")
     b = np.asarray(xyxy, dtype=np.float64).reshape(-1, 4)
@@ -34,7 +57,15 @@ def head_boxes_xyxy(xyxy: np.ndarray, mask_scale: float = 1.3) -> np.ndarray:
     y1 = top - UP_SHARE * grow_h
     y2 = b[:, 3] + (1 - UP_SHARE) * grow_h
     half_w = w * mask_scale / 2
-    return np.stack([cx - half_w, y1, cx + half_w, y2], axis=1)
+    x1, x2 = cx - half_w, cx + half_w
+    if landmarks5 is not None and len(b):
+        r = turn_ratio(b, landmarks5)
+        t = np.clip(np.abs(r) / PROFILE_RATIO, 0.0, 1.0)
+        back, front = BACK_GROW * w * t, FRONT_GROW * w * t
+        right = r > 0  # looks right: the back of the head is on the left
+        x1 = x1 - np.where(right, back, front)
+        x2 = x2 + np.where(right, front, back)
+    return np.stack([x1, y1, x2, y2], axis=1)
 
 
 def clip_boxes(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
@@ -55,7 +86,7 @@ def head_boxes(
 
     Boxes entirely off-frame come out with zero width or height; callers skip those.
     """
-    return clip_boxes(head_boxes_xyxy(faces.xyxy, mask_scale), frame_shape)
+    return clip_boxes(head_boxes_xyxy(faces.xyxy, mask_scale, faces.landmarks5), frame_shape)
 
 
 def face_polygon(landmarks68: np.ndarray, mask_scale: float = 1.3) -> np.ndarray:

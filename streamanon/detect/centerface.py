@@ -135,7 +135,11 @@ class CenterFace:
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         image = check_image(image_bgr)
-        s = resize_scale(image.shape, self.input_size)
+        return self.detect_scaled(image, resize_scale(image.shape, self.input_size))
+
+    def detect_scaled(self, image: np.ndarray, s: float) -> Detections:
+        """Faces in `image` (BGR uint8) detected on a copy resized by factor `s`; boxes and
+        landmarks in `image`'s pixels."""
         if s != 1.0:
             h, w = image.shape[:2]
             size = (max(1, round(w * s)), max(1, round(h * s)))
@@ -143,16 +147,26 @@ class CenterFace:
             small = cv2.resize(image, size, interpolation=interp)
         else:
             small = image
-        padded = pad_to_multiple(small, 32)
-        # The network takes RGB 0..255 NCHW float.
-        blob = padded[:, :, ::-1].transpose(2, 0, 1)[None].astype(np.float32)
-        heat, scale, offset, lms = self.session.run(_OUTPUTS, {_INPUT: blob})
-        boxes, score, pts = decode(
-            heat[0], scale[0], offset[0], lms[0], self.low_thresh, self.nms_iou
-        )
+        (dets,) = self.detect_batch([pad_to_multiple(small, 32)])
         # Map back to the original image with the per-axis resize factors.
         fx = image.shape[1] / small.shape[1]
         fy = image.shape[0] / small.shape[0]
-        boxes = boxes * np.array([fx, fy, fx, fy], dtype=np.float32)
-        pts = pts * np.array([fx, fy], dtype=np.float32)
-        return clip_detections(Detections(boxes, score, landmarks5=pts), image.shape)
+        dets.xyxy *= np.array([fx, fy, fx, fy], dtype=np.float32)
+        dets.landmarks5 *= np.array([fx, fy], dtype=np.float32)
+        return clip_detections(dets, image.shape)
+
+    def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
+        """Run the network once on equally sized BGR images (sides multiples of 32); boxes in
+        each image's own pixels, unclipped."""
+        if not images:
+            return []
+        # The network takes RGB 0..255 NCHW float.
+        blob = np.stack([im[:, :, ::-1].transpose(2, 0, 1) for im in images]).astype(np.float32)
+        heat, scale, offset, lms = self.session.run(_OUTPUTS, {_INPUT: blob})
+        out = []
+        for i in range(len(images)):
+            boxes, score, pts = decode(
+                heat[i], scale[i], offset[i], lms[i], self.low_thresh, self.nms_iou
+            )
+            out.append(Detections(boxes, score, landmarks5=pts))
+        return out

@@ -79,6 +79,19 @@ def _move_with_box(
     return ((points - src[:2]) / s * d + dst[:2]).astype(np.float32)
 
 
+def stretch_along_motion(
+    xyxy: np.ndarray, velocity: np.ndarray, dt: float, lead: float = 1.0, trail: float = 0.5
+) -> np.ndarray:
+    """Boxes grown by `lead` x one frame's travel (velocity * dt, px) ahead of the motion and
+    `trail` x behind it (motion blur), per axis. Still faces are unchanged."""
+    b = np.asarray(xyxy, np.float32).reshape(-1, 4).copy()
+    step = np.nan_to_num(np.asarray(velocity, np.float64).reshape(-1, 2)) * max(dt, 0.0)
+    ahead, behind = np.clip(step, 0, None), np.clip(-step, 0, None)
+    b[:, :2] -= (lead * behind + trail * ahead).astype(np.float32)
+    b[:, 2:] += (lead * ahead + trail * behind).astype(np.float32)
+    return b
+
+
 class FaceTracker:
     """Tracks faces across frames; see the module docstring for what `update` returns.
 
@@ -119,6 +132,7 @@ class FaceTracker:
         self._ended: list[Track] = []
         self._ids = itertools.count(1)
         self._t: float | None = None
+        self._dt = 0.0  # time since the previous frame: how far a moving face may have gone
 
     @property
     def tracks(self) -> list[Track]:
@@ -148,6 +162,7 @@ class FaceTracker:
             )
         if not (np.isfinite(dets.xyxy).all() and np.isfinite(dets.score).all()):
             raise InputError("detections contain NaN or infinite boxes/scores")
+        self._dt = 0.0 if self._t is None else t - self._t
         self._t = t
         for tr in self._tracks:
             predict_box(tr.kf, t - tr.state_t)
@@ -314,6 +329,9 @@ class FaceTracker:
             detected[ok, :2] = np.minimum(detected[ok, :2], filtered[ok, :2])
             detected[ok, 2:] = np.maximum(detected[ok, 2:], filtered[ok, 2:])
         xyxy = np.concatenate([detected, np.array([tr.box for tr in coasting]).reshape(-1, 4)])
+        # A moving head: cover where it is going and the smear it leaves (one frame's travel).
+        vel = np.array([tr.kf.x[4:6, 0] if tr.hits > 1 else (0.0, 0.0) for tr in tracks])
+        xyxy = stretch_along_motion(xyxy, vel.reshape(-1, 2), self._dt)
         score = np.concatenate(
             [dets.score[rows], np.array([tr.score for tr in coasting], np.float32)]
         )
