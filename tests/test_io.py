@@ -198,3 +198,39 @@ def test_image_roundtrip_formats(tmp_path: Path) -> None:
     (tmp_path / "broken.jpg").write_bytes(b"\xff\xd8garbage")
     with pytest.raises(InputError, match="not an image"):
         read_image(tmp_path / "broken.jpg")
+
+
+def _mjpeg_with_pts(path: Path, pts_ms: list[int]) -> Path:
+    """An intra-only clip whose packets carry exactly ``pts_ms`` (duplicates allowed in mkv)."""
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mjpeg", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuvj420p"
+        for i, p in enumerate(pts_ms):
+            vf = av.VideoFrame.from_ndarray(np.full((48, 64, 3), i * 2 % 256, np.uint8), "bgr24")
+            vf.pts, vf.time_base = i, Fraction(1, 25)
+            for pkt in vs.encode(vf):
+                pkt.pts = pkt.dts = p
+                pkt.time_base = Fraction(1, 1000)
+                c.mux(pkt)
+        for pkt in vs.encode(None):
+            c.mux(pkt)
+    return path
+
+
+def test_duplicate_timestamps_do_not_push_the_video_later(tmp_path: Path) -> None:
+    """Every fifth frame repeats its predecessor's timestamp: each keeps (about) its own time
+    instead of shifting all later frames by a frame (issue 13: 7.02 s instead of 6.56 s)."""
+    pts, t = [], 0
+    for i in range(50):
+        if i % 5 == 4:
+            pts.append(pts[-1])
+        else:
+            pts.append(t)
+            t += 40
+    src = _mjpeg_with_pts(tmp_path / "dup.mkv", pts)
+    dst = tmp_path / "out.mkv"
+    r, w = roundtrip(src, dst)
+    got, _ = read_pts(dst)
+    assert len(got) == 50 and r.fixed_timestamps == 10
+    assert all(b > a for a, b in zip(got, got[1:], strict=False))
+    assert abs(got[-1] - pts[-1] / 1000) < 0.005
