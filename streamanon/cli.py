@@ -141,6 +141,22 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect on frames resized to this longest side, 0 = native (default: %(default)s)",
     )
     g.add_argument(
+        "--min-face",
+        type=float,
+        default=d.min_face,
+        metavar="PX",
+        help="smallest face height to find; below what --scale finds, high-resolution tiles "
+        "are searched in turn and small faces re-detected every frame; 0 = --scale pass "
+        "only (default: %(default)s)",
+    )
+    g.add_argument(
+        "--tiles-per-frame",
+        type=int,
+        default=d.tiles_per_frame,
+        metavar="N",
+        help="high-resolution tiles searched per frame for --min-face (default: %(default)s)",
+    )
+    g.add_argument(
         "--coast",
         dest="coast_s",
         type=float,
@@ -322,6 +338,8 @@ def _options(args: argparse.Namespace):
         detector=args.detector,
         thresh=args.thresh,
         input_size=args.input_size or None,
+        min_face=args.min_face,
+        tiles_per_frame=args.tiles_per_frame,
         mask_scale=args.mask_scale,
         coast_s=args.coast_s,
         threads=args.threads,
