@@ -294,3 +294,34 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def bench_plate_coverage(plain: str | Path, outputs: dict[str, str], samples: int = 12) -> dict:
+    """`streamanon bench --objects face,plate`: per output, the share of reference plates
+    covered on sampled frames. Reference plates: the shipped detector's full pyramid at score
+    >= 0.5 on the plain transcode (the bench has no labels); covered: the bench's own test
+    (structure or fine detail gone, `bench._covered`)."""
+    from streamanon.detect.plates import PlateSSD
+    from streamanon.eval import metrics as M
+    from streamanon.eval.bench import _covered, _read_frames
+    from streamanon.io.video import VideoReader
+
+    with VideoReader(plain, audio=False) as r:
+        total = r.info.frames or sum(1 for _ in r)
+    idx = set(int(i) for i in np.linspace(0, max(total - 1, 0), samples))
+    ref = PlateSSD(low_thresh=0.5)
+    ref_frames = _read_frames(plain, idx)
+    refs = {i: ref(img).xyxy for i, img in ref_frames.items()}
+    res = {}
+    for name, path in outputs.items():
+        frames = _read_frames(path, idx)
+        covered = []
+        for i, boxes in refs.items():
+            for b in boxes if i in frames else []:
+                m = M.face_region_mask(frames[i].shape[:2], b[None], 1.0)
+                covered.append(_covered(ref_frames[i], frames[i], b, m))
+        res[name] = {
+            "recall": float(np.mean(covered)) if covered else None,
+            "reference_plates": int(sum(len(b) for b in refs.values())),
+        }
+    return res
