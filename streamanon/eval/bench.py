@@ -7,6 +7,12 @@ measured on a sample of frames against the plain transcode: a reference face (Ce
 native resolution, score >= 0.5, on the plain output) counts as covered when its box in the
 method's output no longer looks like the plain output there (SSIM < `COVERED_SSIM`), and as
 re-detected when the reference detector still finds a face at that place (IoU >= 0.3).
+
+Coverage per face size is judged by `streamanon.eval.coverage`: reference faces from
+CenterFace at native resolution merged with dlib's MMOD CNN (not the detector under test),
+a face covered only when its centre column and 6 of its 9 cells changed. Detection settings
+(``--detect-settings 640:0,640:24:1``: scale, min face, tiles per frame) add one entry each,
+so speed and coverage of each setting land in one table.
 """
 
 from __future__ import annotations
@@ -46,6 +52,7 @@ class Entry:
     recall: float | None = None
     redetected: float | None = None
     reference_faces: int = 0
+    coverage: dict = field(default_factory=dict)  # streamanon.eval.coverage report
     output: str = ""
     objects: dict = field(default_factory=dict)  # per class beyond faces (plates)
 
@@ -137,38 +144,71 @@ def _covered(original: np.ndarray, output: np.ndarray, box: np.ndarray, mask: np
     return before > 0 and _detail(output, box) < COVERED_DETAIL * before
 
 
-def measure_recall(plain: str | Path, outputs: dict[str, str], samples: int = 12) -> dict:
-    """Per output: (covered fraction, re-detected fraction, reference faces) on sampled frames."""
+def measure_coverage(
+    plain: str | Path,
+    outputs: dict[str, str],
+    samples: int = 12,
+    mmod_upsample: int | None = 1,
+    sheets: Path | None = None,
+) -> dict:
+    """Per output: coverage per face-size bin against the independent reference, and the
+    share of reference faces the reference CenterFace still finds (re-detected)."""
     from streamanon.detect import make_detector
+    from streamanon.eval import coverage as C
     from streamanon.io.video import VideoReader
 
     with VideoReader(plain, audio=False) as r:
         total = r.info.frames or sum(1 for _ in r)
     idx = sorted({int(i) for i in np.linspace(0, max(total - 1, 0), samples)})
-    ref_det = make_detector(
+    reference = C.reference_detector(mmod_upsample)
+    redetector = make_detector(
         "centerface", thresh=0.5, low_thresh=0.5, input_size=None, landmarks=False
     )
     ref_frames = _read_frames(plain, set(idx))
-    refs = {i: ref_det(img).xyxy for i, img in ref_frames.items()}
-    n_ref = int(sum(len(b) for b in refs.values()))
+    refs = {i: reference(img) for i, img in ref_frames.items()}
     res = {}
     for name, path in outputs.items():
         frames = _read_frames(path, set(idx))
-        covered, redet = [], []
+        rep = C.CoverageReport()
+        redet = []
         for i, boxes in refs.items():
             if len(boxes) == 0 or i not in frames:
                 continue
-            out = frames[i]
-            redet.append(M.matched_boxes(boxes, ref_det(out).xyxy, 0.3))
-            for b in boxes:
-                m = M.face_region_mask(out.shape[:2], b[None], 0.8)
-                covered.append(_covered(ref_frames[i], out, b, m))
+            rep.faces += C.judge_frame(ref_frames[i], frames[i], boxes, i)
+            redet.append(M.matched_boxes(boxes, redetector(frames[i]).xyxy, 0.3))
+        d = rep.as_dict()
+        if sheets is not None and rep.uncovered():
+            sheet = C.uncovered_sheet(ref_frames, frames, rep.uncovered())
+            if sheet is not None:
+                import cv2
+
+                sheets.mkdir(parents=True, exist_ok=True)
+                d["sheet"] = str(
+                    sheets / f"uncovered_{name.replace(' ', '_').replace('/', '-')}.png"
+                )
+                cv2.imwrite(d["sheet"], sheet)
         res[name] = {
-            "recall": float(np.mean(covered)) if covered else None,
+            "recall": d["coverage"],
             "redetected": M.detection_rate(redet) if redet else None,
-            "reference_faces": n_ref,
+            "reference_faces": d["faces"],
+            "coverage": d,
         }
     return res
+
+
+def parse_detect_setting(text: str) -> dict:
+    """'640:24:1' -> {input_size: 640, min_face: 24, tiles_per_frame: 1}; 0 scale = native."""
+    parts = text.strip().split(":")
+    try:
+        vals = [float(v) for v in parts]
+    except ValueError:
+        raise InputError(f"detect setting {text!r}: expected SCALE[:MIN_FACE[:TILES]]") from None
+    out: dict = {"input_size": int(vals[0]) or None, "min_face": 0.0, "tiles_per_frame": 1}
+    if len(vals) > 1:
+        out["min_face"] = vals[1]
+    if len(vals) > 2:
+        out["tiles_per_frame"] = int(vals[2])
+    return out
 
 
 def machine() -> dict:
@@ -220,6 +260,8 @@ def run_bench(
     samples: int = 12,
     log: Callable[[str], None] = lambda s: None,
     objects: str = "face",
+    detect_settings: list[str] | None = None,
+    mmod_upsample: int | None = 1,
 ) -> dict:
     """The whole benchmark; returns a JSON-able dict (see `write_results`)."""
     from streamanon.anonymizer import Anonymizer, Options
@@ -246,6 +288,12 @@ def run_bench(
         stages = [("detect", anon.track), ("anonymize", anon.apply)]
         e = run(m, stages, lambda a=anon: a.counters.faces)
         e.objects = anon.object_report()
+    for text in detect_settings or []:
+        ds = parse_detect_setting(text)
+        m = methods[0] if methods else "blur"
+        anon = Anonymizer(Options(method=m, objects=objects, **ds))
+        stages = [("detect", anon.track), ("anonymize", anon.apply)]
+        run(f"{m} {text}", stages, lambda a=anon: a.counters.faces)
     if deface:
         from streamanon.eval.deface_baseline import DefaceStage, deface_available
 
@@ -262,9 +310,13 @@ def run_bench(
                 run(label, [("deface", fn)], lambda s=stage: s.faces)
         else:
             log("bench: deface not installed; skipped")
-    log("bench: recall ...")
-    rec = measure_recall(
-        plain.output, {e.name: e.output for e in entries if e is not plain}, samples
+    log("bench: coverage (reference: CenterFace native + dlib MMOD) ...")
+    rec = measure_coverage(
+        plain.output,
+        {e.name: e.output for e in entries if e is not plain},
+        samples,
+        mmod_upsample,
+        sheets=work,
     )
     _plate_coverage(objects, plain, entries, samples, log)
     for e in entries:
@@ -272,10 +324,18 @@ def run_bench(
             e.recall = rec[e.name]["recall"]
             e.redetected = rec[e.name]["redetected"]
             e.reference_faces = rec[e.name]["reference_faces"]
+            e.coverage = rec[e.name]["coverage"]
     return {
         "clip": clip_info(clip),
         "machine": machine(),
-        "settings": {"encoder": "libx264", "crf": crf, "preset": preset, "recall_samples": samples},
+        "settings": {
+            "encoder": "libx264",
+            "crf": crf,
+            "preset": preset,
+            "recall_samples": samples,
+            "reference": "centerface native"
+            + ("" if mmod_upsample is None else f" + dlib mmod upsample {mmod_upsample}"),
+        },
         "entries": [asdict(e) for e in entries],
         "date": time.strftime("%Y-%m-%d"),
     }
@@ -302,6 +362,9 @@ def summary_markdown(result: dict) -> str:
     deface = next((e for e in es if e["name"] == "deface"), None)
     c, mach = result["clip"], result["machine"]
     order = ["decode", "detect", "anonymize", "deface", "encode"]
+    from streamanon.eval.coverage import BINS, bin_name
+
+    bins = [bin_name(lo, hi) for lo, hi in BINS]
     stages = sorted(
         {k for e in es for k in e["ms_per_frame"]},
         key=lambda s: (order.index(s) if s in order else len(order), s),
@@ -311,10 +374,12 @@ def summary_markdown(result: dict) -> str:
         f"{mach['cpu']}, {mach['cores']} cores; libx264 {result['settings']['preset']} "
         f"crf {result['settings']['crf']}; {result['date']}.",
         "",
-        "| entry | fps | % of decode+encode | x deface | recall % | re-detected % | "
+        "| entry | fps | % of decode+encode | x deface | covered % | "
+        + " | ".join(f"{b} px" for b in bins)
+        + " | re-detected % | "
         + " | ".join(f"{s} ms" for s in stages)
         + " |",
-        "|---" * (6 + len(stages)) + "|",
+        "|---" * (6 + len(bins) + len(stages)) + "|",
     ]
     for e in es:
         rel = 100 * e["fps"] / plain["fps"] if plain["fps"] else float("nan")
@@ -324,7 +389,21 @@ def summary_markdown(result: dict) -> str:
         ms = " | ".join(
             f"{e['ms_per_frame'][s]:.1f}" if s in e["ms_per_frame"] else "–" for s in stages
         )
-        lines.append(f"| {e['name']} | {e['fps']:.1f} | {rel:.0f} | {xd} | {rc} | {rd} | {ms} |")
+        cells = []
+        for b in bins:
+            v = (e.get("coverage") or {}).get("bins", {}).get(b)
+            cells.append(
+                "–" if not v or not v["faces"] else f"{100 * v['coverage']:.0f} ({v['faces']})"
+            )
+        lines.append(
+            f"| {e['name']} | {e['fps']:.1f} | {rel:.0f} | {xd} | {rc} | {' | '.join(cells)} "
+            f"| {rd} | {ms} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Coverage: reference faces ({result['settings'].get('reference', 'centerface native')}) "
+        "whose centre column and 6 of 9 cells changed; per size bin: % (faces)."
+    )
     return "\n".join(lines) + "\n"
 
 
@@ -400,6 +479,18 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument("--samples", type=int, default=12, help="frames sampled for recall")
     p.add_argument("--objects", default="face", help="face or face,plate (plate coverage too)")
     p.add_argument("--workdir", help="keep the outputs here (default: a temp folder)")
+    p.add_argument(
+        "--detect-settings",
+        default="",
+        help="extra entries of the first method, SCALE[:MIN_FACE[:TILES]] comma-separated, "
+        "e.g. 640:0,640:24:1,960:0,0:0",
+    )
+    p.add_argument(
+        "--mmod-upsample",
+        type=int,
+        default=1,
+        help="upsampling of the dlib MMOD reference detector; -1 = CenterFace reference only",
+    )
     args = p.parse_args(argv)
     methods = [m.strip() for m in args.methods.split(",") if m.strip()]
     result = run_bench(
@@ -413,6 +504,8 @@ def bench_main(argv: list[str]) -> int:
         samples=args.samples,
         log=lambda s: print(s, file=sys.stderr),
         objects=args.objects,
+        detect_settings=[t for t in args.detect_settings.split(",") if t.strip()],
+        mmod_upsample=None if args.mmod_upsample < 0 else args.mmod_upsample,
     )
     path = write_results(result, args.out, args.doc)
     png = path.with_suffix(".png")
