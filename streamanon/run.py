@@ -267,6 +267,10 @@ def anonymize_folder(
         report.fallbacks += r.fallbacks
         report.corrupt_packets += r.corrupt_packets
         report.missing_frames += r.missing_frames
+        for kind, counts in r.extra.get("objects", {}).items():  # plates, summed per class
+            total = report.extra.setdefault("objects", {}).setdefault(kind, {})
+            for k, v in counts.items():
+                total[k] = total.get(k, 0) + v
     report.seconds = time.perf_counter() - t0
     return report
 
