@@ -84,6 +84,11 @@ def journal_lines(out_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (out_dir / JOURNAL_NAME).read_text().splitlines() if x]
 
 
+# The test cluster listens on this machine only; Ray's token authentication (on by default
+# since Ray 2.5x) is turned off for it and for the drivers that join it.
+RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
+
+
 def run_batch_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
     return subprocess.run(
         [PY, "-m", "streamanon", "batch", *args],
@@ -91,6 +96,7 @@ def run_batch_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProce
         capture_output=True,
         text=True,
         timeout=timeout,
+        env=RAY_ENV,
     )
 
 
@@ -416,7 +422,7 @@ def ray_cluster(tmp_path_factory):
     port = _free_port()
     # A short temp dir: Ray's unix socket paths must stay under ~107 characters.
     tmp = Path(f"/tmp/sa_ray_{os.getpid()}")
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0"}
+    log = open(tmp_path_factory.mktemp("ray") / "ray_start.log", "w+")  # noqa: SIM115
     # --block keeps `ray start` in the foreground as the parent of the cluster's processes:
     # stopping that one process stops exactly this cluster (not every Ray on the machine).
     proc = subprocess.Popen(
@@ -425,14 +431,15 @@ def ray_cluster(tmp_path_factory):
             f"--port={port}", "--num-cpus=2", "--num-gpus=0", "--include-dashboard=false",
             "--disable-usage-stats", f"--temp-dir={tmp}", "--object-store-memory=100000000",
         ],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        start_new_session=True,
+        env=RAY_ENV, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
     )  # fmt: skip
     address = f"127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
-            assert proc.poll() is None, proc.stdout.read()
+            if proc.poll() is not None:
+                log.seek(0)
+                pytest.fail(f"ray start failed:\n{log.read()[-3000:]}")
             with socket.socket() as s:
                 if s.connect_ex(("127.0.0.1", port)) == 0:
                     break
@@ -446,6 +453,7 @@ def ray_cluster(tmp_path_factory):
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)  # its own session: only this cluster
             proc.wait(timeout=10)
+        log.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
 
@@ -489,7 +497,7 @@ def test_ray_worker_killed_mid_file_is_redone(ray_cluster, tmp_path):
     proc = subprocess.Popen(
         [PY, "-m", "streamanon", "batch", str(src), "-o", str(out), f"--ray={ray_cluster}",
          "--workers", "2", "--retries", "2", "-m", "blur", "-q"],
-        cwd=REPO, stderr=subprocess.PIPE, text=True,
+        cwd=REPO, stderr=subprocess.PIPE, text=True, env=RAY_ENV,
     )  # fmt: skip
     killed = None
     deadline = time.monotonic() + 240
