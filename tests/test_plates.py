@@ -367,3 +367,26 @@ def test_composed_clip_plates_stay_covered_with_tracking(labelled):
     base = BASELINE["clip"]
     assert res["plates"] == base["plates"]
     assert res["covered"] >= base["covered"] - 1, f"coverage dropped: {res} vs {base}"
+
+
+@pytest.mark.slow
+def test_bench_counts_and_covers_plates(labelled, tmp_path):
+    """`streamanon bench --objects face,plate`: per-entry plate counts and coverage."""
+    import av
+
+    from streamanon.eval.bench import run_bench
+
+    bg = [cv2.GaussianBlur(labelled[5][1], (0, 0), 3)]  # any real scene; plates pasted on it
+    clip = PE.compose_clip(bg, PE.default_tracks(PE.plate_sprites(labelled))[:1], 8, (640, 360))
+    path = tmp_path / "plates.mp4"
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 640, 360, "yuv420p"
+        for img, _ in clip:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        out.mux(s.encode())
+    res = run_bench(path, ["blur"], deface=False, samples=3, objects="face,plate", workdir=tmp_path)
+    blur = next(e for e in res["entries"] if e["name"] == "blur")
+    assert blur["objects"]["plate"]["covered"] >= 6
+    assert blur["objects"]["plate"]["reference_plates"] >= 1
+    assert blur["objects"]["plate"]["recall"] == 1.0
