@@ -24,7 +24,7 @@ from streamanon.errors import InputError, StreamanonError
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
     "explain": ("streamanon.explain", "explain_main", "show what the identity distraction changes"),
     "bank": ("streamanon.visual.bank_cli", "bank_main", "build or inspect a delegate face bank"),
-    "train": ("streamanon.synth.train", "train_main", "train the face generator from a config"),
+    "train": ("streamanon.synth.cli", "train_main", "train the face generator from a config"),
     "engine": ("streamanon.synth.runtime", "engine_main", "build a TensorRT engine for this GPU"),
     "eval": ("streamanon.eval.cli", "eval_main", "privacy/utility metrics: original vs anonymized"),
     "bench": ("streamanon.eval.bench", "bench_main", "fps and per-stage time of each method"),

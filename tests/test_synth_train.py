@@ -9,7 +9,8 @@ import shutil
 import pytest
 import torch
 
-from streamanon.synth.train import TrainConfigError, load_config, train_main
+from streamanon.synth.cli import train_main
+from streamanon.synth.train import TrainConfigError, load_config
 from tests.conftest import needs_shared
 
 

@@ -200,8 +200,9 @@ def torch_runner(G: torch.nn.Module):
 
 def evaluate_run(cfg, out: Path) -> dict:
     """Evaluate a training run's checkpoint; writes metrics.json, eval_grid.png, generator.onnx."""
+    from streamanon.synth.networks import load_generator
     from streamanon.synth.runtime import export_onnx
-    from streamanon.synth.train import load_faces, load_generator
+    from streamanon.synth.train import load_faces
 
     ck = torch.load(str(out / "ckpt.pt"), map_location="cpu", weights_only=False)
     G = load_generator(out / "ckpt.pt")

@@ -9,6 +9,7 @@ ResBlocks whose decoder is modulated by AdaIN from Z_c = FC(concat(Z_id, f_a)); 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -244,3 +245,11 @@ class PairDiscriminator(nn.Module):
 
 def count_parameters(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+def load_generator(ckpt: str | Path, device: str | torch.device = "cpu") -> Generator:
+    """The trained G from a checkpoint (``ckpt.pt``), eval mode."""
+    ck = torch.load(str(ckpt), map_location=device, weights_only=False)
+    g = Generator(GeneratorConfig.from_dict(ck["model"]))
+    g.load_state_dict(ck["G"])
+    return g.to(device).eval()

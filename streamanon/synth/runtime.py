@@ -166,7 +166,7 @@ class TorchRuntime:
     def __init__(self, model, device: str = "cpu"):  # model: ckpt path or networks.Generator
         import torch
 
-        from streamanon.synth.train import load_generator
+        from streamanon.synth.networks import load_generator
 
         if isinstance(model, str | Path):
             if not Path(model).is_file():

@@ -8,7 +8,6 @@ Re-running the same command resumes from ``ckpt.pt``. Same code on CPU and CUDA 
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import sys
@@ -23,7 +22,12 @@ import torch
 
 from streamanon.synth import losses as L
 from streamanon.synth.data import Augment, FaceSet, load_or_build, make_batch, split_holdout
-from streamanon.synth.networks import Generator, GeneratorConfig, PairDiscriminator
+from streamanon.synth.networks import (  # noqa: F401 - load_generator re-exported
+    Generator,
+    GeneratorConfig,
+    PairDiscriminator,
+    load_generator,
+)
 
 STRUCTURE = slice(0, 7)  # Z_g channels D sees as the structure S_x: landmark edges + face mask
 MASK = 6
@@ -267,14 +271,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
     tmp.replace(path)  # atomic: a kill mid-save never corrupts the last checkpoint
 
 
-def load_generator(ckpt: str | Path, device: str | torch.device = "cpu") -> Generator:
-    """The trained G from a checkpoint (``ckpt.pt``), eval mode."""
-    ck = torch.load(str(ckpt), map_location=device, weights_only=False)
-    g = Generator(GeneratorConfig.from_dict(ck["model"]))
-    g.load_state_dict(ck["G"])
-    return g.to(device).eval()
-
-
 def sample_grid(G: Generator, b: dict[str, torch.Tensor], y_id: torch.Tensor) -> np.ndarray:
     """Rows: x, Z_a, Z_g background + edges, reconstruction x̂, swap ŷ (Z_id of another face)."""
     from streamanon.visual import from_signed_rgb
@@ -365,62 +361,3 @@ def run_training(cfg: RunConfig, max_seconds: float | None = None) -> Path:
                 save_checkpoint(ckpt, tr.state(rng))
     save_checkpoint(ckpt, tr.state(rng))
     return out
-
-
-def train_main(argv: list[str] | None = None) -> int:
-    """Entry point of ``streamanon train CONFIG``."""
-    ap = argparse.ArgumentParser(prog="streamanon train", description=__doc__.splitlines()[0])
-    ap.add_argument("config", help="TOML or JSON training config (see configs/)")
-    ap.add_argument(
-        "--max-minutes", type=float, default=None, help="stop (resumably) after this long"
-    )
-    ap.add_argument("--steps", type=int, default=None, help="override train.steps")
-    ap.add_argument(
-        "--eval-only", action="store_true", help="evaluate the run's checkpoint and export"
-    )
-    ap.add_argument("--ship", type=Path, default=None, help="after evaluation, copy the model here")
-    args = ap.parse_args(argv)
-    cfg = load_config(args.config)
-    if args.steps is not None:
-        cfg.train.steps = args.steps
-    out = Path(cfg.train.out_dir)
-    if not args.eval_only:
-        out = run_training(cfg, None if args.max_minutes is None else 60 * args.max_minutes)
-        ck = torch.load(str(out / "ckpt.pt"), map_location="cpu", weights_only=False)
-        if ck["step"] < cfg.train.steps:
-            print(f"stopped at step {ck['step']} of {cfg.train.steps}; run again to resume")
-            return 0
-    from streamanon.synth.evaluate import evaluate_run
-
-    metrics = evaluate_run(cfg, out)
-    print(json.dumps(metrics, indent=2))
-    if args.ship:
-        ship(cfg, out, args.ship)
-    return 0
-
-
-def ship(cfg: RunConfig, out: Path, engines: Path, name: str = "generator_128") -> list[Path]:
-    """Copy a evaluated run into ``engines/``: ONNX, safetensors of G, config+metrics, grids."""
-    import shutil
-
-    from safetensors.torch import save_file
-
-    engines.mkdir(parents=True, exist_ok=True)
-    G = load_generator(out / "ckpt.pt")
-    files = [engines / f"{name}.onnx", engines / f"{name}.safetensors", engines / f"{name}.json"]
-    shutil.copy(out / "generator.onnx", files[0])
-    save_file({k: v.contiguous() for k, v in G.state_dict().items()}, str(files[1]))
-    info = {"config": cfg.to_dict(), "metrics": json.loads((out / "metrics.json").read_text())}
-    files[2].write_text(json.dumps(info, indent=2))
-    for src, dst in (
-        ("eval_grid.png", f"{name}_eval_swap.png"),
-        ("eval_grid_ifa.png", f"{name}_eval_ifa.png"),
-    ):
-        if (out / src).is_file():
-            shutil.copy(out / src, engines / dst)
-            files.append(engines / dst)
-    return files
-
-
-if __name__ == "__main__":
-    raise SystemExit(train_main())
