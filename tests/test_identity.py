@@ -12,9 +12,8 @@ import numpy as np
 import pytest
 import torch
 
-from streamanon import models
 from streamanon.errors import InputError
-from streamanon.identity import align, convert, embed
+from streamanon.identity import align, convert, embed, weights
 from streamanon.identity.recognizer import load_recognizer
 from streamanon.types import Detections
 from tests.conftest import needs_shared
@@ -85,7 +84,7 @@ def faces() -> dict:
 def test_converter_is_deterministic_and_matches_the_weights_in_use():
     data = convert.default_dat_path().read_bytes()
     a, b = convert.convert(data), convert.convert(data)
-    in_use = models.recognizer_state_dict()
+    in_use = weights.recognizer_state_dict()
     assert set(a) == set(in_use) and len(a) == 118
     for k in a:
         assert np.array_equal(a[k], b[k]) and np.array_equal(a[k], in_use[k]), k
@@ -241,11 +240,11 @@ def test_weights_are_built_once_into_the_cache_atomically(tmp_path, monkeypatch)
     import hashlib
 
     monkeypatch.setenv("STREAMANON_CACHE", str(tmp_path / "cache"))
-    out = models.build_recognizer_weights()
+    out = weights.build_recognizer_weights()
     assert out.parent == tmp_path / "cache" and out.suffix == ".safetensors"
     first = hashlib.sha256(out.read_bytes()).hexdigest()
     mtime = out.stat().st_mtime_ns
-    assert models.build_recognizer_weights() == out and out.stat().st_mtime_ns == mtime
+    assert weights.build_recognizer_weights() == out and out.stat().st_mtime_ns == mtime
     out.unlink()
-    assert hashlib.sha256(models.build_recognizer_weights().read_bytes()).hexdigest() == first
+    assert hashlib.sha256(weights.build_recognizer_weights().read_bytes()).hexdigest() == first
     assert [p.name for p in out.parent.iterdir()] == [out.name]

@@ -286,9 +286,9 @@ def main(argv: list[str] | None = None) -> int:
         out = Path(argv[1])
         sha = convert_file(dat, out)
     else:  # the file streamanon itself uses, in the model cache
-        from streamanon import models
+        from streamanon.identity.weights import build_recognizer_weights
 
-        out = models.build_recognizer_weights(dat)
+        out = build_recognizer_weights(dat)
         sha = hashlib.sha256(dat.read_bytes()).hexdigest()
     print(f"{dat} (sha256 {sha}) -> {out}")
     return 0

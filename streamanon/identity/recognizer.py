@@ -26,6 +26,7 @@ from streamanon import models
 from streamanon.errors import ModelMissingError
 from streamanon.identity.align import CHIP_SIZE
 from streamanon.identity.convert import BLOCKS
+from streamanon.identity.weights import recognizer_state_dict
 
 DLIB_THRESHOLD = 0.6
 
@@ -117,12 +118,12 @@ def load_recognizer(device: str | torch.device = "cpu", weights: Path | None = N
     """The converted dlib ResNet in eval mode, gradients off for its parameters (cached).
 
     Without ``weights`` the port is built from the installed dlib file at first use (see
-    `streamanon.models.recognizer_state_dict`); nothing of it ships in git.
+    `streamanon.identity.weights`); nothing of it ships in git.
     """
 
     def build() -> Recognizer:
         if weights is None:
-            state = {k: torch.tensor(v) for k, v in models.recognizer_state_dict().items()}
+            state = {k: torch.tensor(v) for k, v in recognizer_state_dict().items()}
         else:
             if not Path(weights).is_file():
                 raise ModelMissingError(f"recognizer weights {weights} are missing")
