@@ -470,6 +470,76 @@ def test_ray_batch_matches_single_file_runs(clipset, reference, ray_cluster, tmp
     check_journal(out, {"drive_b/broken.mp4"})
 
 
+def _writing(folder: Path, stem: str) -> bool:
+    return any(p.stat().st_size > 0 for p in folder.glob(f".{stem}.*.partial.mp4"))
+
+
+def _fault_set(tmp_path: Path) -> tuple[Path, Path]:
+    """A 4 s clip (the one killed) and two short ones; and the 4 s clip run alone."""
+    src = tmp_path / "src"
+    (src / "cam").mkdir(parents=True)
+    videos = needs_shared("videos")
+    make_clip(videos / "liveportrait_driving_d12.mp4", src / "cam" / "long.mp4", 4.0, 256)
+    for name in ("d14", "d18"):
+        make_clip(videos / f"liveportrait_driving_{name}.mp4", src / f"{name}.mp4", 1.0, 192)
+    from streamanon.run import anonymize_file
+
+    ref = tmp_path / "ref.mp4"
+    anonymize_file(src / "cam" / "long.mp4", ref, method="blur")
+    return src, ref
+
+
+def _check_redone(out: Path, ref: Path) -> None:
+    lines = journal_lines(out)
+    assert sorted(x["file"] for x in lines) == ["cam/long.mp4", "d14.mp4", "d18.mp4"]  # once each
+    long_line = next(x for x in lines if x["file"] == "cam/long.mp4")
+    assert long_line["status"] == "done"
+    assert long_line["attempts"] == 2
+    assert long_line["retried_after"]
+    a, b = media_summary(out / "cam" / "long.mp4"), media_summary(ref)
+    assert a["frames"] == b["frames"] and a["pts_s"] == b["pts_s"] and a["audio"] == b["audio"]
+    assert not list(out.rglob("*.partial*"))
+
+
+@pytest.mark.slow
+def test_local_worker_killed_mid_file_is_redone(tmp_path):
+    src, ref = _fault_set(tmp_path)
+    out = tmp_path / "out"
+    proc = subprocess.Popen(
+        [PY, "-m", "streamanon", "batch", str(src), "-o", str(out), "--workers", "1", "-m",
+         "blur", "-q"],
+        cwd=REPO, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    killed = None
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None and killed is None:
+        # Longest file first, one worker: the worker writing cam/long.mp4 is the pool's child.
+        if _writing(out / "cam", "long"):
+            (pid,) = _pool_workers(proc.pid)
+            os.kill(pid, signal.SIGKILL)
+            killed = pid
+        time.sleep(0.1)
+    assert killed is not None, "never saw cam/long.mp4 being written"
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err
+    assert "SIGKILL" in json.dumps(journal_lines(out))
+    _check_redone(out, ref)
+
+
+def _pool_workers(parent: int) -> list[int]:
+    pids = []
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                ppid = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+                cmd = (d / "cmdline").read_bytes()
+            except (OSError, ValueError, IndexError):
+                continue
+            if ppid == parent and b"spawn_main" in cmd:
+                pids.append(int(d.name))
+    return pids
+
+
 def _ray_task_pids(task_id: str) -> list[int]:
     """Ray names a worker process after the task it runs: ``ray::streamanon:<file>``."""
     want = f"ray::streamanon:{task_id}".encode()
@@ -486,16 +556,7 @@ def _ray_task_pids(task_id: str) -> list[int]:
 
 @pytest.mark.slow
 def test_ray_worker_killed_mid_file_is_redone(ray_cluster, tmp_path):
-    src = tmp_path / "src"
-    (src / "cam").mkdir(parents=True)
-    videos = needs_shared("videos")
-    make_clip(videos / "liveportrait_driving_d12.mp4", src / "cam" / "long.mp4", 4.0, 256)
-    for name in ("d14", "d18"):
-        make_clip(videos / f"liveportrait_driving_{name}.mp4", src / f"{name}.mp4", 1.0, 192)
-    ref = tmp_path / "ref.mp4"
-    from streamanon.run import anonymize_file
-
-    anonymize_file(src / "cam" / "long.mp4", ref, method="blur")
+    src, ref = _fault_set(tmp_path)
     out = tmp_path / "out"
     proc = subprocess.Popen(
         [PY, "-m", "streamanon", "batch", str(src), "-o", str(out), f"--ray={ray_cluster}",
@@ -504,26 +565,14 @@ def test_ray_worker_killed_mid_file_is_redone(ray_cluster, tmp_path):
     )  # fmt: skip
     killed = None
     deadline = time.monotonic() + 240
-    seen_at = None
     while time.monotonic() < deadline and proc.poll() is None and killed is None:
         pids = _ray_task_pids("cam/long.mp4")
-        if pids and seen_at is None:
-            seen_at = time.monotonic()
-        # Let it get into the file (models loaded, frames written), then kill it.
-        if pids and time.monotonic() - seen_at > 2.0:
+        # Mid-file: its temporary output exists and frames are going into it.
+        if pids and _writing(out / "cam", "long"):
             os.kill(pids[0], signal.SIGKILL)
             killed = pids[0]
         time.sleep(0.1)
     assert killed is not None, "never saw the worker running cam/long.mp4"
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err
-    lines = journal_lines(out)
-    files = [x["file"] for x in lines]
-    assert sorted(files) == ["cam/long.mp4", "d14.mp4", "d18.mp4"]  # each exactly once
-    long_line = next(x for x in lines if x["file"] == "cam/long.mp4")
-    assert long_line["status"] == "done"
-    assert long_line["attempts"] == 2
-    assert long_line["retried_after"]
-    a, b = media_summary(out / "cam" / "long.mp4"), media_summary(ref)
-    assert a["frames"] == b["frames"] and a["pts_s"] == b["pts_s"] and a["audio"] == b["audio"]
-    assert not list(out.rglob("*.partial*"))
+    _check_redone(out, ref)

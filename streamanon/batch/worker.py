@@ -81,12 +81,45 @@ def setup(config: WorkerConfig) -> None:
     enc.codec_options.setdefault("threads", n)
     from streamanon.anonymizer import Anonymizer
 
+    _share_detectors()
     Anonymizer(deepcopy(opts))  # fail here (model missing) rather than once per file
     if "torch" in __import__("sys").modules:
         import torch
 
         torch.set_num_threads(max(1, config.threads))
     _state.update(config=config, options=opts, encode=enc)
+
+
+def _share_detectors() -> None:
+    """Detectors are built once per worker process, not once per file.
+
+    Each file gets a fresh `Anonymizer` (its tracker and method state must not cross files),
+    but the detector inside is stateless between frames and costly to build (an ONNX Runtime
+    session: 60-150 ms here, more on a GPU). In a worker process, which only ever runs one
+    file at a time, `make_detector` hands out the detector it built for the same arguments.
+    """
+    import streamanon.anonymizer as anonymizer_mod
+    import streamanon.detect as detect
+
+    build = detect.make_detector
+    if getattr(build, "shared_by_batch", False):
+        return
+    memo: dict = {}
+
+    def shared(name: str = "centerface", **kwargs):
+        key = (name, tuple(sorted(kwargs.items())))
+        try:
+            hash(key)
+        except TypeError:  # an unhashable argument: build as usual
+            return build(name, **kwargs)
+        if key not in memo:
+            memo[key] = build(name, **kwargs)
+        return memo[key]
+
+    shared.shared_by_batch = True  # type: ignore[attr-defined]
+    detect.make_detector = shared
+    if hasattr(anonymizer_mod, "make_detector"):  # imported at module level one day
+        anonymizer_mod.make_detector = shared
 
 
 def run_task(
