@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=None,
         metavar="G",
-        help="Ray: GPUs each worker asks for (fractions allowed; default: 0)",
+        help="Ray: GPUs each worker asks for, fractions allowed (default: 1 for swap/ida "
+        "when the cluster has GPUs, else 0)",
     )
     g.add_argument(
         "--retries",
@@ -186,11 +187,13 @@ def batch_main(argv: list[str]) -> int:
     config.env["STREAMANON_BATCH_RUN"] = uuid.uuid4().hex
     chunk_seconds = args.chunk_seconds
     if args.ray is not None:
+        from streamanon.anonymize.registry import get_spec
         from streamanon.batch.ray_backend import RayBackend
 
         backend = RayBackend(
-            config, args.ray, workers=args.workers, threads=args.threads, gpus=args.gpus_per_worker
-        )
+            config, args.ray, workers=args.workers, threads=args.threads,
+            gpus=args.gpus_per_worker, wants_gpu=get_spec(opts.method).extra == "torch",
+        )  # fmt: skip
         if chunk_seconds is None:
             chunk_seconds = 600.0
         where = backend.describe()

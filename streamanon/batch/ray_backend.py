@@ -71,6 +71,7 @@ class RayBackend:
         workers: int | None = None,
         threads: int | None = None,
         gpus: float | None = None,
+        wants_gpu: bool = False,
     ) -> None:
         ray = _ray()
         self._ray = ray
@@ -97,7 +98,12 @@ class RayBackend:
             threads = max(1, cpus // workers) if workers else min(2, cpus)
         self.threads = threads
         self.slots = workers or max(1, cpus // threads)
-        self.gpus = gpus if gpus is not None else 0.0
+        # A method with a neural network per face (the torch extra: swap, ida) gets one GPU
+        # per worker when the cluster has GPUs; classic redaction is CPU-bound (decode,
+        # detect at 640 px, encode) and asks for none.
+        if gpus is None:
+            gpus = 1.0 if wants_gpu and self.cluster_gpus else 0.0
+        self.gpus = gpus
         if self.gpus and not self.cluster_gpus:
             raise InputError(f"--gpus-per-worker {self.gpus}: the Ray cluster has no GPUs")
         config.threads = threads
