@@ -111,7 +111,11 @@ def run_pipeline(
                         except queue.Empty:
                             stale = None
                         if stale is not None and not isinstance(stale, Frame):
-                            q.put_nowait(stale)  # never drop anything but frames
+                            # Never drop anything but frames, and keep the order: the packet
+                            # goes back to the head of the queue, the new frame is dropped.
+                            with q.mutex:
+                                q.queue.appendleft(stale)
+                                q.not_empty.notify()
                             times.dropped += 1
                             continue
                         if stale is not None:

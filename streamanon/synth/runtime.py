@@ -269,7 +269,9 @@ def engine_path(
 
 
 def default_cache_dir() -> Path:
-    return Path.home() / ".cache" / "streamanon" / "engines"
+    from streamanon.models import cache_dir
+
+    return cache_dir() / "engines"  # the one model cache ($STREAMANON_CACHE)
 
 
 def ensure_engine(
