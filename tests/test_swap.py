@@ -81,7 +81,7 @@ def test_swap_failure_covers_the_face(monkeypatch) -> None:
     def broken(*args, **kwargs):
         raise RuntimeError("renderer crashed")
 
-    monkeypatch.setattr(anon.face_anonymizer, "_render_warp", broken)
+    monkeypatch.setattr(anon.face_anonymizer, "render", broken)
     frame = anon.track(Frame(img.copy(), 0))
     assert len(frame.faces) == 2
     out = anon.apply(frame).image

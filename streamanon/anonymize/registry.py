@@ -140,20 +140,19 @@ def _classic(name: str) -> Callable[[Options], FaceMethod]:
     return factory
 
 
-def _generative(renderer: str, name: str) -> Callable[[Options], FaceMethod]:
-    # Interim: both methods are the one GenerativeAnonymizer with a renderer switch (issue 14
-    # replaces these factories with two methods sharing per-track identity state).
-    def factory(opts: Options) -> FaceMethod:
-        from streamanon.anonymize.generative import GENERATOR_FILE, GenerativeAnonymizer
-        from streamanon.paths import engine_file
+def _ida(opts: Options) -> FaceMethod:
+    from streamanon.anonymize.generative import GENERATOR_FILE
+    from streamanon.anonymize.ida import IdaMethod
+    from streamanon.paths import engine_file
 
-        if renderer == "generator":
-            engine_file(GENERATOR_FILE)  # missing: one line naming the file and where it goes
-        method = GenerativeAnonymizer(opts, renderer=renderer)
-        method.name = name
-        return method
+    engine_file(GENERATOR_FILE)  # missing: one line naming the file and where it goes
+    return IdaMethod(opts)
 
-    return factory
+
+def _swap(opts: Options) -> FaceMethod:
+    from streamanon.anonymize.swap import SwapMethod
+
+    return SwapMethod(opts)
 
 
 register(MethodSpec("blur", _classic("blur"), help="blur the head (default without a generator)"))
@@ -167,7 +166,7 @@ register(
 register(
     MethodSpec(
         "swap",
-        _generative("warp", "swap"),
+        _swap,
         needs_landmarks=True,
         needs_reid=True,
         extra="torch",
@@ -177,7 +176,7 @@ register(
 register(
     MethodSpec(
         "ida",
-        _generative("generator", "ida"),
+        _ida,
         needs_landmarks=True,
         needs_reid=True,
         extra="torch",

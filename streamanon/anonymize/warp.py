@@ -58,3 +58,63 @@ def warp_face(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np.nda
         image, map_x.astype(np.float32), map_y.astype(np.float32), cv2.INTER_LINEAR,
         borderMode=cv2.BORDER_REFLECT,
     )  # fmt: skip
+
+
+# -- thin-plate spline ------------------------------------------------------------------------
+TPS_GRID = 4  # the map is solved every TPS_GRID pixels and interpolated (smooth anyway)
+TPS_SMOOTH = 1e-3  # regularisation (relative): near-interpolation, no wild swings on noisy points
+
+
+def _u(r2: np.ndarray) -> np.ndarray:
+    """TPS kernel U(r) = r^2 log r^2 (0 at r = 0)."""
+    return r2 * np.log(np.maximum(r2, 1e-20))
+
+
+def tps_fit(ctrl: np.ndarray, values: np.ndarray, smooth: float = TPS_SMOOTH) -> np.ndarray:
+    """(n + 3, 2) coefficients of the TPS f with f(ctrl_i) ~ values_i (coordinates scaled to ~1)."""
+    n = len(ctrl)
+    k = _u(((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    p = np.hstack([np.ones((n, 1)), ctrl])
+    a = np.zeros((n + 3, n + 3))
+    a[:n, :n] = k + smooth * np.eye(n)
+    a[:n, n:] = p
+    a[n:, :n] = p.T
+    b = np.zeros((n + 3, 2))
+    b[:n] = values
+    return np.linalg.solve(a, b)
+
+
+def tps_eval(ctrl: np.ndarray, coef: np.ndarray, pts: np.ndarray) -> np.ndarray:
+    k = _u(((pts[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    return k @ coef[: len(ctrl)] + coef[-3] + pts @ coef[-2:]
+
+
+def _border_dense(size: int, per_side: int = 4) -> np.ndarray:
+    s = size - 1
+    t = np.linspace(0.0, s, per_side + 1)[:-1]
+    z = np.zeros_like(t)
+    return np.vstack([np.column_stack([t, z]), np.column_stack([z + s, t]),
+                      np.column_stack([s - t, z + s]), np.column_stack([z, s - t])])  # fmt: skip
+
+
+def warp_face_tps(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np.ndarray:
+    """Like `warp_face`, with a thin-plate spline: smooth everywhere (no triangle kinks), so
+    the delegate's features keep their relative shape as the head turns.
+
+    The backward map dst -> src is the TPS through the 68 landmarks and the pinned crop
+    border, solved on a coarse grid and interpolated to every pixel.
+    """
+    size = image.shape[0]
+    scale = float(size)
+    src = np.vstack([np.asarray(src68, np.float64), _border_dense(size)]) / scale
+    dst = np.vstack([np.asarray(dst68, np.float64), _border_dense(size)]) / scale
+    coef = tps_fit(dst, src)
+    n = size // TPS_GRID + 1
+    g = np.linspace(0.0, (size - 1) / scale, n)
+    gx, gy = np.meshgrid(g, g)
+    mapped = tps_eval(dst, coef, np.column_stack([gx.ravel(), gy.ravel()])) * scale
+    mx = cv2.resize(mapped[:, 0].reshape(n, n).astype(np.float32), (size, size),
+                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    my = cv2.resize(mapped[:, 1].reshape(n, n).astype(np.float32), (size, size),
+                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from streamanon.eval.evaluate import EvalConfig, evaluate
+from streamanon.eval.evaluate import EvalConfig, Evaluator
 from streamanon.eval.pairs import folder_labels, make_pairs, read_labels
 from streamanon.eval.recognizers import available_recognizers
 from streamanon.eval.report import plot_thresholds, to_markdown, write_json
@@ -48,7 +48,54 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--markdown", metavar="OUT.md", help="write the tables here")
     p.add_argument("--plot", metavar="OUT.png", help="ReID/IDS vs threshold (needs matplotlib)")
     p.add_argument("--name", default="anonymized", help="row name in the tables")
+    p.add_argument(
+        "--sheet", metavar="OUT.png", help="contact sheet: original | anonymized face crops"
+    )
+    p.add_argument(
+        "--ab",
+        metavar="OTHER",
+        help="a second anonymized version (another method) of ORIGINAL: writes a blind A/B "
+        "sheet (sides shuffled per row) to --ab-sheet, its key to --ab-sheet + .json",
+    )
+    p.add_argument("--ab-sheet", metavar="OUT.png", default="ab_sheet.png", help="see --ab")
     return p
+
+
+def _write_sheets(args, ev: Evaluator, config: EvalConfig) -> None:
+    from streamanon.eval.sheet import ab_rows, contact_sheet, face_crop, write_json, write_png
+
+    rows = ev.sheet_rows
+    if args.sheet and rows:
+        write_png(
+            contact_sheet([[o, a] for _, o, a in rows], [[k, args.name] for k, _, _ in rows], 2),
+            args.sheet,
+        )
+    if args.ab:
+        # The same reference faces, cropped from the second version.
+        from streamanon.detect import make_detector
+
+        det = make_detector(config.detector, thresh=config.thresh, input_size=config.input_size,
+                            landmarks=False, low_thresh=config.thresh)  # fmt: skip
+        orig, a, b = [], [], []
+        pairs = make_pairs(args.original, args.ab, args.stride, args.max_frames, args.limit)
+        firsts = make_pairs(
+            args.original, args.anonymized, args.stride, args.max_frames, args.limit
+        )
+        for p1, p2 in zip(firsts, pairs, strict=False):
+            for box in det(p1.original).xyxy:
+                orig.append(face_crop(p1.original, box))
+                a.append(face_crop(p1.anonymized, box))
+                b.append(face_crop(p2.anonymized, box))
+                if len(orig) >= 48:
+                    break
+            if len(orig) >= 48:
+                break
+        if not orig:
+            print("streamanon eval: no faces for the A/B sheet", file=sys.stderr)
+            return
+        ab, key = ab_rows(orig, a, b, (args.anonymized, args.ab))
+        write_png(contact_sheet(ab, [["original", "left", "right"]] * len(ab), 2), args.ab_sheet)
+        write_json({"sheet": args.ab_sheet, "rows": key}, args.ab_sheet + ".json")
 
 
 def eval_main(argv: list[str]) -> int:
@@ -63,7 +110,11 @@ def eval_main(argv: list[str]) -> int:
     )
     config = EvalConfig(detector=args.detector, thresh=args.thresh, input_size=args.scale or None)
     pairs = make_pairs(args.original, args.anonymized, args.stride, args.max_frames, args.limit)
-    result = evaluate(pairs, recs, labels, config)
+    ev = Evaluator(recs, labels, config)
+    for pair in pairs:
+        ev.add(pair)
+    result = ev.result()
+    _write_sheets(args, ev, config)
     results = {args.name: result}
     md = to_markdown(results)
     print(md)

@@ -5,7 +5,10 @@ original and the anonymized picture at those boxes (aligning each from its own p
 the detector runs again on the output for the detection rate; the 68-point predictor runs on
 the output at the reference boxes for pose and expression; SSIM/PSNR are taken outside the
 grown face boxes. Videos additionally get per-track identity consistency, flicker and leaked
-frames, with tracks linked on the original by `metrics.link_tracks`.
+frames, with tracks linked on the original by `metrics.link_tracks`. Every face also gets the
+artefact metrics of `naturalness` (skin ΔE, seam, colour outliers, detector confidence, and
+for videos the flicker inside the face in aligned crops); ``sheet_rows`` keeps original |
+anonymized crops for a contact sheet.
 """
 
 from __future__ import annotations
@@ -18,12 +21,15 @@ import cv2
 import numpy as np
 
 from streamanon.eval import metrics as M
+from streamanon.eval import naturalness as N
 from streamanon.eval.pairs import Pair
 from streamanon.eval.recognizers import Recognizer
 
 MOUTH_OPEN = 0.15  # mouth_opening above this counts as open
 EYE_OPEN = 0.2  # eye aspect ratio above this counts as open
 CROP = 48  # flicker crops are resized to CROP x CROP
+ALIGNED = 64  # aligned face crops for the flicker inside the face
+SHEET_ROWS = 48  # contact sheet: at most this many face rows
 
 
 @dataclass
@@ -108,6 +114,9 @@ class Evaluator:
         self._prev_boxes: dict[str, tuple[np.ndarray, np.ndarray]] = {}
         self._next_track: dict[str, int] = defaultdict(int)
         self.crops: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.aligned: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
+        self.natural: list[dict[str, float]] = []
+        self.sheet_rows: list[tuple[str, np.ndarray, np.ndarray]] = []
 
     def add(self, pair: Pair) -> None:
         c = self.config
@@ -147,6 +156,7 @@ class Evaluator:
                     o.shape[:2],
                 )
             )
+            self._naturalness(pair, o, a, det_o, det_a, i, int(tracks[i]))
             if pair.video:
                 self.crops[(pair.key, int(tracks[i]))].append(
                     (_crop(o, boxes[i]), _crop(a, boxes[i]))
@@ -163,6 +173,27 @@ class Evaluator:
                 s = M.score_matrix(eo, everywhere, rec.metric)
                 leak = bool(M.is_match(s, rec.metric, rec.default_threshold).any())
                 self.frame_leak[pair.key][rec.name].append(leak)
+
+    def _naturalness(self, pair: Pair, o, a, det_o, det_a, i: int, track: int) -> None:
+        from streamanon.eval.sheet import face_crop
+        from streamanon.visual.align import AlignmentError, align_matrix, warp_to_crop
+
+        lm = det_o.landmarks68[i].astype(np.float64)
+        conf = N.detector_confidence(det_o.xyxy[i], det_a.xyxy, det_a.score)
+        self.natural.append(N.measure_face(o, a, lm, confidence=conf))
+        if len(self.sheet_rows) < SHEET_ROWS:
+            label = f"{pair.key or 'input'}#{track} f{pair.frame}"
+            self.sheet_rows.append(
+                (label, face_crop(o, det_o.xyxy[i]), face_crop(a, det_o.xyxy[i]))
+            )
+        if pair.video:
+            try:
+                m = align_matrix(lm, ALIGNED)
+            except AlignmentError:
+                return
+            self.aligned[(pair.key, track)].append(
+                (warp_to_crop(o, m, ALIGNED), warp_to_crop(a, m, ALIGNED))
+            )
 
     def _link(self, pair: Pair, boxes: np.ndarray) -> np.ndarray:
         if not pair.video:
@@ -237,6 +268,7 @@ class Evaluator:
             eo_, ea_ = M.eye_opening(lo), M.eye_opening(la)
             u["mouth"] = {**M.agreement(mo, ma), "state": M.state_agreement(mo, ma, MOUTH_OPEN)}
             u["eyes"] = {**M.agreement(eo_, ea_), "state": M.state_agreement(eo_, ea_, EYE_OPEN)}
+        out["naturalness"] = N.summarise(self.natural)
         out["video"] = self._video_result()
         return out
 
@@ -263,8 +295,19 @@ class Evaluator:
                 if len(crops) > 1:
                     fl.append(M.flicker([c[0] for c in crops], [c[1] for c in crops]))
             v["flicker"] = _nanmean(fl)
+            v["flicker_face"] = _nanmean(self._face_flicker(key, t) for t in tracks)
             res[key] = v
         return res
+
+    def _face_flicker(self, key: str, track: int) -> float:
+        from streamanon.visual.align import TEMPLATE68
+        from streamanon.visual.inputs import face_mask
+
+        crops = self.aligned.get((key, track), [])
+        if len(crops) < 2:
+            return float("nan")
+        mask = face_mask(TEMPLATE68 * ALIGNED, ALIGNED) > 0.5
+        return N.face_flicker([c[0] for c in crops], [c[1] for c in crops], mask)
 
 
 def evaluate(

@@ -167,18 +167,26 @@ def choose_delegates(
     *,
     yaw_tolerance: float = YAW_TOLERANCE,
     pitch_tolerance: float = PITCH_TOLERANCE,
+    allowed: np.ndarray | None = None,
 ) -> Delegates:
     """VAA and GSA for one face: draw the appearance then the geometry delegate from ``rng``.
 
     ``embedding``: dlib's 128-D descriptor of the face; ``landmarks68_crop``: its landmarks in
     the canonical crop; ``pose``: ``face_pose(frame landmarks)`` (the bank's pose convention).
+    ``allowed``: (n,) bool over the bank, the faces fit to be appearance delegates for this
+    person (`visual.attributes.compatible`); M_q is then the k nearest among them.
     """
     s_x = check_landmarks(landmarks68_crop, "landmarks68_crop")
     pose = np.asarray(pose, dtype=np.float64).reshape(-1)
     if pose.shape != (3,) or not np.isfinite(pose).all():
         raise SamplingError(f"pose must be finite (yaw, pitch, roll), got {pose}")
 
-    a_idx, a_dist = knn(bank.embeddings, embedding, k)
+    if allowed is not None and np.count_nonzero(allowed) > 0:
+        pool_a = np.flatnonzero(allowed)
+        local, a_dist = knn(bank.embeddings[pool_a], embedding, k)
+        a_idx = pool_a[local]
+    else:
+        a_idx, a_dist = knn(bank.embeddings, embedding, k)
     a_probs = exponential_mechanism_probs(appearance_utility(a_dist), epsilon)
     a_pick = int(a_idx[rng.choice(len(a_probs), p=a_probs)])
 

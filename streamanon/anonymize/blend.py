@@ -1,0 +1,156 @@
+"""Putting a rendered face into the person's crop: skin-only colour transfer, multi-band blend.
+
+All functions work on the canonical aligned crop (``visual.align``), BGR uint8, with the
+68 landmarks of the face in that crop.
+
+- `skin_mask`: cheeks, forehead strip, nose and chin: the face hull without eyes, brows,
+  mouth and nostrils. Colour statistics are fitted here only, so dark irises, brows, lips or
+  a delegate's eye shadow never pull the transfer (a fit over the whole crop is what tinted
+  eye sockets cyan before).
+- `transfer_colour`: the delegate's Lab statistics moved onto the person's skin statistics
+  (mean per channel, spread of lightness and chroma within limits), applied to the whole
+  delegate face.
+- `pyramid_blend`: Laplacian-pyramid (multi-band) blending: coarse bands (colour, shading)
+  blend over a wide transition, fine bands (texture, pores) over a narrow one, so there is
+  neither a visible seam nor a ghost of the person's texture at the edge.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+# Limits of the spread ratio (person / delegate): a studio delegate in a washed-out frame
+# needs its contrast lowered, but never so far that the face goes flat.
+L_SPREAD = (0.6, 1.3)
+AB_SPREAD = (0.6, 1.4)
+LEVELS = 4  # 128 -> 64 -> 32 -> 16 -> 8
+
+
+def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
+    hull = cv2.convexHull(np.round(np.asarray(pts, np.float64) * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, 4)
+
+
+def _disk(r: float) -> np.ndarray:
+    k = max(1, int(round(r))) * 2 + 1
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+
+
+def face_hull(landmarks: np.ndarray, size: int, lift: float = 0.15) -> np.ndarray:
+    """(size, size) uint8 0/255: hull of the jaw and the brows raised by ``lift`` x face height."""
+    lm = np.asarray(landmarks, np.float64)
+    up = lift * (lm[8, 1] - lm[17:27, 1].mean())
+    mask = np.zeros((size, size), np.uint8)
+    _fill(mask, np.vstack([lm[0:17], lm[17:27] - [0.0, up]]))
+    return mask
+
+
+def skin_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) bool: face skin only (no eyes, brows, mouth, nostrils, hull edge)."""
+    lm = np.asarray(landmarks, np.float64)
+    width = max(float(np.hypot(*(lm[16] - lm[0]))), 4.0)
+    hull = cv2.erode(face_hull(lm, size, 0.0), _disk(0.05 * width))
+    feats = np.zeros((size, size), np.uint8)
+    for eye, brow in ((range(36, 42), range(17, 22)), (range(42, 48), range(22, 27))):
+        _fill(feats, np.vstack([lm[list(eye)], lm[list(brow)]]))
+    _fill(feats, lm[48:60])
+    _fill(feats, lm[31:36])
+    feats = cv2.dilate(feats, _disk(0.05 * width))
+    return (hull > 127) & (feats < 128)
+
+
+def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) of the Lab pixels (float32, OpenCV's 8-bit scale) under ``mask``; None if few."""
+    if int(mask.sum()) < 32:
+        return None
+    px = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3)[mask.reshape(-1)].astype(np.float32)
+    # Medians and a robust spread: specular highlights and stray hair must not steer the fit.
+    med = np.median(px, axis=0)
+    q = np.percentile(px, [16, 84], axis=0)
+    return med, np.maximum((q[1] - q[0]) / 2.0, 1.0)
+
+
+def eye_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32 in [0, 1]: both eyes with a margin, softened."""
+    lm = np.asarray(landmarks, np.float64)
+    io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
+    m = np.zeros((size, size), np.uint8)
+    _fill(m, lm[36:42])
+    _fill(m, lm[42:48])
+    m = cv2.dilate(m, _disk(0.08 * io))
+    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.05 * io)
+
+
+def transfer_colour(
+    delegate: np.ndarray,
+    delegate_skin: np.ndarray,
+    person: np.ndarray,
+    person_skin: np.ndarray,
+    keep_chroma: np.ndarray | None = None,
+) -> np.ndarray:
+    """``delegate`` with its skin's Lab statistics moved to those of the person's skin.
+
+    ``keep_chroma`` (float mask): where the delegate keeps its own a*/b* (eyes: a chroma shift
+    fitted on skin turns white sclera and grey irises pink or cyan); lightness still moves.
+    """
+    src, dst = lab_stats(delegate, delegate_skin), lab_stats(person, person_skin)
+    if src is None or dst is None:
+        return delegate
+    (sm, ss), (dm, ds) = src, dst
+    ratio = ds / ss
+    ratio[0] = np.clip(ratio[0], *L_SPREAD)
+    ratio[1:] = np.clip(ratio[1:], *AB_SPREAD)
+    orig = cv2.cvtColor(delegate, cv2.COLOR_BGR2LAB).astype(np.float32)
+    lab = (orig - sm) * ratio + dm
+    if keep_chroma is not None:
+        k = keep_chroma[..., None]
+        lab[..., 1:] = lab[..., 1:] * (1 - k) + orig[..., 1:] * k
+    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+
+
+def _gauss(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    out = [img]
+    for _ in range(levels):
+        out.append(cv2.pyrDown(out[-1]))
+    return out
+
+
+def _laplace(img: np.ndarray, levels: int) -> list[np.ndarray]:
+    g = _gauss(img, levels)
+    lap = [g[i] - cv2.pyrUp(g[i + 1], dstsize=g[i].shape[1::-1]) for i in range(levels)]
+    return lap + [g[-1]]
+
+
+def pyramid_blend(
+    background: np.ndarray, face: np.ndarray, mask: np.ndarray, levels: int = LEVELS
+) -> np.ndarray:
+    """Multi-band blend of ``face`` into ``background`` (same size, uint8) under ``mask`` [0, 1].
+
+    Each band of the Laplacian pyramids is mixed with the mask blurred to that band's scale
+    (the Gaussian pyramid of the mask), then the pyramid is collapsed.
+    """
+    b = background.astype(np.float32)
+    f = face.astype(np.float32)
+    m = mask.astype(np.float32)
+    lb, lf, gm = _laplace(b, levels), _laplace(f, levels), _gauss(m, levels)
+    out = None
+    for i in range(levels, -1, -1):
+        w = gm[i][..., None]
+        band = lb[i] * (1.0 - w) + lf[i] * w
+        out = band if out is None else cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def paste_alpha(mask: np.ndarray, levels: int = LEVELS) -> np.ndarray:
+    """Alpha for putting a pyramid-blended crop back into the frame: 1 wherever the blend can
+    differ from the background (the mask grown by the coarsest band's reach), fading out."""
+    size = mask.shape[0]
+    reach = max(3, int(round(2 ** (levels - 1))))
+    grown = cv2.dilate((mask > 0.01).astype(np.uint8) * 255, _disk(reach))
+    soft = cv2.GaussianBlur(grown.astype(np.float32) / 255.0, (0, 0), reach / 2)
+    soft = np.maximum(soft, (mask > 0.01).astype(np.float32))
+    # The crop's own border can never be blended seamlessly: fade out before it.
+    d = np.minimum(np.arange(size), np.arange(size)[::-1])
+    edge = np.minimum.outer(d, d)
+    return soft * np.clip(edge / 4.0, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,213 @@
+"""Per-track identity state shared by the `swap` and `ida` methods.
+
+What a track keeps for its whole life (its embedding, its delegate draw, its counters) and
+the work both methods do per track: embed a face with Ψ, draw delegates from the bank with the
+track's seeded stream (restricted to compatible bank faces), forget a track, report.
+
+A track's embedding never leaves this object and is dropped (zeroed) with the track.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from streamanon.types import Detections, FaceCrop
+
+# Below this face width (pixels) a 128² synthesis has too little to align on and the
+# landmarks are too noisy; such faces get the fallback (see docs/generative.md).
+MIN_FACE_PX = 32
+# Beyond this yaw the 68-point landmarks (and the bank's poses) stop being reliable.
+MAX_YAW_DEG = 60.0
+
+
+@dataclass
+class TrackState:
+    """What a track keeps for its whole life: computed once (or on a redraw), reused per frame."""
+
+    embedding: np.ndarray  # (128,) Ψ embedding at birth (never written anywhere)
+    delegates: object  # visual.delegates.Delegates
+    z_id: np.ndarray | None = None  # ida: (128,) IFA-recast identity feature
+    z_a: np.ndarray | None = None  # ida: (3, S, S) appearance input
+    draw: int = 0  # which draw of the track's seeded stream the delegates are
+    synthesized: int = 0
+    fallbacks: Counter = field(default_factory=Counter)
+    last_crop: np.ndarray | None = None  # previous rendered crop (temporal smoothing)
+    geometry: np.ndarray | None = None  # previous Ŝ_x in crop coordinates (temporal smoothing)
+    verified_distance: float | None = None  # Ψ distance render ↔ person at the last check
+    judge_distance: float | None = None  # second judge (LBP) at the last check
+    checks: int = 0
+    redraws: int = 0
+    since_check: int = 0  # frames rendered since the last verification
+    checked_yaw: float = 0.0  # yaw at the last verification
+
+
+@dataclass(slots=True)
+class FaceJob:
+    """One face of the current frame that a method will render."""
+
+    index: int  # row in the frame's Detections
+    track_id: int
+    crop: FaceCrop  # aligned crop of the ORIGINAL frame, its matrix and landmarks
+    pose: np.ndarray  # (yaw, pitch, roll) degrees
+    box: np.ndarray  # (4,) frame box
+    state: TrackState | None = None
+
+
+def decline_reason(faces: Detections, i: int) -> str | None:
+    """Why face i cannot be synthesized (None when it can), before any alignment."""
+    if faces.landmarks68 is None or not np.isfinite(faces.landmarks68[i]).all():
+        return "no_landmarks"
+    if faces.coasting is not None and faces.coasting[i]:
+        return "coasting"
+    if faces.track_id is None or faces.track_id[i] < 0:
+        return "untracked"
+    if float(faces.xyxy[i, 2] - faces.xyxy[i, 0]) < MIN_FACE_PX:
+        return "too_small"
+    return None
+
+
+def face_jobs(
+    image: np.ndarray, faces: Detections, size: int, count
+) -> tuple[list[FaceJob], list[int]]:
+    """Aligned crops of the faces a method can render, and the rows it must decline.
+
+    ``count(track_id, reason)`` is told about every declined face.
+    """
+    from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
+    from streamanon.visual.pose import face_pose
+
+    jobs, declined = [], []
+    for i in range(len(faces)):
+        tid = -1 if faces.track_id is None else int(faces.track_id[i])
+        reason = decline_reason(faces, i)
+        if reason is None:
+            lm = faces.landmarks68[i].astype(np.float64)
+            pose = face_pose(lm)
+            if abs(float(pose[0])) > MAX_YAW_DEG:
+                reason = "profile"
+        if reason is not None:
+            declined.append(i)
+            count(tid, reason)
+            continue
+        m = align_matrix(lm, size)
+        crop = FaceCrop(warp_to_crop(image, m, size), m, transform_points(lm, m), tid)
+        jobs.append(FaceJob(i, tid, crop, pose, faces.xyxy[i].astype(np.float64)))
+    return jobs, declined
+
+
+class IdentityState:
+    """Track id → `TrackState`, plus the recognizer Ψ and the bank both methods draw from."""
+
+    def __init__(self, opts) -> None:
+        from streamanon.visual.bank import default_bank
+
+        self.opts = opts
+        self.bank = default_bank()
+        self.tracks: dict[int, TrackState] = {}
+        self.ended: dict[int, TrackState] = {}
+        self.fallback_reasons: Counter = Counter()
+        self._lock = threading.Lock()
+        self._models = None  # (recognizer, codebook), loaded on the first track
+        self._compatible = None  # visual.attributes.BankAttributes, loaded on the first draw
+
+    # -- models ----------------------------------------------------------------------------
+    def models(self):
+        if self._models is None:
+            from streamanon.identity.codebook import default_codebook
+            from streamanon.identity.recognizer import load_recognizer
+
+            self._models = (load_recognizer(), default_codebook())
+        return self._models
+
+    def embed(self, image: np.ndarray, boxes: np.ndarray):
+        """(embeddings (n, 128), chip tensor) of the faces in ``boxes`` with Ψ, one batch."""
+        import torch
+
+        from streamanon.identity.align import align_chips
+        from streamanon.identity.embed import chips_to_tensor
+
+        recognizer, _ = self.models()
+        chips, _ = align_chips(image, np.asarray(boxes, np.float64).reshape(-1, 4))
+        x = chips_to_tensor(chips)
+        with torch.no_grad():
+            return recognizer(x).numpy(), x
+
+    def attributes(self):
+        if self._compatible is None:
+            from streamanon.visual.attributes import bank_attributes
+
+            self._compatible = bank_attributes(self.bank)
+        return self._compatible
+
+    # -- delegates -------------------------------------------------------------------------
+    def draw(self, tid: int, embedding: np.ndarray, crop: FaceCrop, pose: np.ndarray, attempt: int):
+        """The track's ``attempt``-th delegate draw (reproducible per seed and track id).
+
+        Appearance delegates come only from bank faces compatible with the person (skin tone,
+        eyewear, no occlusion: `visual.attributes`); the geometry delegate from the whole bank.
+        """
+        from streamanon.visual.attributes import compatible, face_attributes
+        from streamanon.visual.delegates import choose_delegates
+        from streamanon.visual.ipd import track_rng
+
+        rng = track_rng(
+            self.opts.seed, tid, "delegates" if attempt == 0 else f"delegates/{attempt}"
+        )
+        dist = np.linalg.norm(self.bank.embeddings - np.asarray(embedding, np.float32), axis=1)
+        allowed = compatible(
+            self.attributes(),
+            face_attributes(crop.image, crop.landmarks),
+            self.opts.neighbours,
+            dist,
+        )
+        return choose_delegates(
+            self.bank, embedding, crop.landmarks, pose, rng, self.opts.epsilon,
+            self.opts.neighbours, allowed=allowed,
+        )  # fmt: skip
+
+    # -- bookkeeping -----------------------------------------------------------------------
+    def get(self, tid: int) -> TrackState | None:
+        return self.tracks.get(tid)
+
+    def put(self, tid: int, st: TrackState) -> None:
+        with self._lock:
+            self.tracks[tid] = st
+
+    def count(self, tid: int, reason: str) -> None:
+        st = self.tracks.get(tid)
+        if st is not None:
+            st.fallbacks[reason] += 1
+        self.fallback_reasons[reason] += 1
+
+    def forget(self, track_ids: Iterable[int]) -> None:
+        """Drop ended tracks' state (embeddings must not outlive the track)."""
+        with self._lock:
+            for tid in track_ids:
+                st = self.tracks.pop(int(tid), None)
+                if st is not None:
+                    st.embedding = np.zeros(0, np.float32)
+                    st.z_id = None
+                    st.last_crop = st.geometry = None
+                    self.ended[int(tid)] = st
+
+    def report(self, renderer: str) -> dict:
+        """Per-track delegate ids, verification and fallbacks, for ``--report``."""
+        tracks = {}
+        for tid, st in sorted({**self.ended, **self.tracks}.items()):
+            d = st.delegates
+            tracks[str(tid)] = {
+                "appearance_delegate": None if d is None else int(d.appearance_index),
+                "geometry_delegate": None if d is None else int(d.geometry_index),
+                "synthesized_frames": st.synthesized,
+                "verified_distance": st.verified_distance,
+                "judge_distance": st.judge_distance,
+                "checks": st.checks,
+                "redraws": st.redraws,
+                "fallbacks": dict(st.fallbacks),
+            }
+        return {"renderer": renderer, "tracks": tracks, "fallbacks": dict(self.fallback_reasons)}

@@ -1,0 +1,189 @@
+"""Appearance attributes of a face crop, and which bank faces are compatible with a person.
+
+Measured on the canonical aligned crop (``visual.align``) with its 68 landmarks, by the same
+code for bank faces and for the person, so a threshold means the same on both sides:
+
+- ``L, a, b``: median CIE Lab of the cheek/forehead skin (skin tone and scene light);
+- ``forehead_skin``: share of skin-coloured pixels in the strip above the brows that a
+  renderer pastes (fringes, hats and hands there are not skin);
+- ``lower_skin``: share of skin-coloured pixels on chin and jaw (low with a beard or a hand).
+
+Eyewear, sunglasses and headwear are NOT measured: edge and darkness heuristics around the
+eyes could not tell glasses from eye make-up or dark irises on the bank (tried; docs/
+generative.md). They come from a reviewed list, ``engines/bank_review.json`` (bank faces by
+source file, looked at by eye on a contact sheet of the whole bank), and such faces are
+never drawn: a person who wears glasses gets a face without them, nobody gets floating ones.
+
+`compatible` turns these into a mask over the bank: no reviewed eyewear/headwear face, no
+occluded forehead, a similar skin tone (relaxed step by step until enough faces remain), and
+no beard on a beardless person. Age is not measured (no offline age model): the appearance
+delegate is drawn among the person's nearest neighbours in Ψ's embedding space, which
+already groups by age band and sex.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+FIELDS = ("L", "a", "b", "forehead_skin", "lower_skin")
+SIDECAR = "bank_attributes.npz"
+REVIEW = "bank_review.json"
+FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
+BEARD = 0.55  # lower_skin below this: beard (or an occluded chin)
+SKIN_L, SKIN_AB = 12.0, 8.0  # skin-tone difference scale (Lab units): L weighs 1/12, ab 1/8
+POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
+SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
+
+
+def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
+    hull = cv2.convexHull(np.round(np.asarray(pts, np.float64) * 16).astype(np.int32))
+    cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_8, 4)
+
+
+def face_attributes(crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(len(FIELDS),) float32 attributes of the face in an aligned crop (see module doc)."""
+    from streamanon.anonymize.blend import skin_mask
+
+    size = crop_bgr.shape[0]
+    lm = np.asarray(landmarks, np.float64)
+    lab = cv2.cvtColor(crop_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
+    skin = skin_mask(lm, size)
+    if skin.sum() < 16:
+        return np.full(len(FIELDS), np.nan, np.float32)
+    med = np.median(lab[skin], axis=0)
+    skinlike = np.linalg.norm(lab - med, axis=-1) < SKIN_GATE
+    height = float(lm[8, 1] - lm[17:27, 1].mean())
+    strip = np.zeros((size, size), np.uint8)
+    brows = lm[17:27]
+    _fill(strip, np.vstack([brows - [0.0, 0.04 * height], brows - [0.0, 0.2 * height]]))
+    forehead = float(skinlike[strip > 0].mean()) if (strip > 0).any() else 0.0
+    lower = np.zeros((size, size), np.uint8)
+    _fill(lower, np.vstack([lm[4:13], lm[57:60], lm[48:49], lm[54:57]]))
+    mouth = np.zeros((size, size), np.uint8)
+    _fill(mouth, lm[48:60])
+    lower &= ~cv2.dilate(mouth, np.ones((5, 5), np.uint8))
+    lower_skin = float(skinlike[lower > 0].mean()) if (lower > 0).any() else 0.0
+    return np.array([*med, forehead, lower_skin], np.float32)
+
+
+@dataclass
+class BankAttributes:
+    values: np.ndarray  # (n, len(FIELDS))
+    digest: str  # of the bank the values were measured on
+    excluded: np.ndarray | None = None  # (n,) bool: reviewed eyewear / headwear faces
+
+    def column(self, name: str) -> np.ndarray:
+        return self.values[:, FIELDS.index(name)]
+
+
+def bank_digest(bank) -> str:
+    h = hashlib.sha256()
+    h.update(np.ascontiguousarray(bank.jpeg_offsets).tobytes())
+    h.update(np.ascontiguousarray(bank.embeddings[:, :4]).tobytes())
+    return h.hexdigest()[:16]
+
+
+def measure_bank(bank) -> BankAttributes:
+    values = np.stack([face_attributes(bank.crop(i), bank.landmarks[i]) for i in range(len(bank))])
+    return BankAttributes(values.astype(np.float32), bank_digest(bank))
+
+
+def save_attributes(attrs: BankAttributes, path) -> None:
+    import os
+    from pathlib import Path
+
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp.npz")
+    np.savez_compressed(tmp, values=attrs.values, fields=np.array(FIELDS), digest=attrs.digest)
+    os.replace(tmp, path)
+
+
+def reviewed_exclusions(bank) -> np.ndarray:
+    """(n,) bool: bank faces listed in ``engines/bank_review.json`` (eyewear, headwear)."""
+    import json
+
+    from streamanon.paths import find_engine
+
+    path = find_engine(REVIEW)
+    out = np.zeros(len(bank), bool)
+    if path is None:
+        return out
+    try:
+        review = json.loads(path.read_text())
+        names = {n for key in ("eyewear", "sunglasses", "headwear") for n in review.get(key, [])}
+    except (OSError, ValueError, AttributeError):
+        log.warning("cannot read %s; no reviewed exclusions", path)
+        return out
+    return np.isin(np.asarray(bank.sources).astype(str), sorted(names))
+
+
+def bank_attributes(bank) -> BankAttributes:
+    """The bank's attributes: from the sidecar next to it when it matches, else measured now."""
+    from streamanon.paths import find_engine
+
+    path = find_engine(SIDECAR)
+    digest = bank_digest(bank)
+    excluded = reviewed_exclusions(bank)
+    if path is not None:
+        try:
+            with np.load(path, allow_pickle=False) as z:
+                if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
+                    return BankAttributes(z["values"].astype(np.float32), digest, excluded)
+        except (OSError, KeyError, ValueError):
+            pass
+    log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
+    attrs = measure_bank(bank)
+    attrs.excluded = excluded
+    return attrs
+
+
+def compatible(
+    attrs: BankAttributes, person: np.ndarray, k: int, distances: np.ndarray | None = None
+) -> np.ndarray | None:
+    """Bool mask over the bank of appearance delegates fit for ``person`` (None: no filter).
+
+    Hard rules first (reviewed eyewear/headwear, occluded forehead, beard on a beardless
+    face; the last two are dropped if fewer than ``k`` faces remain). Then, when ``distances``
+    (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
+    (which keeps age band and sex: a skin-tone window alone picked children and the other sex
+    for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
+    """
+    if not np.isfinite(person).all():
+        return None
+    col = attrs.column
+    p = dict(zip(FIELDS, person.tolist(), strict=True))
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(attrs.values).all(1)
+        if attrs.excluded is not None:
+            ok &= ~attrs.excluded
+        rules = [
+            col("forehead_skin") >= FOREHEAD_MIN,
+            (col("lower_skin") >= BEARD) | (p["lower_skin"] < BEARD),
+        ]
+        tone = np.hypot(
+            (col("L") - p["L"]) / SKIN_L, np.hypot(col("a") - p["a"], col("b") - p["b"]) / SKIN_AB
+        )
+    while rules:
+        hard = ok & np.logical_and.reduce(rules)
+        if hard.sum() >= k:
+            break
+        rules.pop()
+    else:
+        hard = ok
+    if hard.sum() < k:
+        return None
+    if distances is None:
+        return hard
+    pool = np.flatnonzero(hard)
+    near = pool[np.argsort(np.asarray(distances)[pool], kind="stable")[: POOL * k]]
+    keep = near[np.argsort(tone[near], kind="stable")[: 2 * k]]
+    mask = np.zeros(len(hard), bool)
+    mask[keep] = True
+    return mask
