@@ -180,8 +180,8 @@ def batch_main(argv: list[str]) -> int:
         ]
         if foreign:
             raise OutputError(
-                f"{out_dir / foreign[0]}: already exists and this batch did not write it "
-                "(use --overwrite to replace it)"
+                f"{out_dir / foreign[0]}: already exists and this batch's journal does not list "
+                f"it ({len(foreign)} such file(s); use --overwrite to replace them)"
             )
     config = WorkerConfig(opts, encode, log_level=logging.WARNING if not args.verbose else level)
     config.env["STREAMANON_BATCH_RUN"] = uuid.uuid4().hex

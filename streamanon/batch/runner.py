@@ -17,7 +17,7 @@ import os
 import shutil
 import time
 from collections import deque
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -123,8 +123,9 @@ def run_batch(
     partial: dict[str, tuple[int, float]] = {}
     running: dict[str, Task] = {}
 
-    def file_of(task: Task) -> FileState:
-        return states[task.id.split("#", 1)[0]]
+    def file_of(task: Task) -> FileState | None:
+        """The file a task belongs to; None once that file is finished (journaled)."""
+        return states.get(task.id.split("#", 1)[0])
 
     def finish(st: FileState) -> None:
         """Every task of the file has a result: join, journal, clean up."""
@@ -163,16 +164,17 @@ def run_batch(
                 raise WorkerSetupError(backend.fatal)
             while queue and len(running) < backend.slots:
                 task = queue.popleft()
-                if file_of(task).failed is not None:
+                st = file_of(task)
+                if st is None or st.failed is not None:
                     continue  # another chunk of this file already failed
                 running[task.id] = task
                 attempts[task.id] = attempts.get(task.id, 0) + 1
                 backend.submit(task)
             for ev in backend.events(0.5):
                 task = ev.task
-                if task.id not in running:
-                    continue
                 st = file_of(task)
+                if task.id not in running or st is None:
+                    continue
                 if ev.kind == "progress":
                     partial[task.id] = ev.payload
                     continue
@@ -225,7 +227,7 @@ def run_batch(
                 if ev.task.id in running and ev.kind in ("done", "cancelled", "died"):
                     running.pop(ev.task.id)
                     st = file_of(ev.task)
-                    if ev.kind == "done" and ev.payload.get("ok"):
+                    if st is not None and ev.kind == "done" and ev.payload.get("ok"):
                         st.results[ev.task.id] = ev.payload
                         if ev.task.chunk is not None:
                             _save_chunk_report(Path(ev.task.dst), ev.payload)
@@ -303,6 +305,3 @@ def summary_rows(res: BatchResult) -> list[dict]:
              "attempts": line.get("attempts", 0), "note": line.get("error", "")}
         )  # fmt: skip
     return rows
-
-
-__all__ = ["BatchResult", "WorkerSetupError", "run_batch", "summary_rows", "asdict"]

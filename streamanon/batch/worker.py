@@ -137,7 +137,9 @@ def run_task(
     try:
         anon = Anonymizer(deepcopy(opts))
         if task.kind == "image":
-            report = anonymize_image(task.src, task.dst, anon, overwrite=True)
+            report = anonymize_image(
+                task.src, task.dst, anon, overwrite=True, keep_metadata=enc.keep_metadata
+            )
             if progress:
                 progress(1, 0.0)
         elif task.chunk is not None:
