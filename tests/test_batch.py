@@ -280,6 +280,59 @@ def test_plan_chunks_cut_at_keyframes(tmp_path):
     assert plan_chunks(clip, 5.0, 1.0)[0].end is None  # not 1.5 chunks long: one piece
 
 
+class _FlakyBackend:
+    """Runs nothing: every task of ``dies`` loses its worker, every other task succeeds."""
+
+    name, slots, fatal = "fake", 2, None
+
+    def __init__(self, dies: str) -> None:
+        self.dies, self.pending, self.submitted = dies, [], []
+
+    def submit(self, task) -> None:
+        self.pending.append(task)
+        self.submitted.append(task.id)
+
+    def events(self, timeout: float):
+        from streamanon.batch.backend import Event
+
+        out, self.pending = self.pending, []
+        return [
+            Event("died", t, "worker process killed by SIGKILL")
+            if t.id == self.dies
+            else Event("done", t, {"ok": True, "report": {"frames": 1}})
+            for t in out
+        ]
+
+    def running(self) -> int:
+        return len(self.pending)
+
+    def cancel(self) -> None: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
+def test_runner_retries_a_dying_file_then_fails_it_with_the_reason(tmp_path):
+    from streamanon.anonymizer import Options
+    from streamanon.batch.plan import Item, Plan
+    from streamanon.batch.runner import run_batch
+    from streamanon.run import EncodeOptions
+
+    items = [Item(tmp_path / f"{n}.jpg", f"{n}.jpg", "image", 1) for n in ("a", "b", "c")]
+    backend = _FlakyBackend(dies="b.jpg")
+    journal = Journal(tmp_path / "out")
+    fp = fingerprint(Options(), EncodeOptions())
+    res = run_batch(
+        Plan(items, []), tmp_path / "out", backend, journal, fp, encode=EncodeOptions(),
+        retries=2, quiet=True,
+    )  # fmt: skip
+    journal.close()
+    assert backend.submitted.count("b.jpg") == 3  # first try + 2 retries
+    assert [x["file"] for x in res.failed] == ["b.jpg"]
+    assert "SIGKILL" in res.failed[0]["error"] and res.failed[0]["attempts"] == 3
+    lines = journal_lines(tmp_path / "out")
+    assert sorted(x["file"] for x in lines) == ["a.jpg", "b.jpg", "c.jpg"]
+
+
 # ---------------------------------------------------------------- slow: local pool
 
 
