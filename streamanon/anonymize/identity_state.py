@@ -37,7 +37,7 @@ class TrackState:
     synthesized: int = 0
     fallbacks: Counter = field(default_factory=Counter)
     last_crop: np.ndarray | None = None  # previous rendered crop (temporal smoothing)
-    geometry: np.ndarray | None = None  # previous Ŝ_x in crop coordinates (temporal smoothing)
+    grain: np.ndarray | None = None  # swap: the track's fixed grain texture (frame pixels)
     verified_distance: float | None = None  # Ψ distance render ↔ person at the last check
     judge_distance: float | None = None  # second judge (LBP) at the last check
     checks: int = 0
@@ -192,7 +192,7 @@ class IdentityState:
                 if st is not None:
                     st.embedding = np.zeros(0, np.float32)
                     st.z_id = None
-                    st.last_crop = st.geometry = None
+                    st.last_crop = st.grain = None
                     self.ended[int(tid)] = st
 
     def report(self, renderer: str) -> dict:

@@ -35,6 +35,8 @@ import numpy as np
 from streamanon.anonymize.blend import (
     eye_mask,
     face_hull,
+    grain_strength,
+    grain_texture,
     paste_alpha,
     pyramid_blend,
     skin_mask,
@@ -52,7 +54,8 @@ RECHECK_FRAMES = 30  # re-verify a track's render this often...
 RECHECK_YAW = 15.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
 MASK_LIFT = 0.08  # the pasted hull reaches this share of the face height above the brows
-MASK_SOFT = 0.03  # Gaussian softening of the blend mask, share of the crop size
+MASK_SOFT = 0.045  # Gaussian softening of the blend mask, share of the crop size
+GRAIN_MAX = 6.0  # grain std cap (grey levels): a noisy night frame must not speckle the face
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
 
 
@@ -118,10 +121,24 @@ class SwapMethod:
         mask = np.maximum(
             face_hull(s_hat, self.size, MASK_LIFT), face_hull(lm, self.size, MASK_LIFT)
         )
-        mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), MASK_SOFT * self.size)
+        # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
+        # delegate's own hair or background beyond its hull.
+        sigma = MASK_SOFT * self.size
+        k = 2 * int(round(1.0 * sigma)) + 1
+        mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+        mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
         return pyramid_blend(crop, face, mask), mask
 
-    def paste(self, image: np.ndarray, job: FaceJob, rendered: np.ndarray, mask: np.ndarray):
+    def paste(
+        self,
+        image: np.ndarray,
+        job: FaceJob,
+        rendered: np.ndarray,
+        mask: np.ndarray,
+        st: TrackState | None = None,
+    ) -> None:
+        """Put the rendered crop back into the frame; with ``st``, add the track's grain where
+        the face is larger in the frame than in the crop (see `blend.grain_strength`)."""
         from streamanon.visual.align import warp_back_roi
 
         m = job.crop.matrix
@@ -129,9 +146,21 @@ class SwapMethod:
         alpha, _ = warp_back_roi(paste_alpha(mask), m, image.shape)
         if patch.size == 0:
             return
-        roi = image[y0:y1, x0:x1].astype(np.float32)
+        roi = image[y0:y1, x0:x1]
+        out = patch.astype(np.float32)
+        if st is not None:
+            face, _ = warp_back_roi(mask, m, image.shape)
+            inside = face > 0.9
+            strength = grain_strength(roi, patch, inside)
+            if strength > 0.5:
+                h, w = inside.shape
+                if st.grain is None or st.grain.shape[0] < h or st.grain.shape[1] < w:
+                    rng = np.random.default_rng([self.opts.seed, max(job.track_id, 0), 7])
+                    st.grain = grain_texture(rng, max(h, 64) * 2, max(w, 64) * 2)
+                out += (min(strength, GRAIN_MAX) * st.grain[:h, :w] * (face > 0.5))[..., None]
         a = alpha[..., None]
-        image[y0:y1, x0:x1] = (roi * (1 - a) + patch.astype(np.float32) * a + 0.5).astype(np.uint8)
+        blended = roi.astype(np.float32) * (1 - a) + out * a + 0.5
+        image[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
 
     def _steady(self, st: TrackState, rendered: np.ndarray) -> np.ndarray:
         """Average with the track's previous render (both in crop coordinates): landmark noise
@@ -153,7 +182,7 @@ class SwapMethod:
         """(Ψ distance, LBP distance) of ``st`` rendered into a scratch copy of the frame."""
         trial = image.copy()
         rendered, mask = self.render(job, st)
-        self.paste(trial, job, rendered, mask)
+        self.paste(trial, job, rendered, mask, st)
         emb, _ = self.ids.embed(trial, job.box[None])
         return float(np.linalg.norm(emb[0] - person)), self._judge(job.crop.image, trial, job)
 
@@ -206,7 +235,7 @@ class SwapMethod:
         person = self.ids.embed(original, np.stack([j.box for j in due]))[0] if due else None
         for job in jobs:
             rendered, mask = self.render(job, job.state)
-            self.paste(image, job, self._steady(job.state, rendered), mask)
+            self.paste(image, job, self._steady(job.state, rendered), mask, job.state)
             job.state.synthesized += 1
             job.state.since_check += 1
         if due:
@@ -238,7 +267,7 @@ class SwapMethod:
             job.state = new
             log.info("swap: track %d redrawn (Ψ distance %.2f, LBP %.2f)", job.track_id, d, j)
             rendered, mask = self.render(job, new)
-            self.paste(image, job, rendered, mask)
+            self.paste(image, job, rendered, mask, new)
             new.last_crop = rendered
             if new.verified_distance is not None and new.verified_distance < REID_DIST:
                 self.ids.count(job.track_id, "reid_risk")
