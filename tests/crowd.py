@@ -17,7 +17,7 @@ import numpy as np
 # (name, output size, mosaic photos from groups/ultralight_crowd, tile size in the mosaic)
 CLIPS = {
     "crowd1080": ((1920, 1080), ["11.jpg", "27.jpg", "15.jpg", "26.jpg"], (1040, 600)),
-    "crowd4k": ((3840, 2160), ["17.jpg", "26.jpg", "11.jpg", "27.jpg"], (2000, 1160)),
+    "crowd4k": ((3840, 2160), ["26.jpg", "27.jpg", "1.jpg", "15.jpg"], (2000, 1160)),
 }
 
 

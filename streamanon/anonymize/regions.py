@@ -17,7 +17,7 @@ from streamanon.types import Detections
 # the top from the lower forehead to the hairline.
 HAIRLINE = 0.25
 # Share of the mask_scale growth that goes upward (the rest goes below the chin).
-UP_SHARE = 0.7
+UP_SHARE = 0.6
 # A nose this far (share of the box width) from the eyes' midpoint is a full profile.
 PROFILE_RATIO = 0.25
 # A full profile's box grows by this share of its width behind the face and in front of it.

@@ -49,7 +49,7 @@ def make_detector(
     low_thresh: float = 0.1,
     model_path: str | Path | None = None,
     min_face: float | None = None,
-    tiles_per_frame: int = 0,
+    tiles_per_frame: int | None = None,
 ) -> Detector:
     """Build a detector by name.
 

@@ -9,8 +9,12 @@ frame this detector runs:
 
 1. the base pass over the whole frame at ``input_size`` (every face >= ~16 / base_scale px);
 2. ``tiles_per_frame`` tiles of the high-resolution grid, in turn, so the whole frame is
-   searched for small faces every ``ceil(tiles / tiles_per_frame)`` frames;
-3. one batched pass over fixed-size windows around every small face found in the last
+   searched for small faces every ``ceil(tiles / tiles_per_frame)`` frames (default: every
+   4 frames: 1 tile per frame at 1080p, 3 at 4K); the first frame and a scene cut are
+   searched whole;
+3. strips along the edges where a panning camera brings new people in (every frame while it
+   pans);
+4. one batched pass over fixed-size windows around every small face found in the last
    ``keep_s`` seconds, at high resolution, so a small face once found is detected in every
    frame (and its track never has to coast on a guess).
 
@@ -35,12 +39,15 @@ from streamanon.detect.base import (
 )
 from streamanon.detect.centerface import CenterFace
 from streamanon.errors import InputError
+from streamanon.motion import CameraMotion
 from streamanon.types import Detections
 
 # Faces at least this tall at the network input are found reliably (measured, see above).
 NET_MIN_FACE = 16.0
 # Mean absolute difference (0-255) of 32 px thumbnails above which a frame starts a new scene.
 CUT_DIFF = 40.0
+# With tiles_per_frame=None, enough tiles per frame to search the whole frame this often.
+SWEEP_FRAMES = 4
 # Windows around known small faces are this many pixels (high-resolution) on a side.
 WINDOW = 160
 
@@ -67,7 +74,8 @@ class MultiScaleDetector:
 
     input_size: longest side of the base pass (None: native, which makes the rest moot).
     min_face: smallest face height (source pixels) to find; sets the high-resolution factor.
-    tiles_per_frame: high-resolution tiles searched per frame (0: no sweep).
+    tiles_per_frame: high-resolution tiles searched per frame (0: no sweep; None: a whole
+    sweep every SWEEP_FRAMES frames).
     refresh: also re-detect known small faces at high resolution every frame.
     """
 
@@ -79,7 +87,7 @@ class MultiScaleDetector:
         *,
         input_size: int | None = 640,
         min_face: float = 24.0,
-        tiles_per_frame: int = 1,
+        tiles_per_frame: int | None = None,
         tile: int = 704,
         max_windows: int = 12,
         refresh: bool = True,
@@ -87,7 +95,7 @@ class MultiScaleDetector:
         low_thresh: float = 0.1,
         threads: int | None = None,
     ) -> None:
-        if min_face <= 0 or tiles_per_frame < 0:
+        if min_face <= 0 or (tiles_per_frame is not None and tiles_per_frame < 0):
             raise InputError("need min_face > 0 and tiles_per_frame >= 0")
         self.net = CenterFace(
             model_path, input_size=input_size, low_thresh=low_thresh, threads=threads
@@ -97,6 +105,8 @@ class MultiScaleDetector:
         self.refresh, self.keep_s, self.max_windows = refresh, keep_s, max_windows
         self._next_tile = 0
         self._thumb: np.ndarray | None = None
+        self._camera = CameraMotion()
+        self._shift = (0.0, 0.0)
         self._frame = 0
         # Small faces seen recently: (box in source px, frame index last seen).
         self._small: list[tuple[np.ndarray, int]] = []
@@ -119,6 +129,7 @@ class MultiScaleDetector:
         image = check_image(image_bgr)
         base_s = resize_scale(image.shape, self.input_size)
         hi = self.hires_scale(image.shape)
+        self._shift = self._camera(image)
         parts = [self.net.detect_scaled(image, base_s)]
         self.stats["base"] += 1
         if hi > base_s * 1.2:  # the base pass is not already fine enough
@@ -139,13 +150,31 @@ class MultiScaleDetector:
         grid = tile_grid(w, h, src_tile, overlap)
         out = []
         # The first frame and a cut (a new scene) are searched whole: nothing is tracked yet.
-        n = len(grid) if self._cut(image) else self.tiles_per_frame
-        for _ in range(min(n, len(grid))):
-            x1, y1, x2, y2 = grid[self._next_tile % len(grid)]
-            self._next_tile += 1
+        per_frame = self.tiles_per_frame
+        if per_frame is None:  # auto: the whole frame every SWEEP_FRAMES frames
+            per_frame = math.ceil(len(grid) / SWEEP_FRAMES)
+        n = len(grid) if self._cut(image) else per_frame
+        regions = [grid[(self._next_tile + k) % len(grid)] for k in range(min(n, len(grid)))]
+        self._next_tile += len(regions)
+        if n < len(grid):
+            regions += self._entering(w, h, overlap)
+        for x1, y1, x2, y2 in regions:
             d = self.net.detect_scaled(image[y1:y2, x1:x2], hi)
             out.append(_shift(d, x1, y1))
             self.stats["tiles"] += 1
+        return out
+
+    def _entering(self, w: int, h: int, overlap: int) -> list[tuple[int, int, int, int]]:
+        """Strips along the edges where a panning camera brings new people into view: they
+        are searched every frame, not only when the sweep comes round."""
+        dx, dy = self._shift
+        out = []
+        if abs(dx) > 1:
+            m = min(w, math.ceil(2 * abs(dx) + overlap))
+            out.append((0, 0, m, h) if dx > 0 else (w - m, 0, w, h))
+        if abs(dy) > 1:
+            m = min(h, math.ceil(2 * abs(dy) + overlap))
+            out.append((0, 0, w, m) if dy > 0 else (0, h - m, w, h))
         return out
 
     def _cut(self, image: np.ndarray) -> bool:

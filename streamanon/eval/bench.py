@@ -203,7 +203,7 @@ def parse_detect_setting(text: str) -> dict:
         vals = [float(v) for v in parts]
     except ValueError:
         raise InputError(f"detect setting {text!r}: expected SCALE[:MIN_FACE[:TILES]]") from None
-    out: dict = {"input_size": int(vals[0]) or None, "min_face": 0.0, "tiles_per_frame": 1}
+    out: dict = {"input_size": int(vals[0]) or None, "min_face": 0.0, "tiles_per_frame": None}
     if len(vals) > 1:
         out["min_face"] = vals[1]
     if len(vals) > 2:

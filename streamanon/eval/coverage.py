@@ -25,7 +25,7 @@ from streamanon.eval import metrics as M
 # Face height bins (reference box height, source pixels).
 BINS = ((0, 24), (24, 32), (32, 48), (48, 80), (80, 10**9))
 CELL_SSIM = 0.6  # a cell whose SSIM vs the original is below this has changed
-CELL_DETAIL = 0.35  # ... or whose fine detail fell below this share of the original's
+CELL_CORR = 0.5  # ... or whose band-pass detail correlates less than this with the original
 
 
 def bin_name(lo: int, hi: int) -> str:
@@ -39,25 +39,33 @@ def size_bin(height: float) -> str:
     return bin_name(*BINS[-1])
 
 
-def _detail(grey: np.ndarray) -> float:
-    if grey.size == 0:
-        return 0.0
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
+def band_pass(grey: np.ndarray, face_height: float) -> np.ndarray:
+    """Difference of Gaussians at the scale of facial features (sigma ~ face height / 80..20)."""
+    s = max(1.0, face_height / 40.0)
+    return cv2.GaussianBlur(grey, (0, 0), 0.5 * s) - cv2.GaussianBlur(grey, (0, 0), 2.0 * s)
+
+
+def correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Pearson correlation of two equally shaped arrays (0 when either is constant)."""
+    a = a.astype(np.float64) - a.mean()
+    b = b.astype(np.float64) - b.mean()
+    den = np.sqrt((a * a).sum() * (b * b).sum())
+    return float((a * b).sum() / den) if den > 1e-9 else 0.0
 
 
 def changed_cells(original: np.ndarray, output: np.ndarray, box: np.ndarray) -> np.ndarray:
     """(3, 3) bool: which ninths of `box` no longer show the original (row-major, top first)."""
     h, w = original.shape[:2]
     x1, y1, x2, y2 = np.asarray(box, np.float64)
-    pad = 6
+    pad = 6 + int(3 * max(1.0, (y2 - y1) / 40.0))
     cx1, cy1 = int(max(np.floor(x1) - pad, 0)), int(max(np.floor(y1) - pad, 0))
     cx2, cy2 = int(min(np.ceil(x2) + pad, w)), int(min(np.ceil(y2) + pad, h))
     if cx2 - cx1 < 2 or cy2 - cy1 < 2:
         return np.ones((3, 3), bool)  # nothing left on screen to show
     a, b = original[cy1:cy2, cx1:cx2], output[cy1:cy2, cx1:cx2]
     smap = M.ssim_map(a, b)
-    ga = cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    gb = cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    ga = band_pass(cv2.cvtColor(a, cv2.COLOR_BGR2GRAY).astype(np.float32), y2 - y1)
+    gb = band_pass(cv2.cvtColor(b, cv2.COLOR_BGR2GRAY).astype(np.float32), y2 - y1)
     xs = np.linspace(x1, x2, 4) - cx1
     ys = np.linspace(y1, y2, 4) - cy1
     out = np.ones((3, 3), bool)
@@ -69,8 +77,7 @@ def changed_cells(original: np.ndarray, output: np.ndarray, box: np.ndarray) -> 
                 continue  # off-frame: nothing shown
             if smap[sy1:sy2, sx1:sx2].mean() < CELL_SSIM:
                 continue
-            before = _detail(ga[sy1:sy2, sx1:sx2])
-            if before > 0 and _detail(gb[sy1:sy2, sx1:sx2]) < CELL_DETAIL * before:
+            if correlation(ga[sy1:sy2, sx1:sx2], gb[sy1:sy2, sx1:sx2]) < CELL_CORR:
                 continue
             out[r, c] = False
     return out

@@ -79,6 +79,21 @@ def _move_with_box(
     return ((points - src[:2]) / s * d + dst[:2]).astype(np.float32)
 
 
+def _shift_track(tr: Track, d: np.ndarray) -> None:
+    """Move a track with the camera: filter state, boxes and landmarks by `d` (dx, dy)."""
+    tr.kf.x[0:2, 0] += d
+    d4 = np.tile(d, 2).astype(np.float32)
+    tr.box = tr.box + d4
+    if tr.hit_box is not None:
+        tr.hit_box = tr.hit_box + d4
+    if tr.landmarks68 is not None:
+        tr.landmarks68 = tr.landmarks68 + d.astype(np.float32)
+    if tr.hit_landmarks5 is not None:
+        tr.hit_landmarks5 = tr.hit_landmarks5 + d.astype(np.float32)
+    if tr.lm_filter is not None:
+        tr.lm_filter.center.pos += d
+
+
 def stretch_along_motion(
     xyxy: np.ndarray, velocity: np.ndarray, dt: float, lead: float = 1.0, trail: float = 0.5
 ) -> np.ndarray:
@@ -153,8 +168,18 @@ class FaceTracker:
         ended, self._ended = self._ended, []
         return ended
 
-    def update(self, dets: Detections, t: float, image: np.ndarray | None = None) -> Detections:
-        """Advance to time `t` (seconds) with this frame's detections; returns what to anonymize."""
+    def update(
+        self,
+        dets: Detections,
+        t: float,
+        image: np.ndarray | None = None,
+        camera_shift: tuple[float, float] | None = None,
+    ) -> Detections:
+        """Advance to time `t` (seconds) with this frame's detections; returns what to anonymize.
+
+        `camera_shift` (dx, dy px): how far the whole scene moved since the previous frame
+        (`streamanon.motion.CameraMotion`); every track is moved by it before prediction.
+        """
         t = float(t)
         if not np.isfinite(t) or (self._t is not None and t < self._t):
             raise InputError(
@@ -164,6 +189,9 @@ class FaceTracker:
             raise InputError("detections contain NaN or infinite boxes/scores")
         self._dt = 0.0 if self._t is None else t - self._t
         self._t = t
+        if camera_shift is not None and any(camera_shift):
+            for tr in self._tracks:
+                _shift_track(tr, np.asarray(camera_shift, np.float64))
         for tr in self._tracks:
             predict_box(tr.kf, t - tr.state_t)
             tr.state_t = t
