@@ -21,6 +21,7 @@ from streamanon.anonymize.registry import (
     make_method,
     method_names,
 )
+from streamanon.motion import CameraMotion
 from streamanon.types import Detections, Frame
 
 log = logging.getLogger(__name__)
@@ -43,7 +44,7 @@ class Options:
     # Small faces (issue: every face, every frame): smallest face height to find (source px),
     # and high-resolution tiles searched per frame (0: base pass only). See detect/multiscale.
     min_face: float = 24.0
-    tiles_per_frame: int = 1
+    tiles_per_frame: int | None = None  # None: the whole frame every 4 frames
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -141,6 +142,7 @@ class Anonymizer:
         )
         self._reid = _reid_function() if opts.wants_reid() else None
         self.tracker = self._new_tracker()
+        self._camera = CameraMotion()  # a panning camera moves coasting tracks too
         self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
         self.face_anonymizer: FaceMethod = make_method(opts)
         self.counters = Counters()
@@ -162,6 +164,7 @@ class Anonymizer:
         with self._lock:
             self.face_anonymizer.forget(sorted(self.counters.track_ids))
             self.tracker = self._new_tracker()
+            self._camera = CameraMotion()
             self.counters = Counters()
             self._next_index = 0
             self._last_t = float("-inf")
@@ -172,7 +175,12 @@ class Anonymizer:
         # The tracker's clock must not run backwards, whatever the source's timestamps do.
         t = max(frame.time, self._last_t)
         self._last_t = t
-        faces = self.tracker.update(dets, t, image=frame.image if self.tracker.reid else None)
+        faces = self.tracker.update(
+            dets,
+            t,
+            image=frame.image if self.tracker.reid else None,
+            camera_shift=self._camera(frame.image),
+        )
         ended = self.tracker.pop_ended()
         if ended:
             self.face_anonymizer.forget([t.id for t in ended])

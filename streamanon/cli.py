@@ -154,7 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=d.tiles_per_frame,
         metavar="N",
-        help="high-resolution tiles searched per frame for --min-face (default: %(default)s)",
+        help="high-resolution tiles searched per frame for --min-face (default: enough to "
+        "search the whole frame every 4 frames)",
     )
     g.add_argument(
         "--coast",
