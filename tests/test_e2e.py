@@ -159,7 +159,7 @@ def test_bad_inputs_one_line_error(
     if content is not None:
         src.write_bytes(content)
     before = set(tmp_path.iterdir())
-    r = _run_cli(str(src), "-o", str(tmp_path / "out.mp4"))
+    r = _run_cli(str(src), "-o", str(tmp_path / f"out{src.suffix}"))
     assert r.returncode != 0
     lines = [ln for ln in r.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and expect in lines[0], r.stderr

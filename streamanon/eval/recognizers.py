@@ -19,22 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
-import cv2
 import numpy as np
 
 from streamanon.errors import InputError, ModelMissingError
-
-# insightface's arcface_torch alignment template for 112x112 crops (eyes, nose, mouth corners).
-ARCFACE_TEMPLATE = np.array(
-    [
-        [38.2946, 51.6963],
-        [73.5318, 51.5014],
-        [56.0252, 71.7366],
-        [41.5493, 92.3655],
-        [70.7299, 92.2041],
-    ],
-    np.float32,
+from streamanon.identity.align import (  # noqa: F401 - ARCFACE_TEMPLATE re-exported
+    ARCFACE_TEMPLATE,
+    arcface_crop112,
+    five_points_from_68,
 )
+
+align_112 = arcface_crop112  # the old name
 
 INSIGHTFACE_MODELS = ("buffalo_l/w600k_r50.onnx", "antelopev2/glintr100.onnx")
 
@@ -87,24 +81,6 @@ class DlibRecognizer:
         return np.asarray(self._net.compute_face_descriptor(rgb, shapes), np.float32)
 
 
-def five_points_from_68(landmarks68: np.ndarray) -> np.ndarray:
-    """(n, 5, 2): eye centres, nose tip, mouth corners (the ArcFace template's order)."""
-    p = np.asarray(landmarks68, np.float32).reshape(-1, 68, 2)
-    return np.stack(
-        [p[:, 36:42].mean(1), p[:, 42:48].mean(1), p[:, 30], p[:, 48], p[:, 54]], axis=1
-    )
-
-
-def align_112(image_bgr: np.ndarray, five: np.ndarray) -> np.ndarray:
-    """The 112x112 crop that maps ``five`` points onto the ArcFace template."""
-    m, _ = cv2.estimateAffinePartial2D(
-        np.asarray(five, np.float32), ARCFACE_TEMPLATE, method=cv2.LMEDS
-    )
-    if m is None:
-        raise InputError("could not align a face for ArcFace (degenerate landmarks)")
-    return cv2.warpAffine(image_bgr, m, (112, 112), borderValue=0.0)
-
-
 @dataclass
 class OnnxArcFace:
     """An ArcFace-style ONNX recognizer: RGB 112x112, (x - mean) / std, cosine similarity."""
@@ -144,7 +120,7 @@ class OnnxArcFace:
         if len(boxes) == 0:
             return np.zeros((0, 0), np.float32)
         lm = self._lm(image_bgr, Detections(boxes, np.ones(len(boxes), np.float32)))
-        crops = np.stack([align_112(image_bgr, f) for f in five_points_from_68(lm)])
+        crops = np.stack([arcface_crop112(image_bgr, f) for f in five_points_from_68(lm)])
         if self.rgb:
             crops = crops[..., ::-1]
         x = ((crops.astype(np.float32) - self.mean) / self.std).transpose(0, 3, 1, 2)

@@ -1,4 +1,11 @@
-"""Face alignment exactly as dlib aligns for its ResNet: 5 landmarks -> 150x150 chip.
+"""Face alignment for the recognizers, one named function per template.
+
+- dlib's ResNet (Ψ): `align_chip` / `align_chips`, 5 landmarks -> 150x150 chip (below).
+- ArcFace-style ONNX recognizers (the evaluation's attackers): `arcface_crop112`, five points
+  -> insightface's 112x112 template.
+- The generator's 128x128 crop (68 landmarks -> `TEMPLATE68`) is `streamanon.visual.align`.
+
+dlib's chip, exactly as dlib aligns for its ResNet:
 
 dlib's ``compute_face_descriptor(img, shape)`` calls ``get_face_chip_details(shape, 150,
 0.25)`` and ``extract_image_chips`` (bilinear, with an image pyramid when the face is much
@@ -11,6 +18,7 @@ from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from streamanon import models
@@ -89,3 +97,34 @@ def align_chips(image_bgr: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, n
         np.stack([np.asarray(c, dtype=np.uint8) for c in chips]),
         np.stack([chip_matrix(d) for d in details]),
     )
+
+
+# insightface's arcface_torch alignment template for 112x112 crops (eyes, nose, mouth corners).
+ARCFACE_TEMPLATE = np.array(
+    [
+        [38.2946, 51.6963],
+        [73.5318, 51.5014],
+        [56.0252, 71.7366],
+        [41.5493, 92.3655],
+        [70.7299, 92.2041],
+    ],
+    np.float32,
+)
+
+
+def five_points_from_68(landmarks68: np.ndarray) -> np.ndarray:
+    """(n, 5, 2): eye centres, nose tip, mouth corners (the ArcFace template's order)."""
+    p = np.asarray(landmarks68, np.float32).reshape(-1, 68, 2)
+    return np.stack(
+        [p[:, 36:42].mean(1), p[:, 42:48].mean(1), p[:, 30], p[:, 48], p[:, 54]], axis=1
+    )
+
+
+def arcface_crop112(image_bgr: np.ndarray, five: np.ndarray) -> np.ndarray:
+    """The 112x112 crop that maps ``five`` points onto the ArcFace template."""
+    m, _ = cv2.estimateAffinePartial2D(
+        np.asarray(five, np.float32), ARCFACE_TEMPLATE, method=cv2.LMEDS
+    )
+    if m is None:
+        raise InputError("could not align a face for ArcFace (degenerate landmarks)")
+    return cv2.warpAffine(image_bgr, m, (112, 112), borderValue=0.0)
