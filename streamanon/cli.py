@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--detector",
         default=d.detector,
-        help="centerface (default), dlib_hog, dlib_mmod, scrfd (your insightface model file)",
+        help="centerface (default), dlib-hog, dlib-mmod, scrfd (your insightface model file)",
     )
     g.add_argument(
         "-t",
