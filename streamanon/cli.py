@@ -493,6 +493,16 @@ def anonymize_main(argv: list[str]) -> int:
     _install_signal_handlers(stop)
     reports = []
     failures = 0
+    shared: list[Anonymizer] = []
+
+    def anonymizer() -> Anonymizer:
+        """One Anonymizer for all file inputs (models built once), reset between inputs."""
+        if not shared:
+            shared.append(Anonymizer(opts))
+        else:
+            shared[0].reset()
+        return shared[0]
+
     for src, kind in kinds:
         try:
             if kind == "stream":
@@ -516,17 +526,15 @@ def anonymize_main(argv: list[str]) -> int:
                 r = anonymize_image(
                     src,
                     dst,
-                    Anonymizer(opts),
+                    anonymizer(),
                     overwrite=args.overwrite,
                     keep_metadata=args.keep_metadata,
                 )
             elif kind == "folder":
-                from copy import deepcopy
-
                 r = anonymize_folder(
                     src,
                     dst,
-                    lambda: Anonymizer(deepcopy(opts)),
+                    anonymizer,
                     overwrite=args.overwrite,
                     encode=encode,
                     stop=stop,
@@ -542,7 +550,7 @@ def anonymize_main(argv: list[str]) -> int:
                     r = anonymize_video(
                         src,
                         dst,
-                        Anonymizer(opts),
+                        anonymizer(),
                         encode=encode,
                         overwrite=args.overwrite,
                         progress=bar,

@@ -136,3 +136,25 @@ def test_ida_without_a_generator_names_the_file_and_where_it_goes(tmp_path, monk
     assert r.returncode == 4
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and GENERATOR_FILE in lines[0] and "engines" in lines[0], r.stderr
+
+
+def test_reset_starts_over_but_keeps_the_models(monkeypatch) -> None:
+    """Folder mode and several inputs share one Anonymizer: nothing of a person carries over."""
+    import cv2
+
+    from tests.conftest import needs_shared
+
+    img = cv2.imread(str(needs_shared("groups", "misc", "face_recognition_two_people.jpg")))
+    anon = Anonymizer(method="blur", detector="dlib-hog")  # README spelling of dlib_hog
+    assert anon.detector.name.startswith("dlib_hog")
+    detector, method = anon.detector, anon.face_anonymizer
+    forgotten: list[int] = []
+    monkeypatch.setattr(method, "forget", lambda ids: forgotten.extend(ids))
+    anon(img)
+    tracks = set(anon.counters.track_ids)
+    assert len(tracks) == 2
+    anon.reset()
+    assert sorted(forgotten) == sorted(tracks) and anon.counters.frames == 0
+    assert anon.tracker.tracks == [] and anon.detector is detector
+    anon(img)
+    assert anon.counters.frames == 1 and len(anon.counters.track_ids) == 2
