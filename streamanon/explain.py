@@ -6,6 +6,10 @@ one colour scale (H's maximum), so a dark right panel means the attention is gon
 gives the distance between the original and the recast identity feature (dlib's same-person
 threshold is 0.6). With ``--vca`` the visual-clue rendering of streamanon.visual.explain is
 added below.
+
+A job, like `run` and `live`: it sits above the stages it shows, `identity` (Grad-CAM of Ψ
+before and after the distraction) and `visual` (`streamanon.visual.explain` renders the
+delegates for ``--vca``), so neither stage imports the other.
 """
 
 from __future__ import annotations

@@ -7,6 +7,7 @@ Modules (import them directly; this package imports nothing, so it stays cheap t
 - ``codebook``: ``Codebook`` (identity centroids, scaled cosine logits), ``default_codebook``
 - ``ifa``: ``recast_identity`` and the pure functions of eqs. 1-5
 - ``convert``: the dlib ``.dat`` -> safetensors converter (``python -m streamanon.identity.convert``)
+- ``weights``: Ψ's weights, converted from the installed dlib model at first use into the cache
 
 See docs/identity.md.
 """
