@@ -8,7 +8,6 @@ import logging
 import re
 import signal
 import sys
-import uuid
 from dataclasses import asdict
 from pathlib import Path
 
@@ -56,7 +55,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=None,
         metavar="N",
-        help="worker processes (default: one per 2 CPUs of this machine or the Ray cluster)",
+        help="worker processes (default: one per CPU of this machine or the Ray cluster, "
+        "fewer if its memory cannot hold ~1 GB each)",
     )
     g.add_argument(
         "--threads",
@@ -143,7 +143,7 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 def batch_main(argv: list[str]) -> int:
     from streamanon.batch.journal import Journal, fingerprint
-    from streamanon.batch.local import LocalBackend, cpu_count
+    from streamanon.batch.local import LocalBackend, cpu_count, default_workers
     from streamanon.batch.plan import discover
     from streamanon.batch.progress import format_table
     from streamanon.batch.runner import WorkerSetupError, run_batch, summary_rows
@@ -184,7 +184,6 @@ def batch_main(argv: list[str]) -> int:
                 f"it ({len(foreign)} such file(s); use --overwrite to replace them)"
             )
     config = WorkerConfig(opts, encode, log_level=logging.WARNING if not args.verbose else level)
-    config.env["STREAMANON_BATCH_RUN"] = uuid.uuid4().hex
     chunk_seconds = args.chunk_seconds
     if args.ray is not None:
         from streamanon.anonymize.registry import get_spec
@@ -199,7 +198,7 @@ def batch_main(argv: list[str]) -> int:
         where = backend.describe()
     else:
         cpus = cpu_count()
-        workers = args.workers or max(1, cpus // 2)
+        workers = args.workers or default_workers(cpus)
         config.threads = args.threads or max(1, cpus // workers)
         backend = LocalBackend(config, workers)
         where = f"local: {workers} worker(s) x {config.threads} thread(s)"

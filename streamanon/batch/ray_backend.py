@@ -95,7 +95,7 @@ class RayBackend:
         cpus = max(1, int(res.get("CPU", 1)))
         self.cluster_gpus = float(res.get("GPU", 0))
         if threads is None:
-            threads = max(1, cpus // workers) if workers else min(2, cpus)
+            threads = max(1, cpus // workers) if workers else 1  # as local: 1 CPU each
         self.threads = threads
         self.slots = workers or max(1, cpus // threads)
         # A method with a neural network per face (the torch extra: swap, ida) gets one GPU

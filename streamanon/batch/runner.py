@@ -143,9 +143,11 @@ def run_batch(
             res.failed.append(line)
             bar.file_done(item, ok=False)
         else:
+            rss = [r.get("peak_rss_mb") or 0 for r in st.results.values()]
             line = journal.record(
                 item, "done", fp, output=item.rel, attempts=st.attempts,
-                retried_after=st.retry_reasons or None, report=report,
+                retried_after=st.retry_reasons or None, worker_peak_rss_mb=max(rss, default=None),
+                report=report,
             )  # fmt: skip
             res.done.append(line)
             res.frames += int(report.get("frames", 0))

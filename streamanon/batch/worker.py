@@ -15,6 +15,7 @@ import logging
 import os
 import threading
 import time
+import uuid
 from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field
@@ -55,6 +56,9 @@ class WorkerConfig:
     threads: int = 1
     log_level: int = logging.WARNING
     env: dict[str, str] = field(default_factory=dict)
+    # Identifies one batch run: a Ray worker receives a fresh copy of the config with every
+    # task and must still set itself up only once.
+    key: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 _state: dict[str, Any] = {}
@@ -62,7 +66,7 @@ _state: dict[str, Any] = {}
 
 def setup(config: WorkerConfig) -> None:
     """Once per process: thread budget, logging, models. Safe to call again (no-op)."""
-    if _state.get("config") is config:
+    if _state.get("key") == config.key:
         return
     n = str(max(1, config.threads))
     # Set before the numeric libraries start their pools (they read these once).
@@ -87,7 +91,7 @@ def setup(config: WorkerConfig) -> None:
         import torch
 
         torch.set_num_threads(max(1, config.threads))
-    _state.update(config=config, options=opts, encode=enc)
+    _state.update(key=config.key, options=opts, encode=enc)
 
 
 def _share_detectors() -> None:
@@ -171,7 +175,20 @@ def run_task(
             "error": f"{type(exc).__name__}: {exc}",
             "seconds": time.perf_counter() - t0,
         }
-    return {"ok": True, "report": asdict(report), "seconds": time.perf_counter() - t0}
+    return {
+        "ok": True,
+        "report": asdict(report),
+        "seconds": time.perf_counter() - t0,
+        "peak_rss_mb": _peak_rss_mb(),  # for sizing workers to memory (docs/batch.md)
+    }
+
+
+def _peak_rss_mb() -> float | None:
+    try:
+        import resource
+    except ImportError:  # not on Unix
+        return None
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # KiB on Linux
 
 
 def _frame_counter(progress: Progress | None):
