@@ -326,4 +326,4 @@ def test_swap_privacy_holds_over_a_talking_head_as_the_pose_changes(tmp_path: Pa
     assert r["utility"]["detection_rate"] >= 0.97
     assert video["flicker_face"] <= 1.3
     checks = sum(t["checks"] for t in report.extra["swap"]["tracks"].values())
-    assert checks >= report.frames // 30  # re-verified along the track, not only at birth
+    assert checks >= report.frames // 15  # re-verified along the track, not only at birth

@@ -78,6 +78,7 @@ class BankAttributes:
     values: np.ndarray  # (n, len(FIELDS))
     digest: str  # of the bank the values were measured on
     excluded: np.ndarray | None = None  # (n,) bool: reviewed eyewear / headwear faces
+    children: np.ndarray | None = None  # (n,) bool: reviewed children
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, FIELDS.index(name)]
@@ -105,8 +106,8 @@ def save_attributes(attrs: BankAttributes, path) -> None:
     os.replace(tmp, path)
 
 
-def reviewed_exclusions(bank) -> np.ndarray:
-    """(n,) bool: bank faces listed in ``engines/bank_review.json`` (eyewear, headwear)."""
+def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:
+    """(n,) bool: bank faces listed under any of ``keys`` in ``engines/bank_review.json``."""
     import json
 
     from streamanon.paths import find_engine
@@ -117,11 +118,16 @@ def reviewed_exclusions(bank) -> np.ndarray:
         return out
     try:
         review = json.loads(path.read_text())
-        names = {n for key in ("eyewear", "sunglasses", "headwear") for n in review.get(key, [])}
+        names = {n for key in keys for n in review.get(key, [])}
     except (OSError, ValueError, AttributeError):
         log.warning("cannot read %s; no reviewed exclusions", path)
         return out
     return np.isin(np.asarray(bank.sources).astype(str), sorted(names))
+
+
+def reviewed_exclusions(bank) -> np.ndarray:
+    """(n,) bool: reviewed eyewear, sunglasses and headwear (never appearance delegates)."""
+    return reviewed(bank, ("eyewear", "sunglasses", "headwear"))
 
 
 def bank_attributes(bank) -> BankAttributes:
@@ -130,18 +136,22 @@ def bank_attributes(bank) -> BankAttributes:
 
     path = find_engine(SIDECAR)
     digest = bank_digest(bank)
-    excluded = reviewed_exclusions(bank)
+    excluded, children = reviewed_exclusions(bank), reviewed(bank, ("children",))
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
-                    return BankAttributes(z["values"].astype(np.float32), digest, excluded)
+                    values = z["values"].astype(np.float32)
+                    return BankAttributes(values, digest, excluded, children)
         except (OSError, KeyError, ValueError):
             pass
     log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
     attrs = measure_bank(bank)
-    attrs.excluded = excluded
+    attrs.excluded, attrs.children = excluded, children
     return attrs
+
+
+CHILD_SHARE = 0.6  # a person whose 10 nearest bank faces are this share children is a child
 
 
 def compatible(
@@ -149,8 +159,10 @@ def compatible(
 ) -> np.ndarray | None:
     """Bool mask over the bank of appearance delegates fit for ``person`` (None: no filter).
 
-    Hard rules first (reviewed eyewear/headwear, occluded forehead, beard on a beardless
-    face; the last two are dropped if fewer than ``k`` faces remain). Then, when ``distances``
+    Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
+    adult, the person's age band read from the share of children among the 10 nearest bank
+    faces in Ψ's space; occluded forehead and beard on a beardless face, these last two
+    dropped if fewer than ``k`` faces remain). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
     for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
@@ -163,6 +175,12 @@ def compatible(
         ok = np.isfinite(attrs.values).all(1)
         if attrs.excluded is not None:
             ok &= ~attrs.excluded
+        if attrs.children is not None and distances is not None and attrs.children.any():
+            near = np.argsort(np.asarray(distances), kind="stable")[:10]
+            child = attrs.children[near].mean() >= CHILD_SHARE
+            age_ok = attrs.children == child
+            if (ok & age_ok).sum() >= k:
+                ok &= age_ok
         rules = [
             col("forehead_skin") >= FOREHEAD_MIN,
             (col("lower_skin") >= BEARD) | (p["lower_skin"] < BEARD),
