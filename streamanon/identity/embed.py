@@ -7,7 +7,6 @@ frame first. ``reid_embeddings`` is the tracker's re-identification hook (ONNX R
 from __future__ import annotations
 
 import io
-import threading
 import warnings
 from pathlib import Path
 
@@ -133,17 +132,11 @@ class OnnxEmbedder:
         return out
 
 
-_ort: OnnxEmbedder | None = None
-_ort_lock = threading.Lock()
-
-
 def onnx_embedder() -> OnnxEmbedder:
     """The process-wide ONNX Runtime embedder (created on first use, ~1 s)."""
-    global _ort
-    with _ort_lock:
-        if _ort is None:
-            _ort = OnnxEmbedder()
-        return _ort
+    from streamanon import models
+
+    return models.cached("psi/onnx", OnnxEmbedder)
 
 
 def reid_embeddings(image_bgr: np.ndarray, detections: Detections | np.ndarray) -> np.ndarray:
