@@ -28,6 +28,10 @@ RUN if [ "$VARIANT" = "gpu" ]; then \
         pip install "torch==2.13.0" --index-url https://download.pytorch.org/whl/cpu || pip install "torch==2.13.0"; \
         pip install -e ".[torch]" ; \
     fi
+# Ψ's torch weights are converted from the installed dlib model at first use; do it once at
+# build time into a cache every user of the image can read.
+ENV STREAMANON_CACHE=/opt/streamanon/cache
+RUN python -m streamanon.identity.convert
 
 ENTRYPOINT ["streamanon"]
 CMD ["--help"]
