@@ -4,7 +4,7 @@ The installed ``dlib_face_recognition_resnet_model_v1.dat`` is converted by the 
 converter (`identity.convert`) into the model cache (`streamanon.models.cache_dir`), named by
 the ``.dat``'s sha256 so a different dlib model gets its own file, and written atomically
 (temporary file + rename: concurrent first uses never see half a file). When the cache cannot
-be written the weights are converted in memory (~1 s) instead.
+be written the weights are converted in memory instead (~0.2 s on a 2-core CPU).
 """
 
 from __future__ import annotations
