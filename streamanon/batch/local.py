@@ -119,7 +119,11 @@ class LocalBackend:
             idle = [pid for pid, t in self._busy.items() if t is None]
         pid = idle[0]
         self._busy[pid] = task
-        self._procs[pid][1].send(task)
+        try:
+            self._procs[pid][1].send(task)
+        except (BrokenPipeError, OSError) as exc:
+            # It died while idle; its sentinel reports the task as lost, and it is retried.
+            log.debug("worker %d gone before it got %s: %s", pid, task.id, exc)
 
     def events(self, timeout: float) -> list[Event]:
         out: list[Event] = []

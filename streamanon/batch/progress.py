@@ -41,7 +41,7 @@ class BatchProgress:
 
     def _spf(self, task: Task) -> float:
         """Seconds of video per frame of the task's file (for video hours per hour)."""
-        item: Item | None = self.items.get(task.id.split("#", 1)[0])
+        item: Item | None = self.items.get(task.file or task.id)
         if item is None or not item.frames:
             return 0.0
         return item.duration_s / item.frames

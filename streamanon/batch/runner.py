@@ -105,7 +105,7 @@ def run_batch(
             for spec in specs:
                 task = Task(
                     f"{item.rel}#{spec.index}", str(item.src), str(chunk_path(st.chunk_dir, spec)),
-                    "video", spec, str(dst),
+                    "video", spec, str(dst), item.rel,
                 )  # fmt: skip
                 st.tasks.append(task)
                 reused = _reuse_chunk(Path(task.dst))
@@ -114,7 +114,7 @@ def run_batch(
                 else:
                     queue.append(task)
         else:
-            task = Task(item.rel, str(item.src), str(dst), item.kind)
+            task = Task(item.rel, str(item.src), str(dst), item.kind, file=item.rel)
             st.tasks.append(task)
             queue.append(task)
         states[item.rel] = st
@@ -125,7 +125,7 @@ def run_batch(
 
     def file_of(task: Task) -> FileState | None:
         """The file a task belongs to; None once that file is finished (journaled)."""
-        return states.get(task.id.split("#", 1)[0])
+        return states.get(task.file or task.id)
 
     def finish(st: FileState) -> None:
         """Every task of the file has a result: join, journal, clean up."""

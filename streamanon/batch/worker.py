@@ -47,6 +47,7 @@ class Task:
     kind: str  # "video" | "image"
     chunk: ChunkSpec | None = None
     final_dst: str | None = None  # for a chunk: the joined file it becomes part of
+    file: str = ""  # the file's relative path (the journal's key); "" = same as id
 
 
 @dataclass
