@@ -205,7 +205,7 @@ def batch_main(argv: list[str]) -> int:
     if not args.quiet:
         n_done = sum(1 for i in plan.items if journal.is_done(i, fp, out_dir))
         print(
-            f"streamanon batch: {len(plan.items)} file(s) ({plan.total_seconds / 3600:.2f} h of "
+            f"streamanon batch: {len(plan.items)} file(s) ({_hours(plan.total_seconds)} of "
             f"video), {n_done} done earlier, {len(plan.skipped)} not media; {where}",
             file=sys.stderr,
         )
@@ -277,6 +277,10 @@ def batch_main(argv: list[str]) -> int:
         return 130
     log.debug("journal: %s", journal.path)
     return 1 if res.failed else 0
+
+
+def _hours(seconds: float) -> str:
+    return f"{seconds / 3600:.2f} h" if seconds >= 3600 else f"{seconds / 60:.1f} min"
 
 
 def _raise_interrupt(signum, frame) -> None:

@@ -155,6 +155,10 @@ def run_batch(
             bar.file_done(item, ok=True)
         if st.chunk_dir is not None:
             shutil.rmtree(st.chunk_dir, ignore_errors=True)
+            try:
+                st.chunk_dir.parent.rmdir()  # the last long file of the batch: leave no trace
+            except OSError:
+                pass
         del states[item.rel]
 
     # Files whose chunks were all finished by an interrupted earlier run only need the join.
