@@ -1,0 +1,323 @@
+"""Every face, every frame: small, turned, moving and rotated faces, judged by a reference that
+is not the detector under test (`streamanon.eval.coverage`: CenterFace at native resolution
+merged with dlib's MMOD CNN, 3x3 cells per face, no credit for half a face).
+
+The crowd clips are composed from the group photos of ../shared/data (tests/crowd.py); the
+coverage per clip and size bin is gated against tests/data/coverage_baseline.json, so a change
+that lowers coverage fails (set STREAMANON_UPDATE_BASELINE=1 to write new numbers after an
+improvement, and commit them).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from fractions import Fraction
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamanon.detect.multiscale import tile_grid
+from streamanon.eval import coverage as C
+from tests import crowd
+from tests.conftest import REPO, needs_ffmpeg, needs_shared
+
+BASELINE = REPO / "tests" / "data" / "coverage_baseline.json"
+UPDATE = os.environ.get("STREAMANON_UPDATE_BASELINE", "") not in ("", "0")
+
+
+# -- pure pieces --------------------------------------------------------------------------
+
+
+def test_tile_grid_covers_the_image_with_the_overlap_asked_for() -> None:
+    for w, h, tile, ov in [(1920, 1080, 1056, 94), (3840, 2160, 1056, 94), (640, 360, 700, 40)]:
+        grid = tile_grid(w, h, tile, ov)
+        cover = np.zeros((h, w), np.int32)
+        for x1, y1, x2, y2 in grid:
+            assert 0 <= x1 < x2 <= w and 0 <= y1 < y2 <= h
+            assert x2 - x1 <= tile + 1 and y2 - y1 <= tile + 1
+            cover[y1:y2, x1:x2] += 1
+        assert cover.min() >= 1
+        # Any ov x ov square lies whole inside some tile.
+        for x in range(0, w - ov, max(ov // 3, 1)):
+            for y in (0, h // 2 - ov // 2, h - ov):
+                assert any(
+                    x1 <= x and x + ov <= x2 and y1 <= y and y + ov <= y2 for x1, y1, x2, y2 in grid
+                )
+
+
+def test_is_covered_needs_the_centre_column_and_six_cells() -> None:
+    assert C.is_covered(np.ones((3, 3), bool))
+    cells = np.ones((3, 3), bool)
+    cells[2, 1] = False  # the mouth left visible
+    assert not C.is_covered(cells)
+    cells = np.ones((3, 3), bool)
+    cells[:, 0] = False  # six cells, centre column whole
+    assert C.is_covered(cells)
+    cells[0, 2] = False  # five
+    assert not C.is_covered(cells)
+
+
+def test_merge_references_keeps_one_box_per_face() -> None:
+    a = np.array([[10, 10, 50, 60]], np.float32)
+    b = np.array([[14, 20, 46, 52], [100, 100, 140, 150]], np.float32)  # same face, a new one
+    m = C.merge_references(a, b)
+    assert len(m) == 2 and np.allclose(m[0], a[0]) and np.allclose(m[1], b[1])
+
+
+@pytest.fixture(scope="module")
+def face_photo() -> tuple[np.ndarray, np.ndarray]:
+    img = cv2.imread(str(needs_shared("faces", "identities", "fr_obama", "obama.jpg")))
+    boxes = C.reference_detector(None)(img)
+    assert len(boxes) == 1
+    return img, boxes[0]
+
+
+def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
+    return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 1)
+
+
+def test_judge_on_a_real_face(face_photo) -> None:
+    """Re-encoding is not covering; a head blur or box is; half a face is not."""
+    img, box = face_photo
+    x1, y1, x2, y2 = np.round(box).astype(int)
+    h = y2 - y1
+    assert not C.is_covered(C.changed_cells(img, _jpeg(img, 60), box))
+    blurred = img.copy()
+    roi = blurred[max(y1 - h // 4, 0) : y2 + h // 8, max(x1 - h // 8, 0) : x2 + h // 8]
+    roi[...] = cv2.resize(cv2.resize(roi, (6, 8), interpolation=cv2.INTER_AREA), roi.shape[1::-1])
+    assert C.is_covered(C.changed_cells(img, _jpeg(blurred, 80), box))
+    solid = img.copy()
+    solid[y1:y2, x1:x2] = 0
+    assert C.is_covered(C.changed_cells(img, solid, box))
+    top = img.copy()
+    top[y1 : y1 + h // 2, x1:x2] = 0  # eyes hidden, nose tip and mouth shown
+    assert not C.is_covered(C.changed_cells(img, top, box))
+    side = img.copy()  # a box that sits beside the face (the profile miss of the issue)
+    side[y1:y2, max(x1 - (x2 - x1) // 2, 0) : x1 + (x2 - x1) // 3] = 0
+    assert not C.is_covered(C.changed_cells(img, side, box))
+
+
+# -- rotation ------------------------------------------------------------------------------
+
+
+def _player_frames(path: Path, indices: list[int]) -> dict[int, np.ndarray]:
+    """Frames as a player shows them: ffmpeg applies the display rotation (autorotate)."""
+    ffmpeg = needs_ffmpeg()
+    raw = subprocess.run(
+        [ffmpeg, "-v", "error", "-i", str(path), "-f", "rawvideo", "-pix_fmt", "bgr24", "-"],
+        capture_output=True,
+        check=True,
+    ).stdout
+    import av
+
+    with av.open(str(path)) as c:
+        vf = next(c.decode(video=0))
+        w, h = vf.width, vf.height
+        if int(round((vf.rotation or 0) / 90)) % 2:
+            w, h = h, w
+    frames = np.frombuffer(raw, np.uint8).reshape(-1, h, w, 3)
+    return {i: frames[i] for i in indices if i < len(frames)}
+
+
+@pytest.fixture(scope="module")
+def sideways_clip(tmp_path_factory) -> tuple[Path, list[np.ndarray]]:
+    """The Hamilton clip's first 40 frames stored sideways under a 90 degree display
+    rotation, as a phone records (a player shows it upright)."""
+    from streamanon.io.video import VideoReader
+
+    src = needs_shared("videos", "face_recognition_short_hamilton_clip.mp4")
+    with VideoReader(src, audio=False) as r:
+        upright = [f.image for _, f in zip(range(40), r, strict=False)]
+    path = tmp_path_factory.mktemp("rot") / "phone.mp4"
+    return crowd.write_clip(path, upright, rotation=90), upright
+
+
+ROT_SAMPLES = [0, 13, 26, 39]
+_ROT_REFS: dict[int, np.ndarray] = {}
+
+
+def _sideways_refs(upright: list[np.ndarray]) -> dict[int, np.ndarray]:
+    """Reference faces of the sampled frames as shown (computed once for every method)."""
+    if not _ROT_REFS:
+        ref = _reference(1)
+        _ROT_REFS.update({i: ref(upright[i]) for i in ROT_SAMPLES})
+    return _ROT_REFS
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("method", ["blur", "pixelate", "solid", "mask", "swap"])
+def test_rotated_phone_clip_leaves_no_face(sideways_clip, tmp_path: Path, method: str) -> None:
+    from streamanon.cli import main
+
+    if method == "swap":
+        pytest.importorskip("torch")
+    path, upright = sideways_clip
+    out = tmp_path / f"out_{method}.mp4"
+    assert main([str(path), "-o", str(out), "-m", method, "-q"]) == 0
+    shown = _player_frames(out, ROT_SAMPLES)
+    assert shown[0].shape == upright[0].shape  # the player shows it upright, as the input
+    faces = []
+    for i in ROT_SAMPLES:
+        faces += C.judge_frame(upright[i], shown[i], _sideways_refs(upright)[i], i)
+    assert len(faces) >= 5
+    if method == "swap":
+        # A realistic face is meant to keep the contour and the open mouth, so the pixel
+        # judge does not apply: the person must not be recognised (dlib, the issue's 0.6).
+        from streamanon.eval.recognizers import DlibRecognizer
+
+        rec = DlibRecognizer()
+        for f in faces:
+            b = np.array([f.box])
+            d = np.linalg.norm(rec.embed(upright[f.frame], b) - rec.embed(shown[f.frame], b))
+            f.covered = f.covered or d >= 0.6
+    left = [f for f in faces if not f.covered]
+    assert not left, f"{method}: {len(left)} of {len(faces)} faces left on the rotated clip"
+
+
+def test_sideways_faces_are_missed_unless_turned(sideways_clip) -> None:
+    """Why rotation must come first: on the stored (sideways) picture the detector finds far
+    fewer faces than on the picture as shown."""
+    from streamanon.detect import make_detector
+
+    _, upright = sideways_clip
+    det = make_detector("centerface", landmarks=False)
+    shown = sum(int((det(f).score >= 0.5).sum()) for f in upright[::10])
+    stored = sum(
+        int((det(cv2.rotate(f, cv2.ROTATE_90_CLOCKWISE)).score >= 0.5).sum()) for f in upright[::10]
+    )
+    assert shown >= 6 and stored <= shown // 2, (shown, stored)
+
+
+def test_exif_rotated_photo_is_anonymized_upright(tmp_path: Path) -> None:
+    """A phone photo stored sideways with EXIF orientation 6: faces found and covered as shown."""
+    import struct
+
+    from streamanon.cli import main
+
+    img = cv2.imread(str(needs_shared("groups", "misc", "face_recognition_two_people.jpg")))
+    stored = cv2.rotate(img, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    jpg = cv2.imencode(".jpg", stored, [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+    tiff = b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 0x0112, 3, 1, 6, 0)
+    exif = b"Exif\x00\x00" + tiff + struct.pack("<I", 0)
+    src = tmp_path / "phone.jpg"
+    src.write_bytes(jpg[:2] + b"\xff\xe1" + struct.pack(">H", len(exif) + 2) + exif + jpg[2:])
+    out = tmp_path / "out.jpg"
+    assert main([str(src), "-o", str(out), "-q"]) == 0
+    res = cv2.imread(str(out))
+    assert res.shape == img.shape
+    faces = C.judge_frame(img, res, _reference(None)(img))
+    assert len(faces) == 2 and all(f.covered for f in faces)
+
+
+# -- crowds --------------------------------------------------------------------------------
+
+_REFS: dict = {}
+
+
+def _reference(mmod_upsample):
+    if mmod_upsample not in _REFS:
+        _REFS[mmod_upsample] = C.reference_detector(mmod_upsample)
+    return _REFS[mmod_upsample]
+
+
+# clip name -> (frames to make or read, sampled frame indices, MMOD upsampling or None)
+CLIPS = {
+    # Dense crowds of 20-60 px faces, panned and mirrored. MMOD cannot see faces this small
+    # (it finds none under ~80 px without upsampling, and upsampling 1080p/4K costs minutes
+    # per frame here), so the reference is CenterFace at native resolution.
+    "crowd1080": (20, [0, 5, 10, 15, 19], None),
+    "crowd4k": (10, [0, 3, 6, 9], None),
+    # Real footage: stage lighting, faces turned away, profiles; MMOD joins the reference.
+    "hamilton": (None, [0, 60, 120, 180, 240], 1),
+    "classroom": (None, [0, 15, 30, 44], 1),
+}
+
+
+def _clip_frames(name: str, n: int | None) -> list[np.ndarray]:
+    from streamanon.io.video import VideoReader
+
+    if name.startswith("crowd"):
+        return crowd.crowd_frames(needs_shared(), name, n)
+    file = {
+        "hamilton": "face_recognition_short_hamilton_clip.mp4",
+        "classroom": "intel_sample_videos_classroom.mp4",
+    }[name]
+    with VideoReader(needs_shared("videos", file), audio=False) as r:
+        return [f.image for f in r]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(CLIPS))
+def test_crowd_coverage_does_not_regress(name: str, tmp_path: Path) -> None:
+    from streamanon.anonymizer import Anonymizer
+    from streamanon.types import Frame
+
+    n, idx, mmod = CLIPS[name]
+    frames = _clip_frames(name, n)
+    anon = Anonymizer(method="blur")  # the defaults a user gets
+    outs = {}
+    for i, im in enumerate(frames):
+        f = anon.apply(anon.track(Frame(im.copy(), i, i * 40, Fraction(1, 1000))))
+        if i in idx:
+            outs[i] = f.image
+    ref = _reference(mmod)
+    rep = C.CoverageReport()
+    for i in idx:
+        rep.faces += C.judge_frame(frames[i], outs[i], ref(frames[i]), i)
+    got = rep.as_dict()
+    sheet = C.uncovered_sheet({i: frames[i] for i in idx}, outs, rep.uncovered())
+    if sheet is not None:
+        cv2.imwrite(str(tmp_path / f"uncovered_{name}.png"), sheet)
+    print(name, json.dumps(got["bins"]), "sheet:", tmp_path)
+
+    base = json.loads(BASELINE.read_text()) if BASELINE.is_file() else {}
+    if UPDATE:
+        base[name] = got["bins"]
+        BASELINE.write_text(json.dumps(base, indent=1, sort_keys=True) + "\n")
+        return
+    assert name in base, f"no baseline for {name}: run with STREAMANON_UPDATE_BASELINE=1"
+    for b, want in base[name].items():
+        have = got["bins"][b]
+        # The reference may differ by a face or two across CPUs (floating point at the score
+        # cut); one more face of slack, anything beyond is a regression.
+        lost = max(0, want["faces"] - have["faces"])
+        assert abs(have["faces"] - want["faces"]) <= max(2, want["faces"] // 100), (name, b)
+        assert have["covered"] >= want["covered"] - 1 - lost, f"{name} {b}: {have} < {want}"
+
+
+# -- 4K memory -----------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_4k_memory_stays_near_1080p(tmp_path: Path) -> None:
+    """Tiles, not a native-resolution pass: 4K costs a few hundred MB more than 1080p."""
+    rss = {}
+    for name, n in (("crowd1080", 6), ("crowd4k", 6)):
+        clip = crowd.write_clip(
+            tmp_path / f"{name}.mp4", crowd.crowd_frames(needs_shared(), name, n)
+        )
+        # VmHWM (peak resident set of this process image); ru_maxrss survives exec on Linux
+        # and would report pytest's own peak.
+        code = (
+            "import sys\n"
+            "from streamanon.cli import main\n"
+            "rc = main(sys.argv[1:])\n"
+            "hwm = [l for l in open('/proc/self/status') if l.startswith('VmHWM')][0]\n"
+            "print('MAXRSS', hwm.split()[1])\n"
+            "sys.exit(rc)\n"
+        )
+        out = tmp_path / f"{name}_out.mp4"
+        p = subprocess.run(
+            [sys.executable, "-c", code, str(clip), "-o", str(out), "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        rss[name] = int(p.stdout.split("MAXRSS")[1].split()[0]) / 1024  # MB
+    print("peak RSS MB", rss)
+    assert rss["crowd4k"] - rss["crowd1080"] < 600, rss
