@@ -8,6 +8,8 @@ has). ``landmarks=True`` adds dlib's 68 points (non-commercial training data, se
 Detectors return every face scoring at least ``low_thresh`` (0.1), not only those above
 ``thresh``: the tracker keeps low-score faces that continue a track (ByteTrack's second
 stage). ``thresh`` is stored on the detector for callers that do their own filtering.
+With ``min_face`` (the default through `Options`), ``centerface`` becomes the multi-scale
+detector of `streamanon.detect.multiscale` (base pass + high-resolution tiles + refresh).
 """
 
 from __future__ import annotations
@@ -26,8 +28,8 @@ DETECTORS = ("centerface", "dlib_hog", "dlib_mmod", "scrfd")
 
 
 class _Named:
-    """Any backend with `thresh` / `low_thresh` attached (the pipeline reads them back) and
-    its output cut at `low_thresh` the same way for every backend."""
+    """Any backend with its output cut at `low_thresh` the same way for every backend;
+    `thresh` is kept for callers that filter the detector's output themselves."""
 
     def __init__(self, inner: Detector, thresh: float, low_thresh: float) -> None:
         self.inner, self.thresh, self.low_thresh = inner, thresh, low_thresh

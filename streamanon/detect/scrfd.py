@@ -12,7 +12,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamanon.detect.base import check_image, clip_detections, nms, resize_scale
+from streamanon.detect.base import check_image, clip_detections, nms, onnx_session, resize_scale
 from streamanon.errors import InputError, ModelMissingError
 from streamanon.types import Detections
 
@@ -74,20 +74,13 @@ class SCRFD:
         nms_iou: float = 0.4,
         threads: int | None = None,
     ) -> None:
-        import onnxruntime as ort
 
         path = resolve_model(model_path)
         if not 0.0 < low_thresh <= 1.0:
             raise InputError(f"low_thresh must be in (0, 1], got {low_thresh}")
         resize_scale((1, 1), input_size)
         self.input_size, self.low_thresh, self.nms_iou = input_size, low_thresh, nms_iou
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads is not None:
-            opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(
-            str(path), sess_options=opts, providers=["CPUExecutionProvider"]
-        )
+        self.session = onnx_session(str(path), "SCRFD", threads)
         self._input = self.session.get_inputs()[0].name
         if len(self.session.get_outputs()) != 9:
             raise InputError(f"{path} is not an SCRFD model with keypoints (expected 9 outputs)")

@@ -458,7 +458,7 @@ def _scale(text: str | None) -> tuple[int, int] | None:
 
 
 def bench_main(argv: list[str]) -> int:
-    from streamanon.anonymizer import CLASSIC_METHODS
+    from streamanon.anonymize.classic import METHODS as CLASSIC_METHODS
 
     p = argparse.ArgumentParser(
         prog="streamanon bench",

@@ -47,7 +47,7 @@ _LM_RESET = 0.35
 
 @dataclass(eq=False)
 class Track:
-    """One tracked face. ``cache`` belongs to later stages (delegates, identity features)."""
+    """One tracked face (per-track state of later stages lives with them, keyed by ``id``)."""
 
     id: int
     box: np.ndarray  # xyxy: filtered at a hit, predicted (and grown) while coasting
@@ -56,7 +56,6 @@ class Track:
     first_t: float
     last_hit_t: float
     landmarks68: np.ndarray | None = None  # smoothed (68, 2), or None
-    cache: dict = field(default_factory=dict)
     coasting: bool = False
     embedding: np.ndarray | None = None  # set only when the tracker has a reid function
     # Internal filter state.
