@@ -87,8 +87,8 @@ def journal_lines(out_dir: Path) -> list[dict]:
     return [json.loads(x) for x in (out_dir / JOURNAL_NAME).read_text().splitlines() if x]
 
 
-# The test cluster listens on this machine only; Ray's token authentication (on by default
-# since Ray 2.5x) is turned off for it and for the drivers that join it.
+# The test cluster is the test's own (started and stopped by it, joined at 127.0.0.1); Ray's
+# token authentication (on by default in Ray 2.60) is turned off for it and its drivers.
 RAY_ENV = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
 
 
