@@ -283,6 +283,15 @@ def test_plan_chunks_cut_at_keyframes(tmp_path):
     assert plan_chunks(clip, 5.0, 1.0)[0].end is None  # not 1.5 chunks long: one piece
 
 
+def test_only_encoders_quicktime_holds_are_chunked():
+    from streamanon.batch.chunks import chunkable
+    from streamanon.run import EncodeOptions
+
+    assert chunkable(".mp4", EncodeOptions()) and chunkable(".mkv", EncodeOptions())
+    assert not chunkable(".webm", EncodeOptions())  # VP9
+    assert not chunkable(".mp4", EncodeOptions(keep_codec=True))
+
+
 class _FlakyBackend:
     """Runs nothing: every task of ``dies`` loses its worker, every other task succeeds."""
 

@@ -5,13 +5,14 @@ begin decoding there without the frames before it. Before ``start`` the worker d
 earlier keyframe and runs detection and tracking (not the face method, not the encoder) over
 the ``overlap`` seconds before the cut, so a face already in view at the cut, or one the
 detector misses on the first frames of the chunk, is covered from the chunk's first frame
-exactly as in an uncut run.
+as in an uncut run (the tracker has seen the same last seconds).
 
-Chunks are encoded into QuickTime files (they keep the encoder's time base, pts and dts exactly
-and take any codec the final containers here take; NUT and Matroska drop the dts of reordered
-frames, which the join needs), then `join_chunks` stream-copies their video packets, in order, together with the
-input's untouched audio packets into the final container: no second encode, same frame count,
-same pts, same duration as the input.
+Chunks are encoded into QuickTime files (they keep the encoder's time base, pts and dts
+exactly; NUT and Matroska drop the dts of reordered frames, which the join needs), then
+`join_chunks` stream-copies their video packets, in order, together with the input's untouched
+audio packets into the final container: no second encode, same frame count, same pts, same
+duration as the input. Outputs whose encoder QuickTime cannot hold (VP9 for .webm, GIF) and
+``--keep-codec`` runs are not chunked: those files run whole.
 """
 
 from __future__ import annotations
@@ -38,6 +39,18 @@ from streamanon.types import Frame
 log = logging.getLogger(__name__)
 
 CHUNK_EXT = ".mov"
+
+
+# Encoders whose packets QuickTime holds and every output container here takes back.
+CHUNK_CODECS = {"libx264", "h264", "libx265", "hevc", "mpeg4"}
+
+
+def chunkable(final_suffix: str, encode: EncodeOptions) -> bool:
+    """Whether a video written as ``final_suffix`` with ``encode`` can be done in chunks."""
+    if encode.keep_codec:
+        return False  # the encoder depends on each input's codec: keep it simple, run whole
+    codec = encode.codec or _DEFAULT_CODEC.get(final_suffix.lower(), "libx264")
+    return codec in CHUNK_CODECS
 
 
 def keyframe_at_or_before(container: av.container.InputContainer, pts: int) -> int | None:
@@ -285,4 +298,4 @@ def _audio_packets(container, streams) -> Iterator[tuple[float, int, av.Packet]]
             yield (float(p.dts * p.time_base), 1, p)
 
 
-__all__ = ["ChunkSpec", "anonymize_chunk", "chunk_path", "join_chunks", "plan_chunks"]
+__all__ = ["ChunkSpec", "anonymize_chunk", "chunk_path", "chunkable", "join_chunks", "plan_chunks"]

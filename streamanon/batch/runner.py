@@ -74,7 +74,7 @@ def run_batch(
     quiet: bool = False,
 ) -> BatchResult:
     """Run ``plan`` to completion (or Ctrl-C); returns what happened to every file."""
-    from streamanon.batch.chunks import chunk_path, plan_chunks
+    from streamanon.batch.chunks import chunk_path, chunkable, plan_chunks
 
     res = BatchResult(skipped=list(plan.skipped))
     t0 = time.monotonic()
@@ -94,7 +94,12 @@ def run_batch(
         item = st.item
         dst = out_dir / item.rel
         specs = []
-        if item.kind == "video" and chunk_seconds > 0 and item.duration_s > 1.5 * chunk_seconds:
+        if (
+            item.kind == "video"
+            and chunk_seconds > 0
+            and item.duration_s > 1.5 * chunk_seconds
+            and chunkable(dst.suffix, encode)
+        ):
             try:
                 specs = plan_chunks(item.src, chunk_seconds, chunk_overlap)
             except Exception as exc:  # noqa: BLE001 - unreadable: the worker will say why
