@@ -18,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from fractions import Fraction
 from pathlib import Path
 
 import av
@@ -432,7 +433,7 @@ def test_chunked_video_is_whole_and_covered_at_every_cut(tmp_path):
     src = tmp_path / "src"
     src.mkdir()
     clip = src / "drive.mp4"
-    make_clip(needs_shared("videos", "liveportrait_driving_d10.mp4"), clip, 7.0, 256, gop=20)
+    make_clip(needs_shared("videos", "liveportrait_driving_d10.mp4"), clip, 7.0, 256, gop=25)
     out = tmp_path / "out"
     r = run_batch_cli(
         str(src), "-o", str(out), "--workers", "2", "--chunk-seconds", "2",
@@ -442,6 +443,11 @@ def test_chunked_video_is_whole_and_covered_at_every_cut(tmp_path):
     (line,) = journal_lines(out)
     specs = plan_chunks(clip, 2.0, 1.0)
     assert line["report"]["extra"]["chunks"] == len(specs) >= 3
+    # Keyframes every 25 frames at 30 fps: cuts off the millisecond grid (QuickTime's default
+    # edit-list clock), which once shifted every frame after a cut by up to 0.5 ms.
+    with av.open(str(clip)) as c:
+        tb = Fraction(c.streams.video[0].time_base)
+    assert any((s.start * tb * 1000).denominator != 1 for s in specs[1:])
     assert not (out / ".streamanon-chunks").exists() or not any(
         (out / ".streamanon-chunks").iterdir()
     )

@@ -154,6 +154,7 @@ def anonymize_chunk(
             writer = VideoWriter(
                 tmp, info, codec=codec, crf=enc.crf, preset=enc.preset, bit_rate=bit_rate,
                 codec_options=enc.codec_options, keep_metadata=enc.keep_metadata,
+                options=_exact_offsets(info.time_base),
             )  # fmt: skip
             try:
 
@@ -262,6 +263,13 @@ def join_chunks(
             c.close()
         original.close()
     return {"packets": frames, "chunks": len(chunks)}
+
+
+def _exact_offsets(tb: Fraction) -> dict[str, str]:
+    """QuickTime stores a chunk's start offset in an edit list counted in the *movie* time
+    scale (1/1000 s by default), which would move every frame of a chunk that does not start
+    on a whole millisecond; counting it in the stream's own time base keeps pts exact."""
+    return {"movie_timescale": str(Fraction(tb).denominator)}
 
 
 def _check_dts(packet: av.Packet, last: Fraction | None, dst: Path) -> Fraction | None:
