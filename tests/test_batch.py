@@ -257,6 +257,12 @@ def test_cli_bad_source_is_one_line(tmp_path):
     assert r.stderr.strip().count("\n") == 0 and "no such file or folder" in r.stderr
 
 
+def test_cli_refuses_to_write_into_the_source(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"x")
+    r = run_batch_cli(str(tmp_path), "-o", str(tmp_path), "-q", timeout=120)
+    assert r.returncode == 3 and "is the source folder" in r.stderr
+
+
 def test_ray_flag_takes_an_address_or_leaves_the_source(tmp_path):
     from streamanon.batch.cli import _parse
 

@@ -163,6 +163,8 @@ def batch_main(argv: list[str]) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create ({exc.strerror})") from None
+    if Path(args.src).resolve() == out_dir.resolve():
+        raise OutputError(f"{out_dir}: the output folder is the source folder")
     plan = discover(args.src, out_dir)
     if not plan.items:
         raise InputError(f"{args.src}: no videos or images found")
