@@ -449,6 +449,8 @@ def test_chunked_video_is_whole_and_covered_at_every_cut(tmp_path):
     (line,) = journal_lines(out)
     specs = plan_chunks(clip, 2.0, 1.0)
     assert line["report"]["extra"]["chunks"] == len(specs) >= 3
+    # Every chunk after the first tracked the overlap before its cut (1 s at 30 fps, at least).
+    assert line["report"]["extra"]["warmup_frames"] >= 30 * (len(specs) - 1)
     # Keyframes every 25 frames at 30 fps: cuts off the millisecond grid (QuickTime's default
     # edit-list clock), which once shifted every frame after a cut by up to 0.5 ms.
     with av.open(str(clip)) as c:
