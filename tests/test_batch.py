@@ -272,6 +272,11 @@ def test_ray_flag_takes_an_address_or_leaves_the_source(tmp_path):
     assert (a.src, a.ray) == ("src", "127.0.0.1:6379")
     a = _parse(["src", "--ray", "-o", "out", "--method", "pixelate"])
     assert (a.src, a.ray, a.method) == ("src", "local", "pixelate")
+    # Every option the main command's Options/EncodeOptions builders read is on this parser.
+    from streamanon.cli import _encode_options, _options
+
+    assert _options(a).method == "pixelate"
+    assert _encode_options(_parse(["src", "-o", "out", "--crf", "30"])).crf == 30
 
 
 def test_plan_chunks_cut_at_keyframes(tmp_path):
