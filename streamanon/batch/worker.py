@@ -2,8 +2,9 @@
 
 The same code runs in a local pool process and in a Ray worker. Per process, `setup` divides
 the machine's threads, imports everything and builds one `Anonymizer`, so models are loaded
-once (they stay in `streamanon.models`' per-process cache); each task then gets a fresh
-`Anonymizer` (a new tracker and method state: nothing about a person crosses files).
+once (the detector is shared by `_share_detectors`, the rest stays in `streamanon.models`'
+per-process cache); each task then gets a fresh `Anonymizer` (a new tracker and method state:
+nothing about a person crosses files).
 
 A task never raises for a bad input: it returns ``{"ok": False, "error": ...}``. Exceptions
 that escape are bugs or interrupts; a process that dies is seen by the driver, which retries.
@@ -70,7 +71,8 @@ def setup(config: WorkerConfig) -> None:
     if _state.get("key") == config.key:
         return
     n = str(max(1, config.threads))
-    # Set before the numeric libraries start their pools (they read these once).
+    # For pools started later (torch's OpenMP, BLAS in a method); ONNX Runtime, OpenCV, torch
+    # and x264 get the count directly below.
     for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ[var] = n
     os.environ.update(config.env)
