@@ -41,6 +41,7 @@ def measure(video: Path, method: str, stride: int, max_frames: int | None, work:
     seconds = time.perf_counter() - t0
     r = evaluate(make_pairs(video, dst, stride, max_frames), [DlibRecognizer()])
     (v,) = r["video"].values() if r["video"] else ({},)
+    tracks = rep.extra.get(method, {}).get("tracks", {})
     u = r["utility"]
     return {
         "video": video.name,
@@ -58,6 +59,8 @@ def measure(video: Path, method: str, stride: int, max_frames: int | None, work:
         "flicker_face": v.get("flicker_face"),
         "naturalness": r["naturalness"],
         "fallbacks": rep.extra.get(method, {}).get("fallbacks", {}),
+        "checks": sum(t.get("checks", 0) for t in tracks.values()),
+        "redraws": sum(t.get("redraws", 0) for t in tracks.values()),
     }
 
 

@@ -175,3 +175,23 @@ def test_swap_panel_does_not_regress_past_the_baseline() -> None:
     assert got["detected"] >= 0.97
     assert got["reid_0.6"] == 0.0 and got["reid_other_0.6"] == 0.0
     assert got["mouth_state_agreement"] >= 0.85
+
+
+def test_eval_writes_a_contact_sheet_and_a_blind_ab_sheet(tmp_path: Path) -> None:
+    from streamanon.anonymizer import Anonymizer
+    from streamanon.eval.cli import eval_main
+
+    img = cv2.imread(str(needs_shared("groups", "misc", "face_recognition_two_people.jpg")))
+    orig, a, b = tmp_path / "o.png", tmp_path / "blur.png", tmp_path / "pix.png"
+    cv2.imwrite(str(orig), img)
+    cv2.imwrite(str(a), Anonymizer(method="blur")(img))
+    cv2.imwrite(str(b), Anonymizer(method="pixelate")(img))
+    sheet, ab = tmp_path / "sheet.png", tmp_path / "ab.png"
+    argv = [str(orig), str(a), "--sheet", str(sheet), "--ab", str(b), "--ab-sheet", str(ab)]
+    assert eval_main([*argv, "--json", str(tmp_path / "r.json")]) == 0
+    s = cv2.imread(str(sheet))
+    assert s is not None and s.shape[1] > s.shape[0]  # two faces, original | anonymized
+    key = json.loads((tmp_path / "ab.png.json").read_text())["rows"]
+    assert len(key) == 2 and all({r["left"], r["right"]} == {str(a), str(b)} for r in key)
+    result = json.loads((tmp_path / "r.json").read_text())
+    assert result["naturalness"]["confidence"] == 0.0  # blurred faces are not found again
