@@ -44,6 +44,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--stride", type=int, default=1, help="videos: every N-th frame")
     p.add_argument("--max-frames", type=int, default=None, help="videos: at most this many frames")
     p.add_argument("--limit", type=int, default=None, help="folders: at most this many images")
+    p.add_argument(
+        "--coverage-mmod",
+        type=int,
+        default=None,
+        metavar="N",
+        help="coverage reference: add dlib's MMOD CNN upsampled N times (slow; default: "
+        "CenterFace at native resolution only)",
+    )
     p.add_argument("--json", metavar="OUT.json", help="write the full result here")
     p.add_argument("--markdown", metavar="OUT.md", help="write the tables here")
     p.add_argument("--plot", metavar="OUT.png", help="ReID/IDS vs threshold (needs matplotlib)")
@@ -108,7 +116,12 @@ def eval_main(argv: list[str]) -> int:
     recs = available_recognizers(
         args.recognizer, mean=args.norm_mean, std=args.norm_std, rgb=not args.bgr
     )
-    config = EvalConfig(detector=args.detector, thresh=args.thresh, input_size=args.scale or None)
+    config = EvalConfig(
+        detector=args.detector,
+        thresh=args.thresh,
+        input_size=args.scale or None,
+        coverage_mmod=args.coverage_mmod,
+    )
     pairs = make_pairs(args.original, args.anonymized, args.stride, args.max_frames, args.limit)
     ev = Evaluator(recs, labels, config)
     for pair in pairs:

@@ -39,6 +39,10 @@ class EvalConfig:
     input_size: int | None = 640  # detector input size; None = native
     iou: float = 0.3  # a face counts as found again at this IoU
     region_scale: float = 1.6  # face boxes grown by this much are excluded from "background"
+    # Coverage per face-size bin against the independent reference (eval/coverage.py):
+    # CenterFace at native resolution, plus dlib MMOD upsampled this many times (None: off).
+    coverage: bool = True
+    coverage_mmod: int | None = None
 
 
 @dataclass
@@ -117,11 +121,23 @@ class Evaluator:
         self.aligned: dict[tuple[str, int], list[tuple[np.ndarray, np.ndarray]]] = defaultdict(list)
         self.natural: list[dict[str, float]] = []
         self.sheet_rows: list[tuple[str, np.ndarray, np.ndarray]] = []
+        self._reference = None
+        self.coverage = None
+
+    def _cover(self, o: np.ndarray, a: np.ndarray, frame: int) -> None:
+        from streamanon.eval import coverage as C
+
+        if self._reference is None:
+            self._reference = C.reference_detector(self.config.coverage_mmod)
+            self.coverage = C.CoverageReport()
+        self.coverage.faces += C.judge_frame(o, a, self._reference(o), frame)
 
     def add(self, pair: Pair) -> None:
         c = self.config
         o, a = pair.original, pair.anonymized
         self.pairs += 1
+        if c.coverage and o.shape == a.shape:
+            self._cover(o, a, pair.frame)
         det_o = self.detector(o)
         det_o = det_o[det_o.score >= c.thresh]
         boxes = det_o.xyxy
@@ -228,6 +244,8 @@ class Evaluator:
             "utility": {},
             "video": {},
         }
+        if self.coverage is not None:
+            out["coverage"] = self.coverage.as_dict()
         labelled = self.labels is not None
         src = np.arange(len(faces))
         labels = [f.label for f in faces]

@@ -109,7 +109,34 @@ def to_markdown(results: dict[str, dict]) -> str:
     ]
     if any(r.get("video") for r in results.values()):
         parts += ["\nVideo:\n", video_table(results)]
+    if any(r.get("coverage") for r in results.values()):
+        parts += [
+            "\nCoverage (reference faces, CenterFace native [+ dlib MMOD], whose centre column "
+            "and 6 of 9 cells changed), covered/faces per height bin:\n",
+            coverage_table(results),
+        ]
     return "\n".join(parts) + "\n"
+
+
+def coverage_table(results: dict[str, dict]) -> str:
+    from streamanon.eval.coverage import BINS, bin_name
+
+    bins = [bin_name(lo, hi) for lo, hi in BINS]
+    lines = [
+        "| method | all | " + " | ".join(f"{b} px" for b in bins) + " | uncovered >= 48 px |",
+        "|---" * (3 + len(bins)) + "|",
+    ]
+    for name, r in results.items():
+        c = r.get("coverage")
+        if not c:
+            continue
+        cells = []
+        for b in bins:
+            v = c["bins"][b]
+            cells.append(f"{v['covered']}/{v['faces']}" if v["faces"] else "–")
+        al = "–" if c["coverage"] is None else f"{100 * c['coverage']:.1f} %"
+        lines.append(f"| {name} | {al} | {' | '.join(cells)} | {c['uncovered_ge48']} |")
+    return "\n".join(lines)
 
 
 def _labelled(results: dict[str, dict]) -> bool:
