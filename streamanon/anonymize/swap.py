@@ -49,12 +49,13 @@ log = logging.getLogger(__name__)
 
 VERIFY_DIST = 0.7  # Ψ distance a render must keep from the person (dlib's threshold is 0.6)
 REID_DIST = 0.6  # below this a render would be re-identified: never shown
+CLEAR_DIST = 0.8  # a draw this far from the person (and passing the LBP judge) ends the search
 MAX_DRAWS = 6  # draws tried at birth (and per redraw) before keeping the most distant
 RECHECK_FRAMES = 15  # re-verify a track's render this often...
 RECHECK_YAW = 10.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
-MASK_LIFT = 0.08  # the pasted hull reaches this share of the face height above the brows
-MASK_SOFT = 0.045  # Gaussian softening of the blend mask, share of the crop size
+MASK_LIFT = 0.15  # the pasted hull reaches this share of the face height above the brows
+MASK_SOFT = 0.015  # Gaussian softening of the blend mask, share of the crop size
 GRAIN_MAX = 6.0  # grain std cap (grey levels): a noisy night frame must not speckle the face
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
 
@@ -194,9 +195,10 @@ class SwapMethod:
     def _draw_verified(
         self, image: np.ndarray, job: FaceJob, person: np.ndarray, first: int
     ) -> TrackState:
-        """Draws ``first``, ``first + 1``, … until one keeps the margin at both judges (else the
-        most distant at Ψ); runs at birth and when a track loses its margin."""
-        best, best_key = None, (-1.0, -1.0)
+        """Draws ``first``, ``first + 1``, … until one is ``CLEAR_DIST`` from the person and
+        passes the LBP judge, else the most distant that passes both judges (else the most
+        distant); runs at birth and when a track loses its margin."""
+        best, best_key = None, (False, -1.0)
         tries = 1 if self.opts.keep_appearance else MAX_DRAWS
         for attempt in range(first, first + tries):
             d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt)
@@ -205,10 +207,13 @@ class SwapMethod:
                 return st
             d, j = self._trial(image, job, st, person)
             st.verified_distance, st.judge_distance = d, j
-            if self._safe(d, j):
+            if self._safe(d, j) and d >= CLEAR_DIST:
                 return st
-            if (d, j) > best_key:
-                best, best_key = st, (d, j)
+            # Otherwise keep looking for the widest margin: a draw that only just keeps 0.7
+            # at this pose loses it a few degrees later (and every redraw changes the face).
+            key = (self._safe(d, j), d)
+            if key > best_key:
+                best, best_key = st, key
         return best
 
     def _birth(self, image: np.ndarray, job: FaceJob) -> TrackState:
