@@ -133,9 +133,12 @@ class MultiScaleDetector:
         parts = [self.net.detect_scaled(image, base_s)]
         self.stats["base"] += 1
         if hi > base_s * 1.2:  # the base pass is not already fine enough
+            base = parts[0]
             parts += self._sweep(image, hi)
             if self.refresh:
-                parts += self._windows(image, hi)
+                # Faces the base pass or this frame's tiles already found need no window.
+                fresh = [base.xyxy[base.score >= 0.5]] + [p.xyxy[p.score >= 0.3] for p in parts[1:]]
+                parts += self._windows(image, hi, np.concatenate(fresh).reshape(-1, 4))
         dets = _merge(parts, self.net.nms_iou)
         dets = clip_detections(dets, image.shape)
         self._remember(dets, image.shape)
@@ -184,18 +187,20 @@ class MultiScaleDetector:
             return True
         return float(np.abs(thumb - prev).mean()) > CUT_DIFF
 
-    def _windows(self, image: np.ndarray, hi: float) -> list[Detections]:
+    def _windows(self, image: np.ndarray, hi: float, fresh: np.ndarray) -> list[Detections]:
         if not self._small:
             return []
+        stale = self._small
+        if len(fresh):
+            iou = box_iou(np.array([b for b, _ in stale]), fresh)
+            stale = [s for s, row in zip(stale, iou, strict=True) if row.max() < 0.3]
         h, w = image.shape[:2]
         side = int(WINDOW / hi)  # window side in source px
         crops, origins, windows = [], [], []
-        # Newest first, a rotating start among the rest so a crowd is refreshed in turns.
-        order = sorted(range(len(self._small)), key=lambda i: -self._small[i][1])
-        for i in order:
+        # Longest unseen first, so that in a crowd every face gets its turn.
+        for box, _ in sorted(stale, key=lambda e: e[1]):
             if len(windows) >= self.max_windows:
                 break
-            box = self._small[i][0]
             if any(_inside(box, win, 0.1 * side) for win in windows):
                 continue  # a neighbour's window already holds this face
             cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
