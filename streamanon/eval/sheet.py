@@ -26,10 +26,12 @@ def face_crop(
     x1, y1, x2, y2 = np.asarray(box, np.float64)
     c = np.array([(x1 + x2) / 2, (y1 + y2) / 2])
     side = max(x2 - x1, y2 - y1, 2.0) * grow
-    s = size / side
-    m = np.array([[s, 0, size / 2 - s * c[0]], [0, s, size / 2 - s * c[1]]])
-    return cv2.warpAffine(image, m, (size, size), flags=cv2.INTER_AREA,
-                          borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+    # Cut the square (edges replicated), then scale it: area filter to shrink, bilinear to
+    # enlarge (warpAffine with INTER_AREA draws stripes when enlarging).
+    n = max(2, int(np.ceil(side)))
+    patch = cv2.getRectSubPix(np.ascontiguousarray(image), (n, n), (float(c[0]), float(c[1])))
+    interp = cv2.INTER_AREA if n > size else cv2.INTER_LINEAR
+    return cv2.resize(patch, (size, size), interpolation=interp)
 
 
 def _labelled(img: np.ndarray, text: str) -> np.ndarray:
