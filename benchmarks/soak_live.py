@@ -87,6 +87,7 @@ def main() -> int:
     ap.add_argument("--height", type=int, default=720, help="publish at this height (0: as is)")
     ap.add_argument("--fps", type=int, default=25)
     ap.add_argument("--method", default="blur")
+    ap.add_argument("--min-face", type=float, default=Options().min_face, help="0: base pass only")
     ap.add_argument("--preset", default="veryfast", help="x264 preset of streamanon's output")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between rows")
     ap.add_argument("--outage-every", type=float, default=0.0, help="kill the source every N s")
@@ -128,7 +129,7 @@ def main() -> int:
         result["report"] = run_live(
             f"rtsp://127.0.0.1:{pin}/cam",
             f"rtsp://127.0.0.1:{pout}/anon",
-            Options(method=args.method),
+            Options(method=args.method, min_face=args.min_face),
             EncodeOptions(preset=args.preset),
             stop=stop,
             listen=True,

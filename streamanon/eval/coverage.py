@@ -26,6 +26,7 @@ from streamanon.eval import metrics as M
 BINS = ((0, 24), (24, 32), (32, 48), (48, 80), (80, 10**9))
 CELL_SSIM = 0.6  # a cell whose SSIM vs the original is below this has changed
 CELL_CORR = 0.5  # ... or whose band-pass detail correlates less than this with the original
+CELL_DETAIL = 0.35  # ... or keeps less than this share of the original's band-pass detail
 
 
 def bin_name(lo: int, hi: int) -> str:
@@ -77,7 +78,8 @@ def changed_cells(original: np.ndarray, output: np.ndarray, box: np.ndarray) -> 
                 continue  # off-frame: nothing shown
             if smap[sy1:sy2, sx1:sx2].mean() < CELL_SSIM:
                 continue
-            if correlation(ga[sy1:sy2, sx1:sx2], gb[sy1:sy2, sx1:sx2]) < CELL_CORR:
+            ca, cb = ga[sy1:sy2, sx1:sx2], gb[sy1:sy2, sx1:sx2]
+            if cb.std() < CELL_DETAIL * ca.std() or correlation(ca, cb) < CELL_CORR:
                 continue
             out[r, c] = False
     return out
