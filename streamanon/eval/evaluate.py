@@ -23,7 +23,7 @@ import numpy as np
 from streamanon.eval import metrics as M
 from streamanon.eval import naturalness as N
 from streamanon.eval.pairs import Pair
-from streamanon.eval.recognizers import Recognizer
+from streamanon.eval.recognizers import Judge
 
 MOUTH_OPEN = 0.15  # mouth_opening above this counts as open
 EYE_OPEN = 0.2  # eye aspect ratio above this counts as open
@@ -86,7 +86,7 @@ class Evaluator:
 
     def __init__(
         self,
-        recognizers: Sequence[Recognizer],
+        recognizers: Sequence[Judge],
         labels: dict[str, str] | None = None,
         config: EvalConfig | None = None,
     ) -> None:
@@ -330,7 +330,7 @@ class Evaluator:
 
 def evaluate(
     pairs: Iterable[Pair],
-    recognizers: Sequence[Recognizer],
+    recognizers: Sequence[Judge],
     labels: dict[str, str] | None = None,
     config: EvalConfig | None = None,
 ) -> dict:

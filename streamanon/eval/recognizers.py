@@ -33,7 +33,10 @@ align_112 = arcface_crop112  # the old name
 INSIGHTFACE_MODELS = ("buffalo_l/w600k_r50.onnx", "antelopev2/glintr100.onnx")
 
 
-class Recognizer(Protocol):
+class Judge(Protocol):
+    """A recognizer used to judge anonymized faces (never the Ψ that drives the method:
+    that one is `streamanon.identity.recognizer.Recognizer`)."""
+
     name: str
     metric: str  # "euclidean" or "cosine"
     thresholds: tuple[float, ...]
@@ -138,9 +141,9 @@ def insightface_models(root: str | Path | None = None) -> list[Path]:
 
 def available_recognizers(
     onnx_models: list[str] | None = None, mean: float = 127.5, std: float = 127.5, rgb: bool = True
-) -> list[Recognizer]:
+) -> list[Judge]:
     """dlib, insightface's ArcFace when present, and every ONNX model the user named."""
-    recs: list[Recognizer] = [DlibRecognizer()]
+    recs: list[Judge] = [DlibRecognizer()]
     for p in insightface_models():
         recs.append(OnnxArcFace(str(p), name=f"insightface:{p.parent.name}"))
     for p in onnx_models or []:
