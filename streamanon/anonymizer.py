@@ -158,6 +158,15 @@ class Anonymizer:
         low = min(o.low_thresh, o.thresh)
         return FaceTracker(thresh=o.thresh, low_thresh=low, coast_s=o.coast_s, reid=self._reid)
 
+    def _multiscale(self):
+        """The detector behind its wrappers (landmarks, score cut), if it keeps state."""
+        det = self.detector
+        while True:
+            inner = getattr(det, "inner", None) or getattr(det, "detector", None)
+            if inner is None:
+                return det
+            det = inner
+
     def reset(self) -> None:
         """Start over for an unrelated input (the next file of a folder): no track, identity
         or count is carried over; the detector and the method's models are kept."""
@@ -165,6 +174,11 @@ class Anonymizer:
             self.face_anonymizer.forget(sorted(self.counters.track_ids))
             self.tracker = self._new_tracker()
             self._camera = CameraMotion()
+            for stage in self.object_stages:
+                stage.reset()
+            reset_detector = getattr(self._multiscale(), "reset", None)
+            if reset_detector is not None:
+                reset_detector()
             self.counters = Counters()
             self._next_index = 0
             self._last_t = float("-inf")

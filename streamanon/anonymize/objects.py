@@ -128,11 +128,19 @@ class ObjectStage:
                 detector = PlateSSD(low_thresh=low_thresh, threads=threads)
         self.detector = detector
         self.thresh = thresh
-        self.tracker = FaceTracker(
+        self._tracker_args = dict(
             thresh=thresh, low_thresh=low_thresh, coast_s=coast_s, smooth_landmarks=False
         )
+        self.tracker = FaceTracker(**self._tracker_args)
         self.redactor = BoxRedactor(plate_method(method))
         self._cover = BoxRedactor("solid")
+        self.counters = ObjectCounters()
+
+    def reset(self) -> None:
+        """Forget every plate track (the next, unrelated input of a folder)."""
+        from streamanon.track import FaceTracker
+
+        self.tracker = FaceTracker(**self._tracker_args)
         self.counters = ObjectCounters()
 
     def track(self, frame: Frame, t: float) -> Detections:

@@ -112,6 +112,11 @@ class MultiScaleDetector:
         self._small: list[tuple[np.ndarray, int]] = []
         self.stats = {"base": 0, "tiles": 0, "windows": 0}
 
+    def reset(self) -> None:
+        """Forget the small faces, the sweep position and the camera (an unrelated input)."""
+        self._next_tile, self._frame, self._small = 0, 0, []
+        self._thumb, self._camera, self._shift = None, CameraMotion(), (0.0, 0.0)
+
     # -- geometry ----------------------------------------------------------------------------
 
     def hires_scale(self, shape: tuple[int, ...]) -> float:
