@@ -49,10 +49,11 @@ log = logging.getLogger(__name__)
 
 VERIFY_DIST = 0.7  # Ψ distance a render must keep from the person (dlib's threshold is 0.6)
 REID_DIST = 0.6  # below this a render would be re-identified: never shown
-CLEAR_DIST = 0.8  # a draw this far from the person (and passing the LBP judge) ends the search
-MAX_DRAWS = 6  # draws tried at birth (and per redraw) before keeping the most distant
-RECHECK_FRAMES = 15  # re-verify a track's render this often...
-RECHECK_YAW = 10.0  # ...or when its yaw moved this much (degrees) since the last check
+CLEAR_DIST = 0.72  # a draw this far from the person (and passing the LBP judge) ends the search
+MAX_DRAWS = 6  # draws tried at birth before keeping the most distant
+REDRAWS = 3  # draws tried when a track loses its margin (inside a frame: keep it short)
+RECHECK_FRAMES = 30  # re-verify a track's render this often...
+RECHECK_YAW = 12.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
 MASK_LIFT = 0.15  # the pasted hull reaches this share of the face height above the brows
 MASK_SOFT = 0.015  # Gaussian softening of the blend mask, share of the crop size
@@ -193,13 +194,13 @@ class SwapMethod:
         return d >= VERIFY_DIST and j >= SAME_PERSON
 
     def _draw_verified(
-        self, image: np.ndarray, job: FaceJob, person: np.ndarray, first: int
+        self, image: np.ndarray, job: FaceJob, person: np.ndarray, first: int, tries: int = 0
     ) -> TrackState:
         """Draws ``first``, ``first + 1``, … until one is ``CLEAR_DIST`` from the person and
         passes the LBP judge, else the most distant that passes both judges (else the most
         distant); runs at birth and when a track loses its margin."""
         best, best_key = None, (False, -1.0)
-        tries = 1 if self.opts.keep_appearance else MAX_DRAWS
+        tries = 1 if self.opts.keep_appearance else (tries or MAX_DRAWS)
         for attempt in range(first, first + tries):
             d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt)
             st = TrackState(embedding=person.copy(), delegates=d_, draw=attempt)
@@ -263,7 +264,7 @@ class SwapMethod:
             if self._safe(d, j):
                 continue
             # Margin lost at this pose: redraw from the track's stream, render again now.
-            new = self._draw_verified(original, job, p, st.draw + 1)
+            new = self._draw_verified(original, job, p, st.draw + 1, REDRAWS)
             new.synthesized, new.fallbacks = st.synthesized, st.fallbacks
             new.checks, new.redraws = st.checks, st.redraws + 1
             new.checked_yaw = float(job.pose[0])

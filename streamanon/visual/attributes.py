@@ -38,6 +38,7 @@ REVIEW = "bank_review.json"
 FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
 BEARD = 0.55  # lower_skin below this: beard (or an occluded chin)
 SKIN_L, SKIN_AB = 12.0, 8.0  # skin-tone difference scale (Lab units): L weighs 1/12, ab 1/8
+SAME_PERSON_DIST = 0.6  # dlib's threshold: bank faces closer than this to the person are out
 POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
 SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
 
@@ -199,6 +200,11 @@ def compatible(
         return None
     if distances is None:
         return hard
+    # Never the person themselves: a bank face within dlib's same-person distance of the
+    # person (a bank built from footage, or a synthetic face that is in the bank) is out.
+    hard &= np.asarray(distances) >= SAME_PERSON_DIST
+    if hard.sum() < k:
+        return None
     pool = np.flatnonzero(hard)
     near = pool[np.argsort(np.asarray(distances)[pool], kind="stable")[: POOL * k]]
     keep = near[np.argsort(tone[near], kind="stable")[: 2 * k]]
