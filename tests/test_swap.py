@@ -266,10 +266,11 @@ def test_compatible_delegates_exclude_reviewed_and_keep_identity_neighbours() ->
     values[5, FIELDS.index("forehead_skin")] = 0.1  # a fringe
     excluded = np.zeros(n, bool)
     excluded[7] = True  # reviewed: glasses
-    dist = np.linspace(0.3, 1.0, n)
-    dist[[5, 7]] = 0.0  # nearest in identity, but unfit
+    dist = np.linspace(0.6, 1.3, n)
+    dist[[5, 7]] = 0.6  # nearest in identity, but unfit
+    dist[11] = 0.3  # the person themselves is in the bank
     mask = compatible(BankAttributes(values, "x", excluded), values[3], k, dist)
-    assert mask.sum() == 2 * k and not mask[5] and not mask[7]
+    assert mask.sum() == 2 * k and not mask[5] and not mask[7] and not mask[11]
     assert np.flatnonzero(mask).max() < 4 * k + 2  # drawn among the identity neighbours
     beardless = values[3].copy()
     values[9, FIELDS.index("lower_skin")] = 0.2  # a beard
