@@ -46,9 +46,10 @@ def onnx_session(model: str | bytes, name: str, threads: int | None = None):
         session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
     if name not in _logged:
         _logged.add(name)
-        logging.getLogger("streamanon.detect").info(
-            "%s runs on %s", name, session.get_providers()[0]
-        )
+        used = session.get_providers()[0]
+        # Said aloud only when it is news (an accelerator); the CPU is the quiet default.
+        level = logging.DEBUG if used == "CPUExecutionProvider" else logging.INFO
+        logging.getLogger("streamanon.detect").log(level, "%s runs on %s", name, used)
     return session
 
 
