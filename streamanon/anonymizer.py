@@ -44,7 +44,7 @@ class Options:
     # Small faces (issue: every face, every frame): smallest face height to find (source px),
     # and high-resolution tiles searched per frame (0: base pass only). See detect/multiscale.
     min_face: float = 24.0
-    tiles_per_frame: int | None = None  # None: the whole frame every 4 frames
+    tiles_per_frame: int | None = None  # None: the whole frame every 8 frames
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None

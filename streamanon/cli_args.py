@@ -147,7 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.tiles_per_frame,
         metavar="N",
         help="high-resolution tiles searched per frame for --min-face (default: enough to "
-        "search the whole frame every 4 frames)",
+        "search the whole frame every 8 frames)",
     )
     g.add_argument(
         "--coast",

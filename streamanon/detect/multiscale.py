@@ -10,10 +10,10 @@ frame this detector runs:
 1. the base pass over the whole frame at ``input_size`` (every face >= ~16 / base_scale px);
 2. ``tiles_per_frame`` tiles of the high-resolution grid, in turn, so the whole frame is
    searched for small faces every ``ceil(tiles / tiles_per_frame)`` frames (default: every
-   4 frames: 1 tile per frame at 1080p, 3 at 4K); the first frame and a scene cut are
-   searched whole;
-3. strips along the edges where a panning camera brings new people in (every frame while it
-   pans);
+   8 frames: a tile every other frame at 1080p, 1.5 a frame at 4K); the first frame and a
+   scene cut are searched whole;
+3. strips along the edges where a fast-panning camera brings new people in (every frame
+   while it pans by 8 px a frame or more);
 4. one batched pass over fixed-size windows around every small face found in the last
    ``keep_s`` seconds, at high resolution, so a small face once found is detected in every
    frame (and its track never has to coast on a guess).
@@ -47,7 +47,10 @@ NET_MIN_FACE = 16.0
 # Mean absolute difference (0-255) of 32 px thumbnails above which a frame starts a new scene.
 CUT_DIFF = 40.0
 # With tiles_per_frame=None, enough tiles per frame to search the whole frame this often.
-SWEEP_FRAMES = 4
+SWEEP_FRAMES = 8
+# Pans slower than this (px per frame, or this share of the frame side) bring a face in over
+# more frames than a sweep takes; faster ones get the entering strip searched every frame.
+STRIP_MIN_SHIFT = (8.0, 0.005)
 # Windows around known small faces are this many pixels (high-resolution) on a side.
 WINDOW = 160
 
@@ -104,6 +107,7 @@ class MultiScaleDetector:
         self.min_face, self.tiles_per_frame, self.tile = float(min_face), tiles_per_frame, tile
         self.refresh, self.keep_s, self.max_windows = refresh, keep_s, max_windows
         self._next_tile = 0
+        self._credit = 0.0
         self._thumb: np.ndarray | None = None
         self._camera = CameraMotion()
         self._shift = (0.0, 0.0)
@@ -114,7 +118,7 @@ class MultiScaleDetector:
 
     def reset(self) -> None:
         """Forget the small faces, the sweep position and the camera (an unrelated input)."""
-        self._next_tile, self._frame, self._small = 0, 0, []
+        self._next_tile, self._frame, self._small, self._credit = 0, 0, [], 0.0
         self._thumb, self._camera, self._shift = None, CameraMotion(), (0.0, 0.0)
 
     # -- geometry ----------------------------------------------------------------------------
@@ -160,7 +164,9 @@ class MultiScaleDetector:
         # The first frame and a cut (a new scene) are searched whole: nothing is tracked yet.
         per_frame = self.tiles_per_frame
         if per_frame is None:  # auto: the whole frame every SWEEP_FRAMES frames
-            per_frame = math.ceil(len(grid) / SWEEP_FRAMES)
+            # Fractional rates (4 tiles in 8 frames) are paid as whole tiles on some frames.
+            self._credit += len(grid) / SWEEP_FRAMES
+            per_frame, self._credit = int(self._credit), self._credit - int(self._credit)
         n = len(grid) if self._cut(image) else per_frame
         regions = [grid[(self._next_tile + k) % len(grid)] for k in range(min(n, len(grid)))]
         self._next_tile += len(regions)
@@ -177,10 +183,10 @@ class MultiScaleDetector:
         are searched every frame, not only when the sweep comes round."""
         dx, dy = self._shift
         out = []
-        if abs(dx) > 1:
+        if abs(dx) >= max(STRIP_MIN_SHIFT[0], STRIP_MIN_SHIFT[1] * w):
             m = min(w, math.ceil(2 * abs(dx) + overlap))
             out.append((0, 0, m, h) if dx > 0 else (w - m, 0, w, h))
-        if abs(dy) > 1:
+        if abs(dy) >= max(STRIP_MIN_SHIFT[0], STRIP_MIN_SHIFT[1] * h):
             m = min(h, math.ceil(2 * abs(dy) + overlap))
             out.append((0, 0, w, m) if dy > 0 else (0, h - m, w, h))
         return out
