@@ -143,6 +143,7 @@ class Anonymizer:
         self._reid = _reid_function() if opts.wants_reid() else None
         self.tracker = self._new_tracker()
         self._camera = CameraMotion()  # a panning camera moves coasting tracks too
+        self._base_detector = self._multiscale()
         self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
         self.face_anonymizer: FaceMethod = make_method(opts)
         self.counters = Counters()
@@ -167,6 +168,13 @@ class Anonymizer:
                 return det
             det = inner
 
+    def _camera_shift(self, image: np.ndarray) -> tuple[float, float]:
+        """The scene's shift since the last frame: the multi-scale detector has just measured
+        it on this frame, so it is reused rather than computed a second time."""
+        if hasattr(self._base_detector, "camera_shift"):
+            return self._base_detector.camera_shift
+        return self._camera(image)
+
     def reset(self) -> None:
         """Start over for an unrelated input (the next file of a folder): no track, identity
         or count is carried over; the detector and the method's models are kept."""
@@ -176,7 +184,7 @@ class Anonymizer:
             self._camera = CameraMotion()
             for stage in self.object_stages:
                 stage.reset()
-            reset_detector = getattr(self._multiscale(), "reset", None)
+            reset_detector = getattr(self._base_detector, "reset", None)
             if reset_detector is not None:
                 reset_detector()
             self.counters = Counters()
@@ -193,7 +201,7 @@ class Anonymizer:
             dets,
             t,
             image=frame.image if self.tracker.reid else None,
-            camera_shift=self._camera(frame.image),
+            camera_shift=self._camera_shift(frame.image),
         )
         ended = self.tracker.pop_ended()
         if ended:

@@ -116,6 +116,11 @@ class MultiScaleDetector:
         self._small: list[tuple[np.ndarray, int]] = []
         self.stats = {"base": 0, "tiles": 0, "windows": 0}
 
+    @property
+    def camera_shift(self) -> tuple[float, float]:
+        """How far the scene moved between the last two frames (px); the tracker reuses it."""
+        return self._shift
+
     def reset(self) -> None:
         """Forget the small faces, the sweep position and the camera (an unrelated input)."""
         self._next_tile, self._frame, self._small, self._credit = 0, 0, [], 0.0
