@@ -13,7 +13,6 @@ from fractions import Fraction
 
 import numpy as np
 
-from streamanon.anonymize.classic import METHODS as CLASSIC
 from streamanon.anonymize.registry import (
     FaceMethod,
     fallback_redactor,
@@ -28,7 +27,6 @@ log = logging.getLogger(__name__)
 
 # Kept for callers of the old names; the registry is the source of truth.
 METHODS = method_names()
-CLASSIC_METHODS = CLASSIC
 
 
 @dataclass

@@ -128,7 +128,7 @@ class MultiScaleDetector:
 
     # -- geometry ----------------------------------------------------------------------------
 
-    def hires_scale(self, shape: tuple[int, ...]) -> float:
+    def hires_scale(self) -> float:
         """Factor that brings a `min_face` face to NET_MIN_FACE px (never above native)."""
         return min(1.0, NET_MIN_FACE / self.min_face)
 
@@ -142,7 +142,7 @@ class MultiScaleDetector:
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         image = check_image(image_bgr)
         base_s = resize_scale(image.shape, self.input_size)
-        hi = self.hires_scale(image.shape)
+        hi = self.hires_scale()
         self._shift = self._camera(image)
         parts = [self.net.detect_scaled(image, base_s)]
         self.stats["base"] += 1
