@@ -202,8 +202,10 @@ def test_tps_warp_moves_landmarks_onto_the_target() -> None:
     src, dst = _other_shape()
     out = warp_face_tps(_coords(), src, dst)
     read = np.array([cv2.getRectSubPix(out, (1, 1), (x, y))[0, 0, :2] for x, y in dst[17:68]])
-    assert np.abs(read - src[17:68]).mean() < 0.6
-    assert np.abs(read - src[17:68]).max() < 1.5
+    # The coarse map is interpolated on the grid it was solved on (a pixel-centre resize
+    # misplaced every landmark by ~0.7 px, up to 1.5 px).
+    assert np.abs(read - src[17:68]).mean() < 0.15
+    assert np.abs(read - src[17:68]).max() < 0.6
 
 
 def test_tps_warp_has_no_kinks_where_the_piecewise_affine_one_does() -> None:

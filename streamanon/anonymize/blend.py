@@ -66,9 +66,8 @@ def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
         return None
     px = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3)[mask.reshape(-1)].astype(np.float32)
     # Medians and a robust spread: specular highlights and stray hair must not steer the fit.
-    med = np.median(px, axis=0)
-    q = np.percentile(px, [16, 84], axis=0)
-    return med, np.maximum((q[1] - q[0]) / 2.0, 1.0)
+    q = np.percentile(px, [16, 50, 84], axis=0)
+    return q[1], np.maximum((q[2] - q[0]) / 2.0, 1.0)
 
 
 def eye_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
@@ -84,17 +83,24 @@ def eye_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
 
 def transfer_colour(
     delegate: np.ndarray,
-    delegate_skin: np.ndarray,
+    delegate_skin: np.ndarray | tuple[np.ndarray, np.ndarray] | None,
     person: np.ndarray,
     person_skin: np.ndarray,
     keep_chroma: np.ndarray | None = None,
 ) -> np.ndarray:
     """``delegate`` with its skin's Lab statistics moved to those of the person's skin.
 
+    ``delegate_skin``: the delegate's skin mask, or its `lab_stats` already measured (they
+    do not change as the delegate is re-shaped frame to frame).
     ``keep_chroma`` (float mask): where the delegate keeps its own a*/b* (eyes: a chroma shift
     fitted on skin turns white sclera and grey irises pink or cyan); lightness still moves.
     """
-    src, dst = lab_stats(delegate, delegate_skin), lab_stats(person, person_skin)
+    src = (
+        delegate_skin
+        if isinstance(delegate_skin, tuple) or delegate_skin is None
+        else (lab_stats(delegate, delegate_skin))
+    )
+    dst = lab_stats(person, person_skin)
     if src is None or dst is None:
         return delegate
     (sm, ss), (dm, ds) = src, dst

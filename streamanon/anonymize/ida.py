@@ -84,7 +84,7 @@ class IdaMethod:
             trial = image.copy()
             gen, mask = self._generate([job], [st])[0]
             self._blend(trial, gen, job, mask)
-            d = float(np.linalg.norm(self.ids.embed(trial, job.box[None])[0][0] - emb[0]))
+            d = float(np.linalg.norm(self.ids.embed_many([(trial, job.box[None])])[0][0] - emb[0]))
             if d > best_d:
                 best, best_d = st, d
             if d >= VERIFY_DIST:

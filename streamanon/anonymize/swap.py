@@ -37,6 +37,7 @@ from streamanon.anonymize.blend import (
     face_hull,
     grain_strength,
     grain_texture,
+    lab_stats,
     paste_alpha,
     pyramid_blend,
     skin_mask,
@@ -91,6 +92,11 @@ class SwapMethod:
         self._fallback = fallback_redactor(opts)
         self.fallback_reasons = self.ids.fallback_reasons
         self._source = lru_cache(maxsize=64)(self.ids.bank.crop)
+        self._source_stats = lru_cache(maxsize=64)(self._skin_stats)
+
+    def _skin_stats(self, index: int):
+        """Lab skin statistics of bank face ``index`` (its crop, its own landmarks)."""
+        return lab_stats(self._source(index), skin_mask(self.ids.bank.landmarks[index], self.size))
 
     # -- rendering ---------------------------------------------------------------------------
     def geometry(self, st: TrackState, lm_crop: np.ndarray) -> np.ndarray:
@@ -111,8 +117,9 @@ class SwapMethod:
             a = int(st.delegates.appearance_index)
             src, src_lm = self._source(a), self.ids.bank.landmarks[a]
         face = warp_face_tps(src, src_lm, s_hat)
+        stats = None if self.opts.keep_appearance else self._source_stats(a)
         face = transfer_colour(
-            face, skin_mask(s_hat, self.size), crop, skin_mask(lm, self.size),
+            face, stats or skin_mask(s_hat, self.size), crop, skin_mask(lm, self.size),
             keep_chroma=eye_mask(s_hat, self.size),
         )  # fmt: skip
         if mouth_open_ratio(lm) > MOUTH_OPEN:
@@ -185,7 +192,7 @@ class SwapMethod:
         trial = image.copy()
         rendered, mask = self.render(job, st)
         self.paste(trial, job, rendered, mask, st)
-        emb, _ = self.ids.embed(trial, job.box[None])
+        (emb,) = self.ids.embed_many([(trial, job.box[None])])
         return float(np.linalg.norm(emb[0] - person)), self._judge(job.crop.image, trial, job)
 
     def _safe(self, d: float, j: float) -> bool:
@@ -218,7 +225,7 @@ class SwapMethod:
         return best
 
     def _birth(self, image: np.ndarray, job: FaceJob) -> TrackState:
-        emb, _ = self.ids.embed(image, job.box[None])
+        (emb,) = self.ids.embed_many([(image, job.box[None])])
         st = self._draw_verified(image, job, emb[0], 0)
         st.checks, st.checked_yaw = 1, float(job.pose[0])
         return st
@@ -238,22 +245,20 @@ class SwapMethod:
                 self.ids.put(job.track_id, st)
             job.state = st
         due = [job for job in jobs if self._due(job.state, job)]
-        person = self.ids.embed(original, np.stack([j.box for j in due]))[0] if due else None
         for job in jobs:
             rendered, mask = self.render(job, job.state)
             self.paste(image, job, self._steady(job.state, rendered), mask, job.state)
             job.state.synthesized += 1
             job.state.since_check += 1
         if due:
-            self._recheck(original, image, due, person)
+            self._recheck(original, image, due)
         if declined:
             self._fallback.apply(image, faces[np.array(declined)])
 
-    def _recheck(
-        self, original: np.ndarray, image: np.ndarray, due: list[FaceJob], person: np.ndarray
-    ) -> None:
+    def _recheck(self, original: np.ndarray, image: np.ndarray, due: list[FaceJob]) -> None:
         """Re-verify rendered faces against the person's face in this frame (see module doc)."""
-        out, _ = self.ids.embed(image, np.stack([j.box for j in due]))
+        boxes = np.stack([j.box for j in due])
+        person, out = self.ids.embed_many([(original, boxes), (image, boxes)])
         for job, p, o in zip(due, person, out, strict=True):
             st = job.state
             d = float(np.linalg.norm(o - p))

@@ -61,7 +61,7 @@ def warp_face(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np.nda
 
 
 # -- thin-plate spline ------------------------------------------------------------------------
-TPS_GRID = 4  # the map is solved every TPS_GRID pixels and interpolated (smooth anyway)
+TPS_GRID = 8  # the map is solved every ~TPS_GRID pixels and interpolated (smooth anyway)
 TPS_SMOOTH = 1e-3  # regularisation (relative): near-interpolation, no wild swings on noisy points
 
 
@@ -109,12 +109,25 @@ def warp_face_tps(image: np.ndarray, src68: np.ndarray, dst68: np.ndarray) -> np
     src = np.vstack([np.asarray(src68, np.float64), _border_dense(size)]) / scale
     dst = np.vstack([np.asarray(dst68, np.float64), _border_dense(size)]) / scale
     coef = tps_fit(dst, src)
-    n = size // TPS_GRID + 1
+    n = max(size // TPS_GRID, 2) + 1
     g = np.linspace(0.0, (size - 1) / scale, n)
     gx, gy = np.meshgrid(g, g)
-    mapped = tps_eval(dst, coef, np.column_stack([gx.ravel(), gy.ravel()])) * scale
-    mx = cv2.resize(mapped[:, 0].reshape(n, n).astype(np.float32), (size, size),
-                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
-    my = cv2.resize(mapped[:, 1].reshape(n, n).astype(np.float32), (size, size),
-                    interpolation=cv2.INTER_LINEAR)  # fmt: skip
+    mapped = (tps_eval(dst, coef, np.column_stack([gx.ravel(), gy.ravel()])) * scale).astype(
+        np.float32
+    )
+    ux, uy = _grid_lookup(size, n)
+    mx = cv2.remap(mapped[:, 0].reshape(n, n), ux, uy, cv2.INTER_LINEAR)
+    my = cv2.remap(mapped[:, 1].reshape(n, n), ux, uy, cv2.INTER_LINEAR)
     return cv2.remap(image, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+
+
+@lru_cache(maxsize=8)
+def _grid_lookup(size: int, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Where each of ``size`` pixels falls on an ``n``-point grid spanning the same 0..size-1.
+
+    (`cv2.resize` would assume pixel-centre alignment, n/size scaling, and shift the whole map
+    by up to 1.5 px: the delegate's landmarks then miss Ŝ_x.)
+    """
+    u = (np.arange(size) * ((n - 1) / (size - 1))).astype(np.float32)
+    ux, uy = np.meshgrid(u, u)
+    return ux, uy

@@ -80,6 +80,7 @@ class BankAttributes:
     digest: str  # of the bank the values were measured on
     excluded: np.ndarray | None = None  # (n,) bool: reviewed eyewear / headwear faces
     children: np.ndarray | None = None  # (n,) bool: reviewed children
+    frontal: np.ndarray | None = None  # (n,) bool: near-frontal pose (`frontal_faces`)
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, FIELDS.index(name)]
@@ -131,6 +132,19 @@ def reviewed_exclusions(bank) -> np.ndarray:
     return reviewed(bank, ("eyewear", "sunglasses", "headwear"))
 
 
+# An appearance delegate is warped onto every pose of the person's track: a frontal face
+# compresses well to a three-quarter view, but a turned face cannot be turned back (its far
+# cheek is not in the picture; warped frontal, it smears across the face).
+FRONTAL_YAW = 12.0
+FRONTAL_PITCH = 15.0
+
+
+def frontal_faces(pose: np.ndarray) -> np.ndarray:
+    """(n,) bool: bank faces whose (yaw, pitch) are within the frontal window."""
+    pose = np.asarray(pose, np.float64).reshape(-1, 3)
+    return (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
+
+
 def bank_attributes(bank) -> BankAttributes:
     """The bank's attributes: from the sidecar next to it when it matches, else measured now."""
     from streamanon.paths import find_engine
@@ -143,12 +157,15 @@ def bank_attributes(bank) -> BankAttributes:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
                     values = z["values"].astype(np.float32)
-                    return BankAttributes(values, digest, excluded, children)
+                    return BankAttributes(
+                        values, digest, excluded, children, frontal_faces(bank.pose)
+                    )
         except (OSError, KeyError, ValueError):
             pass
     log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
     attrs = measure_bank(bank)
     attrs.excluded, attrs.children = excluded, children
+    attrs.frontal = frontal_faces(bank.pose)
     return attrs
 
 
@@ -164,8 +181,8 @@ def compatible(
 
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
-    faces in Ψ's space; occluded forehead and beard on a beardless face, these last two
-    dropped if fewer than ``k`` faces remain). Then, when ``distances``
+    faces in Ψ's space; near-frontal pose, occluded forehead and beard on a beardless face,
+    these last three dropped from the end if fewer than ``k`` faces remain). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
     for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
@@ -184,7 +201,9 @@ def compatible(
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
+        # Dropped from the end while fewer than k faces pass: frontal pose is kept longest.
         rules = [
+            np.ones(len(ok), bool) if attrs.frontal is None else attrs.frontal,
             col("forehead_skin") >= FOREHEAD_MIN,
             (col("lower_skin") >= BEARD) | (p["lower_skin"] < BEARD),
         ]

@@ -55,6 +55,7 @@ from streamanon.visual.ipd import (
     knn,
     track_rng,
 )
+from streamanon.visual.pose import PoseError, face_pose
 
 # Pose tolerance for "the same pose", measured on the default bank (4,000 random pairs, shape
 # distance over the kept points in units of the inter-ocular distance, other angle < 6°): the
@@ -224,7 +225,49 @@ def fit_geometry(delegates: Delegates, landmarks68_crop: np.ndarray) -> np.ndarr
     out[JAW] = cur[JAW]
     out[LIPS_INNER] = cur[LIPS_INNER]
     out[LIPS_OUTER] = lip_anchors(out) + lip_thickness(delegates.s_bar) @ m[:, :2].T
-    return out
+    return keep_yaw(out, cur)
+
+
+# A yaw correction moves the nose sideways by at most this share of the inter-ocular distance:
+# beyond it the face would look lopsided, and the person's landmarks are then probably wrong.
+MAX_YAW_SHIFT = 0.2
+# How much of the sideways shift each nose point takes (27-30 bridge to tip, 31-35 base): a
+# head turn moves the tip most, the bridge between the eyes least.
+_NOSE_TURN = np.array([0.25, 0.5, 0.75, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+
+
+def keep_yaw(s_hat: np.ndarray, s_x: np.ndarray, iterations: int = 2) -> np.ndarray:
+    """``s_hat`` with its nose moved sideways so that its head-pose yaw is that of ``s_x``
+    (both in the same crop coordinates).
+
+    The geometry delegate is drawn within 12° of the person's pose, and its nose sits where
+    that face had it: the rendered head then looks several degrees off the person's direction
+    (what the landmark pose of the output measures). The jaw, eyes and mouth corners stay;
+    the nose tip against them is what turns a face in the picture. Secant steps on the
+    shift (yaw is smooth and monotonic in it over this range).
+    """
+    out = np.asarray(s_hat, np.float64)
+    io = max(float(np.hypot(*(out[45] - out[36]))), 1.0)
+    limit = MAX_YAW_SHIFT * io
+
+    def moved(t: float) -> np.ndarray:
+        p = out.copy()
+        p[27:36, 0] += _NOSE_TURN * t
+        return p
+
+    try:
+        target = float(face_pose(s_x)[0])
+        t0, y0 = 0.0, float(face_pose(out)[0]) - target
+        t1 = 0.05 * io
+        y1 = float(face_pose(moved(t1))[0]) - target
+        for _ in range(iterations):
+            if not np.isfinite(y1 - y0) or abs(y1 - y0) < 1e-6:
+                break
+            t0, y0, t1 = t1, y1, float(np.clip(t1 - y1 * (t1 - t0) / (y1 - y0), -limit, limit))
+            y1 = float(face_pose(moved(t1))[0]) - target
+    except PoseError:
+        return out.copy()
+    return moved(t1) if abs(y1) < abs(y0) or t0 == 0.0 else moved(t0)
 
 
 class DelegateCache:
