@@ -240,6 +240,85 @@ def test_pyramid_blend_takes_each_side_where_the_mask_says() -> None:
     )
 
 
+def test_pyramid_blend_gives_a_flat_delegate_the_persons_texture_energy_not_texture() -> None:
+    """Band gains: a smooth delegate in a textured photo gets its own bands scaled up (never
+    the person's texture); a delegate as textured as the person is left alone."""
+    from streamanon.anonymize.blend import BAND_GAIN, pyramid_blend
+
+    rng = np.random.default_rng(2)
+    person = np.clip(128 + 12 * rng.standard_normal((128, 128, 3)), 0, 255).astype(np.uint8)
+    person = cv2.GaussianBlur(person, (0, 0), 1.2)  # texture at 2-4 px, like skin
+    soft = cv2.GaussianBlur(rng.integers(100, 156, (128, 128, 3)).astype(np.uint8), (0, 0), 1.2)
+    soft = (128 + (soft.astype(np.float32) - 128) * 0.3).astype(np.uint8)  # a third of it
+    ones, skin = np.ones((128, 128)), np.ones((128, 128), bool)
+    plain = pyramid_blend(person, soft, ones)
+    matched = pyramid_blend(person, soft, ones, skin=(skin, skin))
+    detail = lambda im: float(np.std(im.astype(np.float32) - cv2.GaussianBlur(im, (0, 0), 4.0)))  # noqa: E731
+    assert detail(plain) < 0.5 * detail(person)
+    assert detail(matched) > 1.5 * detail(plain)
+    assert detail(matched) <= BAND_GAIN[1] * detail(plain) + 1.0
+    # The delegate's own pattern, amplified: correlated with it, not with the person.
+    hp = lambda im: (im.astype(np.float32) - cv2.GaussianBlur(im, (0, 0), 4.0)).ravel()  # noqa: E731
+    assert np.corrcoef(hp(matched), hp(soft))[0, 1] > 0.8
+    assert abs(np.corrcoef(hp(matched), hp(person))[0, 1]) < 0.1
+    same = pyramid_blend(person, person, ones, skin=(skin, skin))
+    assert np.abs(same.astype(int) - person).max() <= 1
+
+
+def test_missing_detail_is_what_the_render_lacks_per_band() -> None:
+    from streamanon.anonymize.blend import detail_textures, missing_detail
+
+    rng = np.random.default_rng(3)
+    tex = detail_textures(rng, 200, 200)
+    assert tex.shape == (2, 200, 200) and np.allclose(tex.std(axis=(1, 2)), 1.0, atol=1e-3)
+    flat = np.full((200, 200, 3), 120, np.uint8)
+    grainy = np.clip(120 + 4.0 * tex[0] + 6.0 * tex[1], 0, 255).astype(np.uint8)
+    region = np.ones((200, 200), bool)
+    need = missing_detail(np.dstack([grainy] * 3), flat, region)
+    assert need[0] > 2.0 and need[1] > 3.0  # both bands missing from a flat render
+    assert (missing_detail(flat, np.dstack([grainy] * 3), region) == 0).all()  # nothing to add
+
+
+def test_eye_interiors_follow_the_persons_gaze_inside_the_rendered_lids() -> None:
+    """The iris stays where it is relative to the eye contour, moved onto Ŝ_x's eye."""
+    from streamanon.anonymize.swap import eye_interiors
+    from streamanon.visual.align import TEMPLATE68
+
+    size = 256
+    lm = TEMPLATE68 * size
+    crop = np.full((size, size, 3), 200, np.uint8)
+    left = lm[36:42].mean(0)
+    iris = left + [3.0, 0.0]  # looking right, off the eye centre
+    cv2.circle(crop, tuple(int(round(v)) for v in iris), 4, (40, 40, 40), -1)
+    s_hat = lm.copy()
+    s_hat[36:42] += [6.0, 4.0]  # the rendered eye sits elsewhere
+    out, mask = eye_interiors(crop, lm, s_hat)
+    assert mask.shape == (size, size, 1) and mask.max() > 0.9
+    dark = (out[..., 0] < 100) & (mask[..., 0] > 0.5)
+    ys, xs = np.nonzero(dark)
+    assert np.hypot(xs.mean() - (iris[0] + 6.0), ys.mean() - (iris[1] + 4.0)) < 1.5
+    closed = s_hat.copy()
+    closed[[37, 38], 1] = closed[[41, 40], 1]  # a blink: the lids meet
+    closed[[43, 44], 1] = closed[[47, 46], 1]
+    assert eye_interiors(crop, lm, closed)[1].max() < 0.5
+
+
+def test_keep_yaw_turns_the_nose_to_the_persons_yaw() -> None:
+    from streamanon.visual.bank import default_bank
+    from streamanon.visual.delegates import keep_yaw
+    from streamanon.visual.pose import face_pose
+
+    bank = default_bank()
+    errs, before = [], []
+    for i, j in [(0, 4), (3, 9), (7, 15), (20, 24), (33, 40), (101, 109)]:
+        a, b = bank.landmarks[i].astype(np.float64), bank.landmarks[j].astype(np.float64)
+        out = keep_yaw(a, b)
+        errs.append(abs(face_pose(out)[0] - face_pose(b)[0]))
+        before.append(abs(face_pose(a)[0] - face_pose(b)[0]))
+        assert np.allclose(np.delete(out, np.s_[27:36], 0), np.delete(a, np.s_[27:36], 0))
+    assert np.mean(errs) < 1.0 and np.mean(errs) < 0.3 * np.mean(before)
+
+
 def test_colour_transfer_is_fitted_on_skin_and_keeps_the_eyes_chroma() -> None:
     from streamanon.anonymize.blend import eye_mask, skin_mask, transfer_colour
     from streamanon.visual.align import TEMPLATE68
@@ -254,8 +333,8 @@ def test_colour_transfer_is_fitted_on_skin_and_keeps_the_eyes_chroma() -> None:
     out = transfer_colour(delegate, skin, person, skin, keep_chroma=eyes)
     lab = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2LAB).astype(int)  # noqa: E731
     assert np.abs(lab(out)[skin].mean(0) - lab(person)[skin].mean(0)).max() <= 2
-    sclera = lab(out)[eyes > 0.99]
-    assert np.abs(sclera[:, 1:] - 128).max() <= 3  # still neutral, not tinted
+    sclera = lab(out)[eyes > 0.8]
+    assert len(sclera) >= 20 and np.abs(sclera[:, 1:] - 128).max() <= 3  # neutral, not tinted
 
 
 def test_compatible_delegates_exclude_reviewed_and_keep_identity_neighbours() -> None:
@@ -265,20 +344,48 @@ def test_compatible_delegates_exclude_reviewed_and_keep_identity_neighbours() ->
     rng = np.random.default_rng(1)
     values = np.column_stack([
         rng.uniform(30, 80, n), rng.uniform(5, 25, n), rng.uniform(5, 25, n),
-        np.full(n, 0.9), np.full(n, 0.9),
+        np.full(n, 0.9), np.full(n, 0.9), np.full(n, 4.0),
     ]).astype(np.float32)  # fmt: skip
     values[5, FIELDS.index("forehead_skin")] = 0.1  # a fringe
+    values[13, FIELDS.index("sharpness")] = 2.0  # a soft, low-resolution tile
     excluded = np.zeros(n, bool)
     excluded[7] = True  # reviewed: glasses
+    neutral = np.ones(n, bool)
+    neutral[9] = False  # a turned head, or an open mouth
+    beard = np.zeros(n, bool)
+    beard[15] = True  # reviewed: a white beard the skin measure reads as skin
     dist = np.linspace(0.6, 1.3, n)
-    dist[[5, 7]] = 0.6  # nearest in identity, but unfit
+    dist[[5, 7, 9, 13, 15]] = 0.6  # nearest in identity, but unfit
     dist[11] = 0.3  # the person themselves is in the bank
-    mask = compatible(BankAttributes(values, "x", excluded), values[3], k, dist)
-    assert mask.sum() == 2 * k and not mask[5] and not mask[7] and not mask[11]
-    assert np.flatnonzero(mask).max() < 4 * k + 2  # drawn among the identity neighbours
-    beardless = values[3].copy()
-    values[9, FIELDS.index("lower_skin")] = 0.2  # a beard
-    assert not compatible(BankAttributes(values, "x", excluded), beardless, k, dist)[9]
+    attrs = BankAttributes(values, "x", excluded, neutral=neutral, beard=beard)
+    mask = compatible(attrs, values[3], k, dist)
+    assert mask.sum() == 2 * k
+    assert not mask[[5, 7, 9, 11, 13, 15]].any()
+    assert np.flatnonzero(mask).max() < 4 * k + 6  # drawn among the identity neighbours
+    bearded = values[3].copy()
+    bearded[FIELDS.index("lower_skin")] = 0.2
+    assert compatible(attrs, bearded, k, dist)[15]  # a beard is fine for a bearded person
+    values[17, FIELDS.index("lower_skin")] = 0.2  # a measured beard
+    dist[17] = 0.6
+    assert not compatible(BankAttributes(values, "x", excluded), values[3], k, dist)[17]
+
+
+def test_neutral_bank_faces_are_frontal_with_clear_brows_and_a_closed_mouth() -> None:
+    from streamanon.visual.attributes import neutral_faces
+    from streamanon.visual.bank import default_bank
+
+    bank = default_bank()
+    neutral = neutral_faces(bank.pose, bank.landmarks)
+    assert 150 < neutral.sum() < len(bank)  # most faces, not all
+    assert (np.abs(bank.pose[neutral, 0]) <= 12).all()
+    face = bank.landmarks[int(np.flatnonzero(neutral)[0])].astype(np.float64)
+    frown = face.copy()
+    frown[17:27, 1] = frown[[36, 37, 38, 39, 39, 42, 42, 43, 44, 45], 1] - 1.0  # brows on lids
+    gaping = face.copy()
+    gaping[[65, 66, 67], 1] += 12.0
+    turned = np.array([[0.0, 0, 0], [0, 0, 0], [0, 0, 0], [25.0, 0, 0]])
+    lms = np.stack([face, frown, gaping, face])
+    assert neutral_faces(turned, lms).tolist() == [True, False, False, False]
 
 
 def test_lbp_judge_separates_a_face_from_another() -> None:

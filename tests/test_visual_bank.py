@@ -88,7 +88,33 @@ def test_build_round_trip_and_non_face_skipped(tmp_path):
     np.testing.assert_array_equal(loaded.embeddings, report.bank.embeddings)
     np.testing.assert_array_equal(loaded.landmarks, report.bank.landmarks)
     np.testing.assert_array_equal(loaded.crop(1), report.bank.crop(1))
+    assert loaded.hires_size == 2 * GEN_SIZE
+    np.testing.assert_array_equal(loaded.crop(1, 256), report.bank.crop(1, 256))
     assert not list(tmp_path.glob("*.tmp*"))  # atomic write left nothing behind
+
+
+def test_high_resolution_crops_are_the_same_faces_at_twice_the_detail():
+    """Large faces render from the 256² crops: aligned like the 128² ones, and sharper."""
+    bank = default_bank()
+    assert bank.hires_size == 2 * GEN_SIZE and bank.hires_jpeg is not None
+    detail = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_BGR2GRAY), cv2.CV_32F).std()  # noqa: E731
+    gains = []
+    for i in range(0, len(bank), 25):
+        big, small = bank.crop(i, 256), bank.crop(i)
+        assert big.shape == (256, 256, 3)
+        down = cv2.resize(big, (GEN_SIZE, GEN_SIZE), interpolation=cv2.INTER_AREA)
+        assert cv2.PSNR(down, small) > 28  # the same aligned face
+        up = cv2.resize(small, (256, 256), interpolation=cv2.INTER_CUBIC)
+        gains.append(detail(big) / detail(up))
+        np.testing.assert_allclose(bank.landmarks_at(i, 256), 2 * bank.landmarks[i], atol=1e-4)
+    # Real detail, not an upsampled copy (the sources are 256² tiles of mixed quality).
+    assert min(gains) > 1.1 and np.mean(gains) > 1.2
+    # A bank without them still serves any size (resized from its own crops).
+    plain = DelegateBank(
+        bank.embeddings, bank.landmarks, bank.pose, bank.sources, bank.licenses, bank.jpeg,
+        bank.jpeg_offsets,
+    )  # fmt: skip
+    assert plain.crop(0, 256).shape == (256, 256, 3)
 
 
 def test_cli_build_and_info(tmp_path, capsys):

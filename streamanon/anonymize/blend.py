@@ -22,7 +22,7 @@ import numpy as np
 
 # Limits of the spread ratio (person / delegate): a studio delegate in a washed-out frame
 # needs its contrast lowered, but never so far that the face goes flat.
-L_SPREAD = (0.6, 1.3)
+L_SPREAD = (0.6, 2.0)
 AB_SPREAD = (0.6, 1.4)
 LEVELS = 4  # 128 -> 64 -> 32 -> 16 -> 8
 
@@ -71,14 +71,17 @@ def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 
 def eye_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) float32 in [0, 1]: both eyes with a margin, softened."""
+    """(size, size) float32 in [0, 1]: both eye openings (sclera and iris), softened.
+
+    Not the lids: they are skin, and a lid that kept a lighter delegate's chroma on a darker
+    face (or the reverse) showed as a pink or violet ring around the eye.
+    """
     lm = np.asarray(landmarks, np.float64)
     io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
     m = np.zeros((size, size), np.uint8)
     _fill(m, lm[36:42])
     _fill(m, lm[42:48])
-    m = cv2.dilate(m, _disk(0.08 * io))
-    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.05 * io)
+    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.03 * io)
 
 
 def transfer_colour(
@@ -128,18 +131,44 @@ def _laplace(img: np.ndarray, levels: int) -> list[np.ndarray]:
     return lap + [g[-1]]
 
 
+# Texture contrast matching: each band of the delegate is scaled toward the person's band
+# energy on skin, within these limits (a studio delegate in a sharp, contrasty photo reads as
+# a smooth patch; never more than this, or its own JPEG blocks and wrinkles turn harsh).
+BAND_GAIN = (1.0, 2.5)
+
+
+def _spread(band: np.ndarray, region: np.ndarray) -> float:
+    if region.shape != band.shape[:2]:
+        region = cv2.resize(region.astype(np.uint8), band.shape[1::-1],
+                            interpolation=cv2.INTER_NEAREST) > 0  # fmt: skip
+    v = np.abs(band[region])
+    return 1.4826 * float(np.median(v)) if v.size >= 16 else 0.0
+
+
 def pyramid_blend(
-    background: np.ndarray, face: np.ndarray, mask: np.ndarray, levels: int = LEVELS
+    background: np.ndarray,
+    face: np.ndarray,
+    mask: np.ndarray,
+    levels: int = LEVELS,
+    skin: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Multi-band blend of ``face`` into ``background`` (same size, uint8) under ``mask`` [0, 1].
 
     Each band of the Laplacian pyramids is mixed with the mask blurred to that band's scale
-    (the Gaussian pyramid of the mask), then the pyramid is collapsed.
+    (the Gaussian pyramid of the mask), then the pyramid is collapsed. With ``skin`` (bool
+    masks of the skin in background and in face), the face's bands between the finest and the
+    coarsest are first scaled to the background's energy on skin (``BAND_GAIN``): only the
+    amount of texture is the person's, the texture is the delegate's.
     """
     b = background.astype(np.float32)
     f = face.astype(np.float32)
     m = mask.astype(np.float32)
     lb, lf, gm = _laplace(b, levels), _laplace(f, levels), _gauss(m, levels)
+    if skin is not None:
+        for i in range(1, levels):
+            sf = _spread(lf[i], skin[1])
+            if sf > 0:
+                lf[i] = lf[i] * float(np.clip(_spread(lb[i], skin[0]) / sf, *BAND_GAIN))
     out = None
     for i in range(levels, -1, -1):
         w = gm[i][..., None]
@@ -162,27 +191,42 @@ def paste_alpha(mask: np.ndarray, levels: int = LEVELS) -> np.ndarray:
     return soft * np.clip(edge / 4.0, 0.0, 1.0).astype(np.float32)
 
 
-def _highpass_spread(gray: np.ndarray, region: np.ndarray) -> float:
-    """Robust spread (1.48 x median |x|) of the fine detail of ``gray`` inside ``region``."""
-    hp = gray - cv2.GaussianBlur(gray, (0, 0), 1.0)
-    v = np.abs(hp[region])
-    return 1.4826 * float(np.median(v)) if v.size >= 16 else 0.0
+# Detail bands (Gaussian sigmas, frame pixels): fine grain/pores [0, 1], skin texture [1, 2.5].
+# A 128² delegate put on a 300-pixel face has neither: it reads as a smooth patch in a sharp
+# picture, and its outline as a seam however well it is blended.
+BANDS = ((0.0, 1.0), (1.0, 2.5))
 
 
-def grain_strength(reference: np.ndarray, rendered: np.ndarray, region: np.ndarray) -> float:
-    """Std of the grain that gives ``rendered`` the fine detail ``reference`` has in ``region``.
-
-    A 128² delegate put on a 300-pixel face is smooth where the frame around it has pores,
-    noise and compression grain; only this one number is taken from the person, never the
-    texture itself.
-    """
-    ref = cv2.cvtColor(reference, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    out = cv2.cvtColor(rendered, cv2.COLOR_BGR2GRAY).astype(np.float32)
-    so, sr = _highpass_spread(ref, region), _highpass_spread(out, region)
-    return float(np.sqrt(max(so * so - sr * sr, 0.0)))
+def _band(gray: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    fine = gray if lo <= 0 else cv2.GaussianBlur(gray, (0, 0), lo)
+    return fine - cv2.GaussianBlur(gray, (0, 0), hi)
 
 
-def grain_texture(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
-    """(h, w) float32 unit-variance fine grain (white noise, slightly softened)."""
-    g = cv2.GaussianBlur(rng.standard_normal((h, w)).astype(np.float32), (0, 0), 0.6)
-    return g / max(float(g.std()), 1e-6)
+def band_spreads(image: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """(len(BANDS),) robust spread (1.48 x median |x|) of each detail band of ``image``'s
+    lightness inside ``region`` (0 where the region is too small)."""
+    gray = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    out = np.zeros(len(BANDS))
+    if int(region.sum()) < 16:
+        return out
+    for k, (lo, hi) in enumerate(BANDS):
+        out[k] = 1.4826 * float(np.median(np.abs(_band(gray, lo, hi)[region])))
+    return out
+
+
+def missing_detail(reference: np.ndarray, rendered: np.ndarray, region: np.ndarray) -> np.ndarray:
+    """Per band, the std of the texture that gives ``rendered`` the detail ``reference`` has in
+    ``region`` (both the same size). Only these numbers are taken from the person, never
+    their texture."""
+    want, have = band_spreads(reference, region), band_spreads(rendered, region)
+    return np.sqrt(np.maximum(want * want - have * have, 0.0))
+
+
+def detail_textures(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
+    """(len(BANDS), h, w) float32 unit-variance noise textures, one per detail band."""
+    noise = rng.standard_normal((h, w)).astype(np.float32)
+    out = []
+    for lo, hi in BANDS:
+        t = _band(noise, max(lo, 0.5), hi)  # the finest band softened a little: grain, not salt
+        out.append(t / max(float(t.std()), 1e-6))
+    return np.stack(out)

@@ -45,7 +45,7 @@ class TrackState:
     synthesized: int = 0
     fallbacks: Counter = field(default_factory=Counter)
     last_crop: np.ndarray | None = None  # previous rendered crop (temporal smoothing)
-    grain: np.ndarray | None = None  # swap: the track's fixed grain texture (frame pixels)
+    grain: np.ndarray | None = None  # swap: the track's detail textures (bands, frame px)
     verified_distance: float | None = None  # Ψ distance render ↔ person at the last check
     judge_distance: float | None = None  # second judge (LBP) at the last check
     checks: int = 0
@@ -64,6 +64,15 @@ class FaceJob:
     pose: np.ndarray  # (yaw, pitch, roll) degrees
     box: np.ndarray  # (4,) frame box
     state: TrackState | None = None
+    skin: np.ndarray | None = None  # the person's skin mask in the crop, once computed
+
+    def skin_mask(self) -> np.ndarray:
+        """(size, size) bool skin of the person in the crop (`blend.skin_mask`), computed once."""
+        if self.skin is None:
+            from streamanon.anonymize.blend import skin_mask
+
+            self.skin = skin_mask(self.crop.landmarks, self.crop.image.shape[0])
+        return self.skin
 
 
 def decline_reason(faces: Detections, i: int) -> str | None:
@@ -87,12 +96,17 @@ def _turned(faces: Detections, i: int) -> bool:
     return abs(float(turn_ratio(faces.xyxy[i : i + 1], faces.landmarks5[i : i + 1])[0])) > MAX_TURN
 
 
+# A face whose ``size`` crop would be enlarged this much into its frame is cropped at ``hires``.
+HIRES_FROM = 1.4
+
+
 def face_jobs(
-    image: np.ndarray, faces: Detections, size: int, count
+    image: np.ndarray, faces: Detections, size: int, count, hires: int = 0
 ) -> tuple[list[FaceJob], list[int]]:
     """Aligned crops of the faces a method can render, and the rows it must decline.
 
-    ``count(track_id, reason)`` is told about every declined face.
+    ``count(track_id, reason)`` is told about every declined face. With ``hires`` (> size),
+    faces large in the frame get their crop at that side instead (see ``HIRES_FROM``).
     """
     from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
     from streamanon.visual.pose import face_pose
@@ -111,8 +125,12 @@ def face_jobs(
             declined.append(i)
             count(tid, reason)
             continue
-        m = align_matrix(lm, size)
-        crop = FaceCrop(warp_to_crop(image, m, size), m, transform_points(lm, m), tid)
+        side = size
+        m = align_matrix(lm, side)
+        if hires > size and 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2])))) >= HIRES_FROM:
+            side = hires
+            m = align_matrix(lm, side)
+        crop = FaceCrop(warp_to_crop(image, m, side), m, transform_points(lm, m), tid)
         jobs.append(FaceJob(i, tid, crop, pose, faces.xyxy[i].astype(np.float64)))
     return jobs, declined
 
@@ -212,9 +230,12 @@ class IdentityState:
             self.opts.neighbours,
             dist,
         )
+        # The draw's utilities are distances in crop pixels: at the bank's side for every face,
+        # whatever side this face was cropped at, so ε means the same for all.
+        lm = crop.landmarks * (self.bank.size / crop.image.shape[0])
         return choose_delegates(
-            self.bank, embedding, crop.landmarks, pose, rng, self.opts.epsilon,
-            self.opts.neighbours, allowed=allowed,
+            self.bank, embedding, lm, pose, rng, self.opts.epsilon, self.opts.neighbours,
+            allowed=allowed,
         )  # fmt: skip
 
     # -- bookkeeping -----------------------------------------------------------------------

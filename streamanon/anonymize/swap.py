@@ -33,11 +33,11 @@ import cv2
 import numpy as np
 
 from streamanon.anonymize.blend import (
-    eye_mask,
+    LEVELS,
+    detail_textures,
     face_hull,
-    grain_strength,
-    grain_texture,
     lab_stats,
+    missing_detail,
     paste_alpha,
     pyramid_blend,
     skin_mask,
@@ -58,7 +58,11 @@ RECHECK_YAW = 12.0  # ...or when its yaw moved this much (degrees) since the las
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
 MASK_LIFT = 0.15  # the pasted hull reaches this share of the face height above the brows
 MASK_SOFT = 0.015  # Gaussian softening of the blend mask, share of the crop size
-GRAIN_MAX = 6.0  # grain std cap (grey levels): a noisy night frame must not speckle the face
+SHARPEN = 0.35  # unsharp-mask amount per unit of upsampling beyond 1 ...
+SHARPEN_MAX = 0.9  # ... up to this (halos beyond)
+GRAIN_MAX = (
+    6.0  # detail std cap per band (grey levels): a noisy night frame must not speckle a face
+)
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
 
 
@@ -77,6 +81,44 @@ def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
     return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 1.0)
 
 
+def _levels(size: int) -> int:
+    """Pyramid levels for a crop of ``size``: the same bands, relative to the face, at any side."""
+    from streamanon.visual.align import GEN_SIZE
+
+    return LEVELS + max(int(round(np.log2(size / GEN_SIZE))), 0)
+
+
+def eye_interiors(
+    crop: np.ndarray, lm: np.ndarray, s_hat: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """(image, mask (size, size, 1) float32): the person's two eye openings in ``crop``, each
+    moved by the affine map that takes the person's eye contour (36-41, 42-47) onto Ŝ_x's; the
+    mask is Ŝ_x's eye polygons, eroded a pixel and softened. A closed eye gives an empty mask."""
+    size = crop.shape[0]
+    px = size / 128.0
+    out = np.zeros_like(crop)
+    mask = np.zeros((size, size), np.float32)
+    for eye in (slice(36, 42), slice(42, 48)):
+        src = np.asarray(lm[eye], np.float64)
+        dst = np.asarray(s_hat[eye], np.float64)
+        # Least-squares affine person eye -> Ŝ_x eye (6 points, 6 unknowns per axis pair).
+        m = np.linalg.lstsq(np.c_[src, np.ones(6)], dst, rcond=None)[0].T
+        if not np.isfinite(m).all():
+            continue
+        poly = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(poly, [np.round(dst * 16).astype(np.int32)], 255, cv2.LINE_AA, 4)
+        poly = cv2.erode(poly, np.ones((3, 3), np.uint8), iterations=max(1, round(px)))
+        inside = poly > 0
+        if not inside.any():
+            continue
+        warped = cv2.warpAffine(crop, m, (size, size), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        near = cv2.dilate(poly, np.ones((3, 3), np.uint8), iterations=2 * max(1, round(px))) > 0
+        out[near] = warped[near]  # beyond the polygon too: the softened mask reaches there
+        mask = np.maximum(mask, poly.astype(np.float32) / 255.0)
+    return out, cv2.GaussianBlur(mask, (0, 0), 0.7 * px)[..., None]
+
+
 class SwapMethod:
     """The `swap` face method (`FaceMethod` of `anonymize.registry`)."""
 
@@ -93,50 +135,58 @@ class SwapMethod:
         self.fallback_reasons = self.ids.fallback_reasons
         self._source = lru_cache(maxsize=64)(self.ids.bank.crop)
         self._source_stats = lru_cache(maxsize=64)(self._skin_stats)
+        bank = self.ids.bank
+        self.hires = bank.hires_size if bank.hires_jpeg is not None else 0
 
     def _skin_stats(self, index: int):
         """Lab skin statistics of bank face ``index`` (its crop, its own landmarks)."""
-        return lab_stats(self._source(index), skin_mask(self.ids.bank.landmarks[index], self.size))
+        return lab_stats(
+            self._source(index, self.size), skin_mask(self.ids.bank.landmarks[index], self.size)
+        )
 
     # -- rendering ---------------------------------------------------------------------------
-    def geometry(self, st: TrackState, lm_crop: np.ndarray) -> np.ndarray:
+    def geometry(self, st: TrackState, job: FaceJob) -> np.ndarray:
         """Ŝ_x for this frame (the person's own landmarks with --keep-geometry)."""
         from streamanon.visual import delegates as D
 
-        return lm_crop.copy() if self.opts.keep_geometry else D.fit_geometry(st.delegates, lm_crop)
+        lm = job.crop.landmarks
+        if self.opts.keep_geometry:
+            return lm.copy()
+        return D.fit_geometry(st.delegates, lm, float(job.pose[0]))
 
     def render(self, job: FaceJob, st: TrackState) -> tuple[np.ndarray, np.ndarray]:
         """(blended crop, face mask) of ``st``'s delegate on this face, in crop coordinates."""
         from streamanon.anonymize.warp import warp_face_tps
 
         crop, lm = job.crop.image, job.crop.landmarks
-        s_hat = self.geometry(st, lm)
+        size = crop.shape[0]  # GEN_SIZE, or the bank's high-resolution side for a large face
+        s_hat = self.geometry(st, job)
         if self.opts.keep_appearance:
             src, src_lm = crop, lm
         else:
             a = int(st.delegates.appearance_index)
-            src, src_lm = self._source(a), self.ids.bank.landmarks[a]
+            src, src_lm = self._source(a, size), self.ids.bank.landmarks_at(a, size)
         face = warp_face_tps(src, src_lm, s_hat)
         stats = None if self.opts.keep_appearance else self._source_stats(a)
-        face = transfer_colour(
-            face, stats or skin_mask(s_hat, self.size), crop, skin_mask(lm, self.size),
-            keep_chroma=eye_mask(s_hat, self.size),
-        )  # fmt: skip
+        skin_face, skin_person = skin_mask(s_hat, size), job.skin_mask()
+        face = transfer_colour(face, stats or skin_face, crop, skin_person)
+        # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
+        # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
+        eyes, inside = eye_interiors(crop, lm, s_hat)
+        face = (face * (1 - inside) + eyes * inside).astype(np.uint8)
         if mouth_open_ratio(lm) > MOUTH_OPEN:
-            inner = mouth_interior_mask(lm, self.size)[..., None]
+            inner = mouth_interior_mask(lm, size)[..., None]
             face = (face * (1 - inner) + crop * inner).astype(np.uint8)
         # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
         # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
-        mask = np.maximum(
-            face_hull(s_hat, self.size, MASK_LIFT), face_hull(lm, self.size, MASK_LIFT)
-        )
+        mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
         # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
         # delegate's own hair or background beyond its hull.
-        sigma = MASK_SOFT * self.size
+        sigma = MASK_SOFT * size
         k = 2 * int(round(1.0 * sigma)) + 1
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
-        return pyramid_blend(crop, face, mask), mask
+        return pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face)), mask
 
     def paste(
         self,
@@ -146,35 +196,69 @@ class SwapMethod:
         mask: np.ndarray,
         st: TrackState | None = None,
     ) -> None:
-        """Put the rendered crop back into the frame; with ``st``, add the track's grain where
-        the face is larger in the frame than in the crop (see `blend.grain_strength`)."""
+        """Put the rendered crop back into the frame; with ``st``, give it the fine detail
+        the person's skin has at frame scale (see `restore_detail`)."""
         from streamanon.visual.align import warp_back_roi
 
         m = job.crop.matrix
-        patch, (x0, y0, x1, y1) = warp_back_roi(rendered, m, image.shape)
-        alpha, _ = warp_back_roi(paste_alpha(mask), m, image.shape)
+        # Cubic: a face larger in the frame than in the crop is upsampled here.
+        patch, (x0, y0, x1, y1) = warp_back_roi(rendered, m, image.shape, cv2.INTER_CUBIC)
+        alpha, _ = warp_back_roi(paste_alpha(mask, _levels(mask.shape[0])), m, image.shape)
         if patch.size == 0:
             return
         roi = image[y0:y1, x0:x1]
         out = patch.astype(np.float32)
         if st is not None:
-            face, _ = warp_back_roi(mask, m, image.shape)
-            inside = face > 0.9
-            strength = grain_strength(roi, patch, inside)
-            if strength > 0.5:
-                h, w = inside.shape
-                if st.grain is None or st.grain.shape[0] < h or st.grain.shape[1] < w:
-                    rng = np.random.default_rng([self.opts.seed, max(job.track_id, 0), 7])
-                    st.grain = grain_texture(rng, max(h, 64) * 2, max(w, 64) * 2)
-                out += (min(strength, GRAIN_MAX) * st.grain[:h, :w] * (face > 0.5))[..., None]
+            self.restore_detail(roi, out, job, mask, st, image.shape)
         a = alpha[..., None]
         blended = roi.astype(np.float32) * (1 - a) + out * a + 0.5
         image[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
 
+    def restore_detail(
+        self,
+        roi: np.ndarray,
+        out: np.ndarray,
+        job: FaceJob,
+        mask: np.ndarray,
+        st: TrackState,
+        frame_shape: tuple[int, ...],
+    ) -> None:
+        """Add to ``out`` (float patch, in place) the track's fixed noise textures, per detail
+        band as strong as the person's skin has more detail than the render there.
+
+        Only where the face is larger in the frame than in the crop does this add anything:
+        a 128² delegate on a 300-pixel face is smooth where its frame has pores, grain and
+        compression noise. The textures are seeded per track, so they do not flicker.
+        """
+        from streamanon.visual.align import warp_back_roi
+
+        m = job.crop.matrix
+        face, _ = warp_back_roi(mask, m, frame_shape)
+        skin, _ = warp_back_roi(job.skin_mask().astype(np.float32), m, frame_shape)
+        h, w = face.shape
+        if skin.shape != face.shape or face.shape != out.shape[:2]:
+            return
+        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
+        if scale > 1.25:
+            # Unsharp mask at the upsampling's scale: the delegate's eyelids, brows, nostrils
+            # and lips get back the edge contrast a 128² crop loses when it is enlarged.
+            amount = min(SHARPEN * (scale - 1.0), SHARPEN_MAX)
+            soft = cv2.GaussianBlur(out, (0, 0), 0.5 * scale)
+            out += (amount * np.clip(face, 0.0, 1.0))[..., None] * (out - soft)
+        need = np.minimum(missing_detail(roi, out.astype(np.uint8), skin > 0.5), GRAIN_MAX)
+        if float(need.max()) < 0.5:
+            return
+        tex = st.grain
+        if tex is None or tex.shape[1] < h or tex.shape[2] < w:
+            rng = np.random.default_rng([self.opts.seed, max(job.track_id, 0), 7])
+            tex = st.grain = detail_textures(rng, max(h, 64) * 2, max(w, 64) * 2)
+        detail = np.tensordot(need.astype(np.float32), tex[:, :h, :w], axes=1)
+        out += (detail * np.clip(face, 0.0, 1.0))[..., None]
+
     def _steady(self, st: TrackState, rendered: np.ndarray) -> np.ndarray:
         """Average with the track's previous render (both in crop coordinates): landmark noise
         moves a sharp texture by a pixel per frame; the alignment carries the head motion."""
-        if st.last_crop is not None and TEMPORAL_EMA > 0:
+        if st.last_crop is not None and st.last_crop.shape == rendered.shape and TEMPORAL_EMA > 0:
             rendered = cv2.addWeighted(rendered, 1 - TEMPORAL_EMA, st.last_crop, TEMPORAL_EMA, 0)
         st.last_crop = rendered
         return rendered
@@ -184,7 +268,11 @@ class SwapMethod:
         from streamanon.visual.align import warp_to_crop
         from streamanon.visual.lbp import lbp_descriptor, lbp_distance
 
-        out = warp_to_crop(image, job.crop.matrix, self.size)
+        out = warp_to_crop(image, job.crop.matrix, original_crop.shape[0])
+        if out.shape[0] != self.size:  # the judge's threshold was set on GEN_SIZE crops
+            out = cv2.resize(out, (self.size, self.size), interpolation=cv2.INTER_AREA)
+            original_crop = cv2.resize(original_crop, (self.size, self.size),
+                                       interpolation=cv2.INTER_AREA)  # fmt: skip
         return lbp_distance(lbp_descriptor(original_crop), lbp_descriptor(out))
 
     def _trial(self, image: np.ndarray, job: FaceJob, st: TrackState, person: np.ndarray):
@@ -236,7 +324,7 @@ class SwapMethod:
 
     # -- FaceMethod --------------------------------------------------------------------------
     def apply(self, image: np.ndarray, faces: Detections) -> None:
-        jobs, declined = face_jobs(image, faces, self.size, self.ids.count)
+        jobs, declined = face_jobs(image, faces, self.size, self.ids.count, self.hires)
         original = image.copy() if jobs else image
         for job in jobs:
             st = self.ids.get(job.track_id)

@@ -7,16 +7,25 @@ frame first. ``reid_embeddings`` is the tracker's re-identification hook (ONNX R
 from __future__ import annotations
 
 import io
+import logging
+import os
+import threading
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from streamanon.errors import InputError
-from streamanon.identity.align import align_chips
-from streamanon.identity.recognizer import CHIP_SIZE, Recognizer, load_recognizer
+from streamanon.identity.align import CHIP_SIZE, align_chips
 from streamanon.types import Detections
+
+if TYPE_CHECKING:  # torch is imported where it is used: the ONNX path runs without it
+    import torch
+
+    from streamanon.identity.recognizer import Recognizer
+
+log = logging.getLogger(__name__)
 
 MEAN_RGB = np.array([122.782, 117.001, 104.298], np.float32)
 
@@ -42,6 +51,8 @@ def chips_to_input(chips_rgb_uint8: np.ndarray) -> np.ndarray:
 def chips_to_tensor(
     chips_rgb_uint8: np.ndarray, device: str | torch.device = "cpu"
 ) -> torch.Tensor:
+    import torch
+
     return torch.from_numpy(chips_to_input(chips_rgb_uint8)).to(device)
 
 
@@ -54,6 +65,10 @@ def embed_chips(
         return onnx_embedder()(chips, batch_size=batch_size)
     if backend != "torch":
         raise InputError(f"unknown embedding backend {backend!r} (torch or onnx)")
+    import torch
+
+    from streamanon.identity.recognizer import load_recognizer
+
     model = load_recognizer()
     out = np.zeros((len(chips), 128), np.float32)
     with torch.inference_mode():
@@ -83,6 +98,10 @@ def embed_faces(
 
 def export_onnx(path: str | Path | io.BytesIO, model: Recognizer | None = None) -> None:
     """Export Ψ's embedding path (dlib input convention -> 128-D) with a dynamic batch axis."""
+    import torch
+
+    from streamanon.identity.recognizer import load_recognizer
+
     model = model if model is not None else load_recognizer()
     dummy = torch.zeros(1, 3, CHIP_SIZE, CHIP_SIZE)
     target = str(path) if isinstance(path, (str, Path)) else path
@@ -94,6 +113,8 @@ def export_onnx(path: str | Path | io.BytesIO, model: Recognizer | None = None) 
 
 
 def _export(model: Recognizer, dummy: torch.Tensor, target) -> None:
+    import torch
+
     torch.onnx.export(
         model,
         (dummy,),
@@ -107,17 +128,15 @@ def _export(model: Recognizer, dummy: torch.Tensor, target) -> None:
 
 
 class OnnxEmbedder:
-    """Ψ on ONNX Runtime (CPU by default); the model is exported in memory, never to disk."""
+    """Ψ on ONNX Runtime (CPU by default), from the export kept in the model cache."""
 
     def __init__(self, providers: list[str] | None = None, threads: int = 0) -> None:
         import onnxruntime as ort
 
-        buf = io.BytesIO()
-        export_onnx(buf)
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = threads
         self.session = ort.InferenceSession(
-            buf.getvalue(), opts, providers=providers or ["CPUExecutionProvider"]
+            psi_onnx_bytes(), opts, providers=providers or ["CPUExecutionProvider"]
         )
 
     def run_input(self, x: np.ndarray) -> np.ndarray:
@@ -130,6 +149,35 @@ class OnnxEmbedder:
         for i in range(0, len(chips), batch_size):
             out[i : i + batch_size] = self.run_input(chips_to_input(chips[i : i + batch_size]))
         return out
+
+
+ONNX_EXPORT_VERSION = 1  # bump when the export (opset, graph) changes: a new cache file
+
+
+def psi_onnx_bytes() -> bytes:
+    """Ψ exported to ONNX: from the model cache (named by the dlib model's digest), exported
+    there at first use (temporary file + rename). Later runs need no torch for Ψ (~2 s of
+    start-up); an unwritable cache exports in memory each time."""
+    from streamanon import models
+    from streamanon.identity.weights import _dat_digest
+
+    dat = models.dlib_file(models.RESNET)
+    path = models.cache_dir() / f"psi_dlib_resnet_v1.{_dat_digest(dat)}.v{ONNX_EXPORT_VERSION}.onnx"
+    if path.is_file():
+        return path.read_bytes()
+    buf = io.BytesIO()
+    export_onnx(buf)
+    data = buf.getvalue()
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp.write_bytes(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        log.warning("model cache %s not writable (%s); Ψ exported in memory", path.parent, exc)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return data
 
 
 def onnx_embedder() -> OnnxEmbedder:

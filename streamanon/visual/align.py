@@ -146,7 +146,10 @@ def crop_roi(
 
 
 def warp_back_roi(
-    crop: np.ndarray, matrix: np.ndarray, frame_shape: tuple[int, ...]
+    crop: np.ndarray,
+    matrix: np.ndarray,
+    frame_shape: tuple[int, ...],
+    interpolation: int = cv2.INTER_LINEAR,
 ) -> tuple[np.ndarray, tuple[int, int, int, int]]:
     """Like ``warp_back`` but only over the crop's footprint: (patch, (x0, y0, x1, y1)).
 
@@ -160,6 +163,6 @@ def warp_back_roi(
     shifted[:, 2] += shifted[:, :2] @ np.array([x0, y0], np.float64)
     patch = cv2.warpAffine(
         crop, shifted, (x1 - x0, y1 - y0),
-        flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
+        flags=interpolation | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_CONSTANT, borderValue=0,
     )  # fmt: skip
     return patch, (x0, y0, x1, y1)

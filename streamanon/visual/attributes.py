@@ -6,7 +6,10 @@ code for bank faces and for the person, so a threshold means the same on both si
 - ``L, a, b``: median CIE Lab of the cheek/forehead skin (skin tone and scene light);
 - ``forehead_skin``: share of skin-coloured pixels in the strip above the brows that a
   renderer pastes (fringes, hats and hands there are not skin);
-- ``lower_skin``: share of skin-coloured pixels on chin and jaw (low with a beard or a hand).
+- ``lower_skin``: share of skin-coloured pixels on chin and jaw (low with a beard or a hand);
+- ``sharpness``: mean |fine detail| (lightness minus its Gaussian blur, sigma 1 px) inside the
+  face, on the 128² crop: the bank's tiles come from figures of very different resolutions,
+  and a soft delegate is a soft face on every frame it is rendered on.
 
 Eyewear, sunglasses and headwear are NOT measured: edge and darkness heuristics around the
 eyes could not tell glasses from eye make-up or dark irises on the bank (tried; docs/
@@ -32,12 +35,13 @@ import numpy as np
 
 log = logging.getLogger(__name__)
 
-FIELDS = ("L", "a", "b", "forehead_skin", "lower_skin")
+FIELDS = ("L", "a", "b", "forehead_skin", "lower_skin", "sharpness")
 SIDECAR = "bank_attributes.npz"
 REVIEW = "bank_review.json"
 FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
 BEARD = 0.55  # lower_skin below this: beard (or an occluded chin)
-SKIN_L, SKIN_AB = 12.0, 8.0  # skin-tone difference scale (Lab units): L weighs 1/12, ab 1/8
+SHARP_MIN = 3.4  # sharpness below this (the bank's softest ~20 %) is not an appearance delegate
+SKIN_L, SKIN_AB = 24.0, 8.0  # skin-tone difference scale (Lab units): L weighs 1/24, ab 1/8
 SAME_PERSON_DIST = 0.6  # dlib's threshold: bank faces closer than this to the person are out
 POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
 SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
@@ -71,7 +75,16 @@ def face_attributes(crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     _fill(mouth, lm[48:60])
     lower &= ~cv2.dilate(mouth, np.ones((5, 5), np.uint8))
     lower_skin = float(skinlike[lower > 0].mean()) if (lower > 0).any() else 0.0
-    return np.array([*med, forehead, lower_skin], np.float32)
+    return np.array([*med, forehead, lower_skin, face_sharpness(crop_bgr, lm)], np.float32)
+
+
+def face_sharpness(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
+    """Mean |lightness - its Gaussian blur (sigma 1 px)| inside the landmark hull."""
+    gray = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    hull = np.zeros(gray.shape, np.uint8)
+    _fill(hull, np.asarray(landmarks, np.float64))
+    detail = np.abs(gray - cv2.GaussianBlur(gray, (0, 0), 1.0))
+    return float(detail[hull > 0].mean()) if (hull > 0).any() else float("nan")
 
 
 @dataclass
@@ -80,7 +93,8 @@ class BankAttributes:
     digest: str  # of the bank the values were measured on
     excluded: np.ndarray | None = None  # (n,) bool: reviewed eyewear / headwear faces
     children: np.ndarray | None = None  # (n,) bool: reviewed children
-    frontal: np.ndarray | None = None  # (n,) bool: near-frontal pose (`frontal_faces`)
+    neutral: np.ndarray | None = None  # (n,) bool: frontal, neutral (`neutral_faces`)
+    beard: np.ndarray | None = None  # (n,) bool: reviewed beards (the measure misses light ones)
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, FIELDS.index(name)]
@@ -129,20 +143,37 @@ def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:
 
 def reviewed_exclusions(bank) -> np.ndarray:
     """(n,) bool: reviewed eyewear, sunglasses and headwear (never appearance delegates)."""
-    return reviewed(bank, ("eyewear", "sunglasses", "headwear"))
+    return reviewed(bank, ("eyewear", "sunglasses", "headwear", "makeup"))
 
 
-# An appearance delegate is warped onto every pose of the person's track: a frontal face
-# compresses well to a three-quarter view, but a turned face cannot be turned back (its far
-# cheek is not in the picture; warped frontal, it smears across the face).
+# An appearance delegate is warped onto every pose and expression of the person's track: a
+# frontal, neutral face compresses well to a three-quarter view and takes the person's mouth
+# opening, but a turned face cannot be turned back (its far cheek is not in the picture; warped
+# frontal, it smears across the face), an open mouth stretches teeth over closed lips, and
+# brows fitted onto the eyelids (a frown, or white brows dlib could not see) pull the dark eye
+# line up into the forehead.
 FRONTAL_YAW = 12.0
 FRONTAL_PITCH = 15.0
+BROW_GAP = 0.13  # brows at least this far above the upper eyelids (inter-ocular units)
+MOUTH_CLOSED = 0.08  # inner-lip gap over mouth width below this
 
 
-def frontal_faces(pose: np.ndarray) -> np.ndarray:
-    """(n,) bool: bank faces whose (yaw, pitch) are within the frontal window."""
+def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
+    """(n,) bool: bank faces that are near-frontal, with clear brows and a closed mouth."""
     pose = np.asarray(pose, np.float64).reshape(-1, 3)
-    return (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
+    lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
+    io = np.maximum(np.hypot(*(lm[:, 45] - lm[:, 36]).T), 1.0)
+    gap = (
+        np.minimum(
+            lm[:, [37, 38], 1].mean(1) - lm[:, 18:21, 1].mean(1),
+            lm[:, [43, 44], 1].mean(1) - lm[:, 23:26, 1].mean(1),
+        )
+        / io
+    )
+    inner = np.hypot(*(lm[:, [61, 62, 63]] - lm[:, [67, 66, 65]]).transpose(2, 0, 1)).mean(1)
+    mouth = inner / np.maximum(np.hypot(*(lm[:, 54] - lm[:, 48]).T), 1.0)
+    frontal = (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
+    return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
 
 
 def bank_attributes(bank) -> BankAttributes:
@@ -158,14 +189,16 @@ def bank_attributes(bank) -> BankAttributes:
                 if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
                     values = z["values"].astype(np.float32)
                     return BankAttributes(
-                        values, digest, excluded, children, frontal_faces(bank.pose)
-                    )
+                        values, digest, excluded, children,
+                        neutral_faces(bank.pose, bank.landmarks), reviewed(bank, ("beard",)),
+                    )  # fmt: skip
         except (OSError, KeyError, ValueError):
             pass
     log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
     attrs = measure_bank(bank)
     attrs.excluded, attrs.children = excluded, children
-    attrs.frontal = frontal_faces(bank.pose)
+    attrs.neutral = neutral_faces(bank.pose, bank.landmarks)
+    attrs.beard = reviewed(bank, ("beard",))
     return attrs
 
 
@@ -181,8 +214,8 @@ def compatible(
 
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
-    faces in Ψ's space; near-frontal pose, occluded forehead and beard on a beardless face,
-    these last three dropped from the end if fewer than ``k`` faces remain). Then, when ``distances``
+    faces in Ψ's space; a frontal neutral face, a sharp crop, no occluded forehead and no beard
+    on a beardless face, these last four dropped from the end if fewer than ``k`` remain). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
     for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
@@ -191,6 +224,7 @@ def compatible(
         return None
     col = attrs.column
     p = dict(zip(FIELDS, person.tolist(), strict=True))
+    beard = np.zeros(len(attrs.values), bool) if attrs.beard is None else attrs.beard
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(attrs.values).all(1)
         if attrs.excluded is not None:
@@ -201,11 +235,12 @@ def compatible(
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
-        # Dropped from the end while fewer than k faces pass: frontal pose is kept longest.
+        # Dropped from the end while fewer than k faces pass: a neutral pose is kept longest.
         rules = [
-            np.ones(len(ok), bool) if attrs.frontal is None else attrs.frontal,
+            np.ones(len(ok), bool) if attrs.neutral is None else attrs.neutral,
+            col("sharpness") >= SHARP_MIN,
             col("forehead_skin") >= FOREHEAD_MIN,
-            (col("lower_skin") >= BEARD) | (p["lower_skin"] < BEARD),
+            ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
         ]
         tone = np.hypot(
             (col("L") - p["L"]) / SKIN_L, np.hypot(col("a") - p["a"], col("b") - p["b"]) / SKIN_AB

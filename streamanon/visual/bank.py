@@ -7,6 +7,10 @@ One ``.npz`` file (no pickles) with, per face i:
 - ``pose`` (n, 3) float32: yaw, pitch, roll in degrees (`pose.face_pose`, framing-invariant)
 - ``jpeg`` + ``jpeg_offsets``: the aligned 128^2 crops, JPEG bytes concatenated (a raw uint8
   bank would be 48 KiB per face; JPEG q90 is ~5 KiB)
+- optional ``hires_jpeg`` + ``hires_offsets`` + ``hires_size``: the same crops aligned at
+  ``hires_size`` (256): what `swap` renders from when a face is large in its frame (a 128²
+  crop enlarged three times is visibly soft). Landmarks at that size are the stored ones
+  scaled by ``hires_size / size``.
 - ``sources``, ``licenses`` (n,) str: file path relative to the faces folder, and its licence
 - ``template`` (68, 2): the alignment template the crops were made with (checked on load)
 
@@ -61,6 +65,9 @@ class DelegateBank:
     jpeg: np.ndarray = field(repr=False)
     jpeg_offsets: np.ndarray = field(repr=False)
     size: int = GEN_SIZE
+    hires_jpeg: np.ndarray | None = field(default=None, repr=False)
+    hires_offsets: np.ndarray | None = field(default=None, repr=False)
+    hires_size: int = 0
 
     def __post_init__(self) -> None:
         n = len(self.embeddings)
@@ -77,6 +84,10 @@ class DelegateBank:
                 raise BankError(f"bank field {name} has shape {got}, expected {want}")
         if n == 0:
             raise BankError("the bank is empty")
+        if self.hires_jpeg is not None and (
+            self.hires_offsets is None or self.hires_offsets.shape != (n + 1,)
+        ):
+            raise BankError("bank field hires_offsets does not match the faces")
 
     def __len__(self) -> int:
         return len(self.embeddings)
@@ -113,6 +124,11 @@ class DelegateBank:
             jpeg=data["jpeg"],
             jpeg_offsets=data["jpeg_offsets"].astype(np.int64),
             size=int(data["size"]),
+            hires_jpeg=data.get("hires_jpeg"),
+            hires_offsets=(
+                data["hires_offsets"].astype(np.int64) if "hires_offsets" in data else None
+            ),
+            hires_size=int(data.get("hires_size", 0)),
         )
 
     def save(self, path: str | os.PathLike) -> None:
@@ -120,21 +136,39 @@ class DelegateBank:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp.npz")
+        hires = {}
+        if self.hires_jpeg is not None:
+            hires = {"hires_jpeg": self.hires_jpeg, "hires_offsets": self.hires_offsets,
+                     "hires_size": np.int64(self.hires_size)}  # fmt: skip
         np.savez_compressed(
             tmp, embeddings=self.embeddings, landmarks=self.landmarks, pose=self.pose,
             sources=self.sources.astype(str), licenses=self.licenses.astype(str), jpeg=self.jpeg,
             jpeg_offsets=self.jpeg_offsets, template=TEMPLATE68, size=np.int64(self.size),
-            format=np.int64(BANK_FORMAT),
+            format=np.int64(BANK_FORMAT), **hires,
         )  # fmt: skip
         os.replace(tmp, path)
 
-    def crop(self, i: int) -> np.ndarray:
-        """The aligned crop of face i, BGR uint8 (size, size, 3)."""
-        buf = self.jpeg[self.jpeg_offsets[i] : self.jpeg_offsets[i + 1]]
-        img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if img is None or img.shape != (self.size, self.size, 3):
+    def crop(self, i: int, size: int | None = None) -> np.ndarray:
+        """The aligned crop of face i, BGR uint8 (size, size, 3); ``size`` defaults to the
+        bank's own. The stored crop nearest above it is decoded (and resized if needed)."""
+        want = self.size if size is None else int(size)
+        hires = self.hires_jpeg is not None and want > self.size
+        data, offs, have = (
+            (self.hires_jpeg, self.hires_offsets, self.hires_size)
+            if hires
+            else (self.jpeg, self.jpeg_offsets, self.size)
+        )
+        img = cv2.imdecode(data[offs[i] : offs[i + 1]], cv2.IMREAD_COLOR)
+        if img is None or img.shape != (have, have, 3):
             raise BankError(f"bank crop {i} is corrupt")
+        if have != want:
+            img = cv2.resize(img, (want, want), interpolation=cv2.INTER_AREA if have > want
+                             else cv2.INTER_CUBIC)  # fmt: skip
         return img
+
+    def landmarks_at(self, i: int, size: int) -> np.ndarray:
+        """Face i's 68 landmarks in its crop of side ``size``."""
+        return self.landmarks[i].astype(np.float64) * (float(size) / self.size)
 
     def mask(self, i: int) -> np.ndarray:
         """Foreground mask of face i (derived from its landmarks, not stored)."""
@@ -166,6 +200,7 @@ def build_bank(
     *,
     size: int = GEN_SIZE,
     jpeg_quality: int = 90,
+    hires_size: int = 2 * GEN_SIZE,
     limit: int | None = None,
     progress: Callable[[int, int], None] | None = None,
 ) -> BuildReport:
@@ -174,6 +209,7 @@ def build_bank(
     Faces are found with dlib's HOG detector (largest face per image); where HOG misses, the
     whole image is the box (the bank's inputs are face crops). An image whose 68-point fit falls
     mostly outside the image has no face and is skipped. ``license`` is recorded per image.
+    ``hires_size`` (0: none): also store each crop aligned at that side (see the module doc).
     """
     if not license.strip():
         raise BankError("a licence string is required for every bank image")
@@ -183,7 +219,7 @@ def build_bank(
         raise BankError(f"no images in {root}")
     import dlib
 
-    emb, lms, poses, srcs, jpegs = [], [], [], [], []
+    emb, lms, poses, srcs, jpegs, hires = [], [], [], [], [], []
     skipped: list[str] = []
     misses = 0
     for n, path in enumerate(files):
@@ -216,6 +252,13 @@ def build_bank(
         if not ok:
             skipped.append(f"{path}: JPEG encoding failed")
             continue
+        if hires_size:
+            big = warp_to_crop(bgr, align_matrix(pts, hires_size), hires_size)
+            ok, big_buf = cv2.imencode(".jpg", big, [cv2.IMWRITE_JPEG_QUALITY, jpeg_quality])
+            if not ok:
+                skipped.append(f"{path}: JPEG encoding failed")
+                continue
+            hires.append(big_buf.reshape(-1))
         emb.append(dlib_models.embedding(rgb, shape))
         lms.append(transform_points(pts, m).astype(np.float32))
         poses.append(face_pose(pts))
@@ -224,6 +267,15 @@ def build_bank(
     if not emb:
         raise BankError(f"no usable faces in {root} ({len(skipped)} skipped)")
     offsets = np.concatenate([[0], np.cumsum([len(b) for b in jpegs])]).astype(np.int64)
+    hires_fields = {}
+    if hires:
+        hires_fields = {
+            "hires_jpeg": np.concatenate(hires).astype(np.uint8),
+            "hires_offsets": np.concatenate([[0], np.cumsum([len(b) for b in hires])]).astype(
+                np.int64
+            ),
+            "hires_size": hires_size,
+        }
     bank = DelegateBank(
         embeddings=np.stack(emb).astype(np.float32),
         landmarks=np.stack(lms),
@@ -233,6 +285,7 @@ def build_bank(
         jpeg=np.concatenate(jpegs).astype(np.uint8),
         jpeg_offsets=offsets,
         size=size,
+        **hires_fields,
     )
     if out_path is not None:
         bank.save(out_path)

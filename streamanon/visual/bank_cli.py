@@ -41,6 +41,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     b.add_argument("--size", type=int, default=GEN_SIZE, help="aligned crop side in pixels")
     b.add_argument("--jpeg-quality", type=int, default=90, help="JPEG quality of the stored crops")
+    b.add_argument(
+        "--hires-size", type=int, default=2 * GEN_SIZE,
+        help="also store the crops at this side for large faces (0: none)",
+    )  # fmt: skip
     b.add_argument("--limit", type=int, default=None, help="use only the first N images (sorted)")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress output")
     i = sub.add_parser("info", help="summarise a bank file")
@@ -54,8 +58,13 @@ def _info(bank: DelegateBank) -> str:
         f"{lic} ({n})" for lic, n in zip(*np.unique(bank.licenses, return_counts=True), strict=True)
     )
     return (
-        f"{len(bank)} faces, crops {bank.size}px, {bank.jpeg.nbytes / 1e6:.1f} MB of JPEG\n"
-        f"yaw {yaw.min():.0f}..{yaw.max():.0f} deg (median {np.median(yaw):.0f}), "
+        f"{len(bank)} faces, crops {bank.size}px, {bank.jpeg.nbytes / 1e6:.1f} MB of JPEG"
+        + (
+            f"; {bank.hires_size}px, {bank.hires_jpeg.nbytes / 1e6:.1f} MB\n"
+            if bank.hires_jpeg is not None
+            else "\n"
+        )
+        + f"yaw {yaw.min():.0f}..{yaw.max():.0f} deg (median {np.median(yaw):.0f}), "
         f"pitch {pitch.min():.0f}..{pitch.max():.0f} deg (median {np.median(pitch):.0f})\n"
         f"licences: {licences}"
     )
@@ -77,7 +86,8 @@ def bank_main(argv: list[str]) -> int:
 
         report = build_bank(
             args.faces_dir, args.output, args.license, size=args.size,
-            jpeg_quality=args.jpeg_quality, limit=args.limit, progress=progress,
+            jpeg_quality=args.jpeg_quality, hires_size=max(args.hires_size, 0), limit=args.limit,
+            progress=progress,
         )  # fmt: skip
     except BankError as e:
         print(f"streamanon bank: error: {e}", file=sys.stderr)
