@@ -37,6 +37,8 @@ from streamanon.anonymize.blend import (
     detail_textures,
     face_hull,
     lab_stats,
+    lip_mask,
+    match_lip_colour,
     missing_detail,
     paste_alpha,
     pyramid_blend,
@@ -73,12 +75,15 @@ def mouth_open_ratio(lm: np.ndarray) -> float:
 
 
 def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) float32: the inner lip polygon, eroded a pixel and softened."""
+    """(size, size) float32: the inner lip polygon, softened by half a pixel (of a 128² crop).
+
+    Not eroded: the polygon is the lips' inner edge already, and each pixel taken off it
+    narrowed an open mouth by a tenth (a smile with teeth read as half-closed).
+    """
     m = np.zeros((size, size), np.uint8)
     pts = np.round(np.asarray(lm, np.float64)[60:68] * 16).astype(np.int32)
     cv2.fillPoly(m, [pts], 255, cv2.LINE_AA, 4)
-    m = cv2.erode(m, np.ones((3, 3), np.uint8))
-    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 1.0)
+    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.5 * size / 128.0)
 
 
 def _levels(size: int) -> int:
@@ -170,6 +175,7 @@ class SwapMethod:
         stats = None if self.opts.keep_appearance else self._source_stats(a)
         skin_face, skin_person = skin_mask(s_hat, size), job.skin_mask()
         face = transfer_colour(face, stats or skin_face, crop, skin_person)
+        face = match_lip_colour(face, lip_mask(s_hat, size), crop, lip_mask(lm, size))
         # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
         # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
         eyes, inside = eye_interiors(crop, lm, s_hat)
