@@ -42,13 +42,14 @@ def test_swap_video_privacy_and_utility(swapped_clip) -> None:
     assert r["privacy"]["dlib"]["reid"][0.6] <= 0.05
     u = r["utility"]
     assert u["detection_rate"] >= 0.95
-    # Issue 14 target is 5 deg; the thin-plate renderer measures 5.3 here (3.7 before it):
-    # docs/generative.md, "Measured after issue 14". Bounded so it cannot get worse unseen.
-    assert u["yaw"]["mae"] <= 6.0
+    # Issue 14's targets: yaw error <= 5 deg (3.6 measured: the nose is turned to the person's
+    # yaw, `delegates.keep_yaw`), flicker inside the face <= 1.3x the original's (1.09).
+    assert u["yaw"]["mae"] <= 5.0
     assert u["mouth"]["mae"] <= 0.1
     assert u["ssim_background"] >= 0.95
     (video,) = r["video"].values()
-    assert video["identity_consistency"]["dlib"] >= 0.8
+    assert video["identity_consistency"]["dlib"] >= 0.95  # issue 14: identity kept >= 95 %
+    assert video["flicker_face"] <= 1.3
     assert video["leaked_frames"]["dlib"]["rate"] <= 0.05  # issue 7: ReID in <= 5 % of frames
 
 
@@ -246,9 +247,10 @@ def test_pyramid_blend_gives_a_flat_delegate_the_persons_texture_energy_not_text
     from streamanon.anonymize.blend import BAND_GAIN, pyramid_blend
 
     rng = np.random.default_rng(2)
-    person = np.clip(128 + 12 * rng.standard_normal((128, 128, 3)), 0, 255).astype(np.uint8)
+    grey = lambda a: np.dstack([a] * 3).astype(np.uint8)  # noqa: E731
+    person = grey(np.clip(128 + 12 * rng.standard_normal((128, 128)), 0, 255))
     person = cv2.GaussianBlur(person, (0, 0), 1.2)  # texture at 2-4 px, like skin
-    soft = cv2.GaussianBlur(rng.integers(100, 156, (128, 128, 3)).astype(np.uint8), (0, 0), 1.2)
+    soft = cv2.GaussianBlur(grey(rng.integers(100, 156, (128, 128))), (0, 0), 1.2)
     soft = (128 + (soft.astype(np.float32) - 128) * 0.3).astype(np.uint8)  # a third of it
     ones, skin = np.ones((128, 128)), np.ones((128, 128), bool)
     plain = pyramid_blend(person, soft, ones)
@@ -263,6 +265,12 @@ def test_pyramid_blend_gives_a_flat_delegate_the_persons_texture_energy_not_text
     assert abs(np.corrcoef(hp(matched), hp(person))[0, 1]) < 0.1
     same = pyramid_blend(person, person, ones, skin=(skin, skin))
     assert np.abs(same.astype(int) - person).max() <= 1
+    # Lightness only: a delegate's colour detail (a tinted fringe) is not amplified.
+    tinted = soft.copy()
+    tinted[..., 1] = np.clip(tinted[..., 1].astype(int) + rng.integers(-6, 7, (128, 128)), 0, 255)
+    out = pyramid_blend(person, tinted, ones, skin=(skin, skin)).astype(np.float32)
+    chroma = lambda im: im[..., 1] - 0.5 * (im[..., 0] + im[..., 2])  # noqa: E731
+    assert chroma(out).std() < 1.15 * chroma(tinted.astype(np.float32)).std()
 
 
 def test_missing_detail_is_what_the_render_lacks_per_band() -> None:
