@@ -62,11 +62,15 @@ def skin_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return (hull > 127) & (feats < 128)
 
 
-def lab_stats(image: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """(mean, std) of the Lab pixels (float32, OpenCV's 8-bit scale) under ``mask``; None if few."""
+def lab_stats(
+    image: np.ndarray, mask: np.ndarray, lab: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """(median, robust spread) of the Lab pixels (float32, OpenCV's 8-bit scale) under ``mask``;
+    None if few. ``lab``: ``image`` already converted (uint8 Lab), when the caller has it."""
     if int(mask.sum()) < 32:
         return None
-    px = cv2.cvtColor(image, cv2.COLOR_BGR2LAB).reshape(-1, 3)[mask.reshape(-1)].astype(np.float32)
+    lab = cv2.cvtColor(image, cv2.COLOR_BGR2LAB) if lab is None else lab
+    px = lab.reshape(-1, 3)[mask.reshape(-1)].astype(np.float32)
     # Medians and a robust spread: specular highlights and stray hair must not steer the fit.
     q = np.percentile(px, [16, 50, 84], axis=0)
     return q[1], np.maximum((q[2] - q[0]) / 2.0, 1.0)
@@ -96,31 +100,13 @@ def lip_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.03 * io)
 
 
-def match_lip_colour(
-    face: np.ndarray, face_lips: np.ndarray, person: np.ndarray, person_lips: np.ndarray
-) -> np.ndarray:
-    """``face`` with the chroma (a*, b*) of its lips moved to the median of the person's lips.
-
-    Lips are not skin: the skin-fitted transfer turned a delegate's pink lips violet on a
-    person whose skin is less yellow than the delegate's, and a delegate's lipstick on a man
-    is the first thing one sees. Lightness stays the delegate's (its lip shading).
-    """
-    inside_f, inside_p = face_lips > 0.5, person_lips > 0.5
-    if inside_f.sum() < 8 or inside_p.sum() < 8:
-        return face
-    lab = cv2.cvtColor(face, cv2.COLOR_BGR2LAB).astype(np.float32)
-    want = np.median(cv2.cvtColor(person, cv2.COLOR_BGR2LAB)[inside_p][:, 1:], axis=0)
-    shift = want - np.median(lab[inside_f][:, 1:], axis=0)
-    lab[..., 1:] += face_lips[..., None] * shift
-    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
-
-
 def transfer_colour(
     delegate: np.ndarray,
     delegate_skin: np.ndarray | tuple[np.ndarray, np.ndarray] | None,
     person: np.ndarray,
     person_skin: np.ndarray,
     keep_chroma: np.ndarray | None = None,
+    lips: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> np.ndarray:
     """``delegate`` with its skin's Lab statistics moved to those of the person's skin.
 
@@ -128,13 +114,18 @@ def transfer_colour(
     do not change as the delegate is re-shaped frame to frame).
     ``keep_chroma`` (float mask): where the delegate keeps its own a*/b* (eyes: a chroma shift
     fitted on skin turns white sclera and grey irises pink or cyan); lightness still moves.
+    ``lips`` (`lip_mask` of the delegate, of the person): there the chroma is moved to the
+    median of the person's lips instead. Lips are not skin: the skin-fitted shift turned a
+    delegate's pink lips violet on a person whose skin is less yellow than the delegate's, and
+    a delegate's lipstick on a man is the first thing one sees. Lightness stays as fitted.
     """
     src = (
         delegate_skin
         if isinstance(delegate_skin, tuple) or delegate_skin is None
         else (lab_stats(delegate, delegate_skin))
     )
-    dst = lab_stats(person, person_skin)
+    person_lab = cv2.cvtColor(person, cv2.COLOR_BGR2LAB)
+    dst = lab_stats(person, person_skin, person_lab)
     if src is None or dst is None:
         return delegate
     (sm, ss), (dm, ds) = src, dst
@@ -146,6 +137,12 @@ def transfer_colour(
     if keep_chroma is not None:
         k = keep_chroma[..., None]
         lab[..., 1:] = lab[..., 1:] * (1 - k) + orig[..., 1:] * k
+    if lips is not None:
+        inside_f, inside_p = lips[0] > 0.5, lips[1] > 0.5
+        if inside_f.sum() >= 8 and inside_p.sum() >= 8:
+            want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
+            shift = want - np.median(lab[inside_f][:, 1:], axis=0)
+            lab[..., 1:] += lips[0][..., None] * shift
     return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 

@@ -38,7 +38,6 @@ from streamanon.anonymize.blend import (
     face_hull,
     lab_stats,
     lip_mask,
-    match_lip_colour,
     missing_detail,
     paste_alpha,
     pyramid_blend,
@@ -116,10 +115,16 @@ def eye_interiors(
         inside = poly > 0
         if not inside.any():
             continue
-        warped = cv2.warpAffine(crop, m, (size, size), flags=cv2.INTER_LINEAR,
-                                borderMode=cv2.BORDER_REFLECT)  # fmt: skip
         near = cv2.dilate(poly, np.ones((3, 3), np.uint8), iterations=2 * max(1, round(px))) > 0
-        out[near] = warped[near]  # beyond the polygon too: the softened mask reaches there
+        # Only the eye's box is warped (beyond the polygon too: the softened mask reaches there).
+        ys, xs = np.nonzero(near)
+        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        shifted = m.copy()
+        shifted[:, 2] -= [x0, y0]
+        warped = cv2.warpAffine(crop, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_REFLECT)  # fmt: skip
+        box = near[y0:y1, x0:x1]
+        out[y0:y1, x0:x1][box] = warped[box]
         mask = np.maximum(mask, poly.astype(np.float32) / 255.0)
     return out, cv2.GaussianBlur(mask, (0, 0), 0.7 * px)[..., None]
 
@@ -174,8 +179,10 @@ class SwapMethod:
         face = warp_face_tps(src, src_lm, s_hat)
         stats = None if self.opts.keep_appearance else self._source_stats(a)
         skin_face, skin_person = skin_mask(s_hat, size), job.skin_mask()
-        face = transfer_colour(face, stats or skin_face, crop, skin_person)
-        face = match_lip_colour(face, lip_mask(s_hat, size), crop, lip_mask(lm, size))
+        face = transfer_colour(
+            face, stats or skin_face, crop, skin_person,
+            lips=(lip_mask(s_hat, size), lip_mask(lm, size)),
+        )  # fmt: skip
         # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
         # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
         eyes, inside = eye_interiors(crop, lm, s_hat)
@@ -239,12 +246,14 @@ class SwapMethod:
         from streamanon.visual.align import warp_back_roi
 
         m = job.crop.matrix
+        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
+        if scale < 1.0:  # the crop is reduced into the frame: it has all the detail it needs
+            return
         face, _ = warp_back_roi(mask, m, frame_shape)
         skin, _ = warp_back_roi(job.skin_mask().astype(np.float32), m, frame_shape)
         h, w = face.shape
         if skin.shape != face.shape or face.shape != out.shape[:2]:
             return
-        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
         if scale > 1.25:
             # Unsharp mask at the upsampling's scale: the delegate's eyelids, brows, nostrils
             # and lips get back the edge contrast a 128² crop loses when it is enlarged.
