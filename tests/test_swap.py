@@ -311,6 +311,19 @@ def test_eye_interiors_follow_the_persons_gaze_inside_the_rendered_lids() -> Non
     assert eye_interiors(crop, lm, closed)[1].max() < 0.5
 
 
+def test_crop_side_follows_the_faces_size_in_the_frame_with_hysteresis() -> None:
+    from streamanon.anonymize.identity_state import crop_side
+
+    assert crop_side(1.0, 128, 256, 96, None) == 128
+    assert crop_side(2.0, 128, 256, 96, None) == 256  # enlarged: render from 256² crops
+    assert crop_side(0.5, 128, 256, 96, None) == 96  # reduced: no pixels the frame cannot show
+    assert crop_side(2.0, 128, 0, 96, None) == 128  # no high-resolution bank
+    # A track near a threshold keeps its side until it is clearly past it.
+    assert crop_side(1.45, 128, 256, 96, 128) == 128 and crop_side(1.35, 128, 256, 96, 256) == 256
+    assert crop_side(0.72, 128, 256, 96, 128) == 128 and crop_side(0.78, 128, 256, 96, 96) == 96
+    assert crop_side(1.2, 128, 256, 96, 256) == 128 and crop_side(0.9, 128, 256, 96, 96) == 128
+
+
 def test_keep_yaw_turns_the_nose_to_the_persons_yaw() -> None:
     from streamanon.visual.bank import default_bank
     from streamanon.visual.delegates import keep_yaw

@@ -65,6 +65,7 @@ class FaceJob:
     box: np.ndarray  # (4,) frame box
     state: TrackState | None = None
     skin: np.ndarray | None = None  # the person's skin mask in the crop, once computed
+    openings: np.ndarray | None = None  # swap: where the render shows the person's eyes/mouth
 
     def skin_mask(self) -> np.ndarray:
         """(size, size) bool skin of the person in the crop (`blend.skin_mask`), computed once."""
@@ -96,17 +97,45 @@ def _turned(faces: Detections, i: int) -> bool:
     return abs(float(turn_ratio(faces.xyxy[i : i + 1], faces.landmarks5[i : i + 1])[0])) > MAX_TURN
 
 
-# A face whose ``size`` crop would be enlarged this much into its frame is cropped at ``hires``.
+# A face whose ``size`` crop would be enlarged this much into its frame is cropped at ``hires``;
+# one it would be reduced to less than LORES_BELOW is cropped at ``lores`` (still at least the
+# frame's own resolution: rendering pixels the frame cannot show is wasted time in a crowd).
 HIRES_FROM = 1.4
+LORES_BELOW = 0.75
+
+
+SIDE_HYSTERESIS = 0.1  # a track changes crop side only 10 % past a threshold (no flip-flop)
+
+
+def crop_side(scale: float, size: int, hires: int, lores: int, previous: int | None) -> int:
+    """The crop side for a face at ``scale`` (frame px per ``size``-crop px); ``previous``: the
+    track's side last frame (it is kept until the scale is clearly past the threshold)."""
+    h = SIDE_HYSTERESIS
+    if previous == hires and hires > size:
+        return hires if scale >= HIRES_FROM * (1 - h) else size
+    if previous == lores and 0 < lores < size:
+        return lores if scale < LORES_BELOW * (1 + h) else size
+    if hires > size and scale >= HIRES_FROM * (1 + h if previous else 1):
+        return hires
+    if 0 < lores < size and scale < LORES_BELOW * (1 - h if previous else 1):
+        return lores
+    return size
 
 
 def face_jobs(
-    image: np.ndarray, faces: Detections, size: int, count, hires: int = 0
+    image: np.ndarray,
+    faces: Detections,
+    size: int,
+    count,
+    hires: int = 0,
+    lores: int = 0,
+    sides: dict[int, int] | None = None,
 ) -> tuple[list[FaceJob], list[int]]:
     """Aligned crops of the faces a method can render, and the rows it must decline.
 
-    ``count(track_id, reason)`` is told about every declined face. With ``hires`` (> size),
-    faces large in the frame get their crop at that side instead (see ``HIRES_FROM``).
+    ``count(track_id, reason)`` is told about every declined face. With ``hires`` (> size) or
+    ``lores`` (< size), faces large or small in the frame get their crop at that side instead
+    (`crop_side`); ``sides`` (track id → side, updated here) keeps a track's side steady.
     """
     from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
     from streamanon.visual.pose import face_pose
@@ -125,10 +154,12 @@ def face_jobs(
             declined.append(i)
             count(tid, reason)
             continue
-        side = size
-        m = align_matrix(lm, side)
-        if hires > size and 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2])))) >= HIRES_FROM:
-            side = hires
+        m = align_matrix(lm, size)
+        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
+        side = crop_side(scale, size, hires, lores, None if sides is None else sides.get(tid))
+        if sides is not None:
+            sides[tid] = side
+        if side != size:
             m = align_matrix(lm, side)
         crop = FaceCrop(warp_to_crop(image, m, side), m, transform_points(lm, m), tid)
         jobs.append(FaceJob(i, tid, crop, pose, faces.xyxy[i].astype(np.float64)))

@@ -64,6 +64,7 @@ SHARPEN_MAX = 0.9  # ... up to this (halos beyond)
 GRAIN_MAX = (
     6.0  # detail std cap per band (grey levels): a noisy night frame must not speckle a face
 )
+LORES = 96  # crop side for faces the frame shows smaller than 3/4 of a 128² crop
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
 
 
@@ -147,6 +148,7 @@ class SwapMethod:
         self._source_stats = lru_cache(maxsize=64)(self._skin_stats)
         bank = self.ids.bank
         self.hires = bank.hires_size if bank.hires_jpeg is not None else 0
+        self._sides: dict[int, int] = {}  # track id -> crop side last frame
 
     def _skin_stats(self, index: int):
         """Lab skin statistics of bank face ``index`` (its crop, its own landmarks)."""
@@ -186,10 +188,12 @@ class SwapMethod:
         # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
         # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
         eyes, inside = eye_interiors(crop, lm, s_hat)
-        face = (face * (1 - inside) + eyes * inside).astype(np.uint8)
+        openings = eyes
         if mouth_open_ratio(lm) > MOUTH_OPEN:
             inner = mouth_interior_mask(lm, size)[..., None]
-            face = (face * (1 - inner) + crop * inner).astype(np.uint8)
+            openings = (eyes * (1 - inner) + crop * inner).astype(np.uint8)
+            inside = np.maximum(inside, inner)
+        face = (face * (1 - inside) + openings * inside).astype(np.uint8)
         # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
         # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
         mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
@@ -199,7 +203,12 @@ class SwapMethod:
         k = 2 * int(round(1.0 * sigma)) + 1
         mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
         mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
-        return pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face)), mask
+        out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face))
+        # The openings go back untouched: the band gains (and, at frame scale, the detail
+        # pass) are for skin; on teeth near white they clipped a channel and tinted them.
+        out = (out * (1 - inside) + openings * inside).astype(np.uint8)
+        job.openings = inside[..., 0]
+        return out, mask
 
     def paste(
         self,
@@ -254,12 +263,16 @@ class SwapMethod:
         h, w = face.shape
         if skin.shape != face.shape or face.shape != out.shape[:2]:
             return
+        # Skin only: the eye and mouth openings are the person's own pixels, left as they are.
+        where = np.clip(face, 0.0, 1.0)
+        if job.openings is not None:
+            where = where * (1.0 - warp_back_roi(job.openings, m, frame_shape)[0])
         if scale > 1.25:
             # Unsharp mask at the upsampling's scale: the delegate's eyelids, brows, nostrils
             # and lips get back the edge contrast a 128² crop loses when it is enlarged.
             amount = min(SHARPEN * (scale - 1.0), SHARPEN_MAX)
             soft = cv2.GaussianBlur(out, (0, 0), 0.5 * scale)
-            out += (amount * np.clip(face, 0.0, 1.0))[..., None] * (out - soft)
+            out += (amount * where)[..., None] * (out - soft)
         need = np.minimum(missing_detail(roi, out.astype(np.uint8), skin > 0.5), GRAIN_MAX)
         if float(need.max()) < 0.5:
             return
@@ -268,7 +281,7 @@ class SwapMethod:
             rng = np.random.default_rng([self.opts.seed, max(job.track_id, 0), 7])
             tex = st.grain = detail_textures(rng, max(h, 64) * 2, max(w, 64) * 2)
         detail = np.tensordot(need.astype(np.float32), tex[:, :h, :w], axes=1)
-        out += (detail * np.clip(face, 0.0, 1.0))[..., None]
+        out += (detail * where)[..., None]
 
     def _steady(self, st: TrackState, rendered: np.ndarray) -> np.ndarray:
         """Average with the track's previous render (both in crop coordinates): landmark noise
@@ -339,7 +352,9 @@ class SwapMethod:
 
     # -- FaceMethod --------------------------------------------------------------------------
     def apply(self, image: np.ndarray, faces: Detections) -> None:
-        jobs, declined = face_jobs(image, faces, self.size, self.ids.count, self.hires)
+        jobs, declined = face_jobs(
+            image, faces, self.size, self.ids.count, self.hires, LORES, self._sides
+        )
         original = image.copy() if jobs else image
         for job in jobs:
             st = self.ids.get(job.track_id)
@@ -388,6 +403,9 @@ class SwapMethod:
                 self._fallback.apply(image, Detections(job.box[None], np.ones(1, np.float32)))
 
     def forget(self, track_ids: Iterable[int]) -> None:
+        track_ids = list(track_ids)
+        for tid in track_ids:
+            self._sides.pop(tid, None)
         self.ids.forget(track_ids)
 
     def report(self) -> dict:
