@@ -246,7 +246,7 @@ def band_spreads(image: np.ndarray, region: np.ndarray) -> np.ndarray:
     if int(region.sum()) < 16:
         return out
     for k, (lo, hi) in enumerate(BANDS):
-        out[k] = 1.4826 * float(np.median(np.abs(_band(gray, lo, hi)[region])))
+        out[k] = _spread(_band(gray, lo, hi), region)
     return out
 
 

@@ -137,7 +137,7 @@ def face_jobs(
     ``lores`` (< size), faces large or small in the frame get their crop at that side instead
     (`crop_side`); ``sides`` (track id → side, updated here) keeps a track's side steady.
     """
-    from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
+    from streamanon.visual.align import align_matrix, crop_scale, transform_points, warp_to_crop
     from streamanon.visual.pose import face_pose
 
     jobs, declined = [], []
@@ -155,8 +155,9 @@ def face_jobs(
             count(tid, reason)
             continue
         m = align_matrix(lm, size)
-        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
-        side = crop_side(scale, size, hires, lores, None if sides is None else sides.get(tid))
+        side = crop_side(
+            crop_scale(m), size, hires, lores, None if sides is None else sides.get(tid)
+        )
         if sides is not None:
             sides[tid] = side
         if side != size:
@@ -169,11 +170,11 @@ def face_jobs(
 def _chips(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """dlib's aligned 150² chips of ``boxes``, cut from a window around them (converting a
     whole 4K frame to RGB for one face is most of the cost of an alignment)."""
-    from streamanon.identity.align import align_chips
+    from streamanon.identity.align import CHIP_SIZE, align_chips
 
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
-        return np.zeros((0, 150, 150, 3), np.uint8)
+        return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)
     h, w = image.shape[:2]
     # One box size of margin: the chip (padding 0.25, any roll) lies well inside it.
     m = float(np.max(boxes[:, 2:] - boxes[:, :2]))

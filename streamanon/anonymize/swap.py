@@ -46,6 +46,7 @@ from streamanon.anonymize.blend import (
 )
 from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
 from streamanon.types import Detections
+from streamanon.visual.attributes import mouth_open_ratio
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +62,10 @@ MASK_LIFT = 0.15  # the pasted hull reaches this share of the face height above 
 MASK_SOFT = 0.015  # Gaussian softening of the blend mask, share of the crop size
 SHARPEN = 0.35  # unsharp-mask amount per unit of upsampling beyond 1 ...
 SHARPEN_MAX = 0.9  # ... up to this (halos beyond)
-GRAIN_MAX = (
-    6.0  # detail std cap per band (grey levels): a noisy night frame must not speckle a face
-)
+# Detail std cap per band (grey levels): a noisy night frame must not speckle a face.
+GRAIN_MAX = 6.0
 LORES = 96  # crop side for faces the frame shows smaller than 3/4 of a 128² crop
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
-
-
-def mouth_open_ratio(lm: np.ndarray) -> float:
-    """Inner lip opening (62-66 … 60-64) over mouth width (48-54)."""
-    gap = float(np.mean([np.hypot(*(lm[a] - lm[b])) for a, b in ((61, 67), (62, 66), (63, 65))]))
-    return gap / max(float(np.hypot(*(lm[54] - lm[48]))), 1.0)
 
 
 def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
@@ -252,21 +246,22 @@ class SwapMethod:
         a 128² delegate on a 300-pixel face is smooth where its frame has pores, grain and
         compression noise. The textures are seeded per track, so they do not flicker.
         """
-        from streamanon.visual.align import warp_back_roi
+        from streamanon.visual.align import crop_scale, warp_back_roi
 
         m = job.crop.matrix
-        scale = 1.0 / np.sqrt(abs(float(np.linalg.det(m[:, :2]))))  # frame px per crop px
+        scale = crop_scale(m)
         if scale < 1.0:  # the crop is reduced into the frame: it has all the detail it needs
             return
-        face, _ = warp_back_roi(mask, m, frame_shape)
-        skin, _ = warp_back_roi(job.skin_mask().astype(np.float32), m, frame_shape)
-        h, w = face.shape
-        if skin.shape != face.shape or face.shape != out.shape[:2]:
+        # Face mask, person's skin and the openings back to the frame in one warp.
+        openings = np.zeros_like(mask) if job.openings is None else job.openings
+        layers = np.dstack([mask, job.skin_mask().astype(np.float32), openings])
+        back, _ = warp_back_roi(layers, m, frame_shape)
+        if back.shape[:2] != out.shape[:2]:
             return
+        face, skin = back[..., 0], back[..., 1]
+        h, w = face.shape
         # Skin only: the eye and mouth openings are the person's own pixels, left as they are.
-        where = np.clip(face, 0.0, 1.0)
-        if job.openings is not None:
-            where = where * (1.0 - warp_back_roi(job.openings, m, frame_shape)[0])
+        where = np.clip(face, 0.0, 1.0) * (1.0 - back[..., 2])
         if scale > 1.25:
             # Unsharp mask at the upsampling's scale: the delegate's eyelids, brows, nostrils
             # and lips get back the edge contrast a 128² crop loses when it is enlarged.

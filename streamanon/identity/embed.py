@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import io
 import logging
-import os
-import threading
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -165,18 +163,18 @@ def psi_onnx_bytes() -> bytes:
     path = models.cache_dir() / f"psi_dlib_resnet_v1.{_dat_digest(dat)}.v{ONNX_EXPORT_VERSION}.onnx"
     if path.is_file():
         return path.read_bytes()
+    from streamanon.errors import OutputError
+    from streamanon.io.atomic import atomic_output
+
     buf = io.BytesIO()
     export_onnx(buf)
     data = buf.getvalue()
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    except OSError as exc:
+        with atomic_output(path) as tmp:
+            tmp.write_bytes(data)
+    except (OSError, OutputError) as exc:
         log.warning("model cache %s not writable (%s); Ψ exported in memory", path.parent, exc)
-    finally:
-        tmp.unlink(missing_ok=True)
     return data
 
 

@@ -145,6 +145,11 @@ def crop_roi(
     return max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
 
 
+def crop_scale(matrix: np.ndarray) -> float:
+    """Frame pixels per crop pixel of the (2, 3) frame -> crop ``matrix`` (a similarity)."""
+    return 1.0 / np.sqrt(abs(float(np.linalg.det(np.asarray(matrix, np.float64)[:, :2]))))
+
+
 def warp_back_roi(
     crop: np.ndarray,
     matrix: np.ndarray,

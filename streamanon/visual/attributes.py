@@ -158,6 +158,16 @@ BROW_GAP = 0.13  # brows at least this far above the upper eyelids (inter-ocular
 MOUTH_CLOSED = 0.08  # inner-lip gap over mouth width below this
 
 
+def mouth_open_ratio(landmarks68: np.ndarray) -> np.ndarray | float:
+    """Inner-lip opening (61-67, 62-66, 63-65) over mouth width (48-54), per face of
+    (68, 2) -> float or (n, 68, 2) -> (n,)."""
+    lm = np.asarray(landmarks68, np.float64)
+    gap = np.hypot(*np.moveaxis(lm[..., [61, 62, 63], :] - lm[..., [67, 66, 65], :], -1, 0))
+    width = np.hypot(*np.moveaxis(lm[..., 54, :] - lm[..., 48, :], -1, 0))
+    ratio = gap.mean(-1) / np.maximum(width, 1.0)
+    return float(ratio) if lm.ndim == 2 else ratio
+
+
 def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(n,) bool: bank faces that are near-frontal, with clear brows and a closed mouth."""
     pose = np.asarray(pose, np.float64).reshape(-1, 3)
@@ -170,8 +180,7 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
         )
         / io
     )
-    inner = np.hypot(*(lm[:, [61, 62, 63]] - lm[:, [67, 66, 65]]).transpose(2, 0, 1)).mean(1)
-    mouth = inner / np.maximum(np.hypot(*(lm[:, 54] - lm[:, 48]).T), 1.0)
+    mouth = mouth_open_ratio(lm)
     frontal = (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
     return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
 
