@@ -50,16 +50,18 @@ def test_tile_grid_covers_the_image_with_the_overlap_asked_for() -> None:
                 )
 
 
-def test_is_covered_needs_the_centre_column_and_six_cells() -> None:
-    assert C.is_covered(np.ones((3, 3), bool))
+def test_is_covered_needs_every_landmark_patch_and_six_cells() -> None:
+    five = np.ones(5, bool)
+    assert C.is_covered(np.ones((3, 3), bool), five)
     cells = np.ones((3, 3), bool)
-    cells[2, 1] = False  # the mouth left visible
-    assert not C.is_covered(cells)
-    cells = np.ones((3, 3), bool)
-    cells[:, 0] = False  # six cells, centre column whole
-    assert C.is_covered(cells)
+    cells[:, 0] = False  # six cells changed, every landmark patch changed
+    assert C.is_covered(cells, five)
     cells[0, 2] = False  # five
-    assert not C.is_covered(cells)
+    assert not C.is_covered(cells, five)
+    for i in range(5):  # one eye, the nose or one mouth corner still shown
+        one_left = five.copy()
+        one_left[i] = False
+        assert not C.is_covered(np.ones((3, 3), bool), one_left)
 
 
 def test_merge_references_keeps_one_box_per_face() -> None:
@@ -69,37 +71,109 @@ def test_merge_references_keeps_one_box_per_face() -> None:
     assert len(m) == 2 and np.allclose(m[0], a[0]) and np.allclose(m[1], b[1])
 
 
-@pytest.fixture(scope="module")
-def face_photo() -> tuple[np.ndarray, np.ndarray]:
-    img = cv2.imread(str(needs_shared("faces", "identities", "fr_obama", "obama.jpg")))
-    boxes = C.reference_detector(None)(img)
-    assert len(boxes) == 1
-    return img, boxes[0]
+# Real faces of ../shared/data for the table of the landmark rule: large studio faces, a
+# group photo, and a 35 px face of a crowd photo (the size the crowd gates are about).
+TABLE_FACES = {
+    "obama": ("faces", "identities", "fr_obama", "obama.jpg"),
+    "biden": ("faces", "identities", "fr_biden", "biden.jpg"),
+    "two_people": ("groups", "misc", "face_recognition_two_people.jpg"),
+    "deepface_p01": ("faces", "identities", "deepface_p01", "img1.jpg"),
+    "crowd_35px": ("groups", "ultralight_crowd", "1.jpg"),
+}
+
+
+@pytest.fixture(scope="module", params=list(TABLE_FACES))
+def face_photo(request):
+    """(image, the largest reference face with its landmarks and 68 points)."""
+    from streamanon.detect.landmarks import Landmarks68
+
+    img = cv2.imread(str(needs_shared(*TABLE_FACES[request.param])))
+    faces = _reference(None)(img)
+    assert len(faces) >= 1
+    face = faces[[int(np.argmax(faces.xyxy[:, 3] - faces.xyxy[:, 1]))]]
+    face.landmarks68 = Landmarks68()(img, face)
+    return img, face
 
 
 def _jpeg(img: np.ndarray, q: int) -> np.ndarray:
     return cv2.imdecode(cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, q])[1], 1)
 
 
-def test_judge_on_a_real_face(face_photo) -> None:
-    """Re-encoding is not covering; a head blur or box is; half a face is not."""
-    img, box = face_photo
-    x1, y1, x2, y2 = np.round(box).astype(int)
-    h = y2 - y1
-    assert not C.is_covered(C.changed_cells(img, _jpeg(img, 60), box))
-    blurred = img.copy()
-    roi = blurred[max(y1 - h // 4, 0) : y2 + h // 8, max(x1 - h // 8, 0) : x2 + h // 8]
-    roi[...] = cv2.resize(cv2.resize(roi, (6, 8), interpolation=cv2.INTER_AREA), roi.shape[1::-1])
-    assert C.is_covered(C.changed_cells(img, _jpeg(blurred, 80), box))
-    solid = img.copy()
-    solid[y1:y2, x1:x2] = 0
-    assert C.is_covered(C.changed_cells(img, solid, box))
-    top = img.copy()
-    top[y1 : y1 + h // 2, x1:x2] = 0  # eyes hidden, nose tip and mouth shown
-    assert not C.is_covered(C.changed_cells(img, top, box))
-    side = img.copy()  # a box that sits beside the face (the profile miss of the issue)
-    side[y1:y2, max(x1 - (x2 - x1) // 2, 0) : x1 + (x2 - x1) // 3] = 0
-    assert not C.is_covered(C.changed_cells(img, side, box))
+def _fill(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, how: str = "solid") -> np.ndarray:
+    out = img.copy()
+    roi = out[max(y1, 0) : max(y2, 0), max(x1, 0) : max(x2, 0)]
+    if how == "solid":
+        roi[...] = 0
+    else:  # a heavy blur (what a blur redactor does) in that rectangle only
+        roi[...] = cv2.resize(
+            cv2.resize(roi, (6, 8), interpolation=cv2.INTER_AREA), roi.shape[1::-1]
+        )
+    return out
+
+
+def _manipulated(img: np.ndarray, face, case: str) -> np.ndarray:
+    """The output of one row of the table for the face (xyxy box) in ``img``."""
+    from streamanon.anonymize.classic import make_redactor
+
+    x1, y1, x2, y2 = np.round(face.xyxy[0]).astype(int)
+    w, h = x2 - x1, y2 - y1
+    # The head around the box (forehead, hair, ears), as a redactor would grow it.
+    hx1, hy1, hx2, hy2 = x1 - w // 4, y1 - h // 4, x2 + w // 4, y2 + h // 8
+    if case == "half_left":
+        return _fill(img, hx1, hy1, x1 + w // 2, hy2)
+    if case == "half_right":
+        return _fill(img, x1 + w // 2, hy1, hx2, hy2)
+    if case == "60pct_left":
+        return _fill(img, hx1, hy1, x1 + int(0.6 * w), hy2)
+    if case == "60pct_top":
+        return _fill(img, hx1, hy1, hx2, y1 + int(0.6 * h))
+    if case == "shifted_third_right":
+        return _fill(img, x1 + w // 3, y1, x2 + w // 3, y2, "blur")
+    if case == "shifted_third_left":
+        return _fill(img, x1 - w // 3, y1, x2 - w // 3, y2, "blur")
+    if case == "noise_sigma40":
+        out = img.astype(np.float32)
+        roi = out[max(hy1, 0) : hy2, max(hx1, 0) : hx2]
+        roi += np.random.default_rng(0).normal(0, 40, roi.shape)
+        return np.clip(out, 0, 255).astype(np.uint8)
+    if case == "inverted":
+        out = img.copy()
+        roi = out[max(hy1, 0) : hy2, max(hx1, 0) : hx2]
+        roi[...] = 255 - roi
+        return out
+    if case == "reencoded_q30":
+        return _jpeg(img, 30)
+    # The redactors themselves, on the reference face, then a JPEG q80 re-encode.
+    out = img.copy()
+    make_redactor(case).apply(out, face)
+    return _jpeg(out, 80)
+
+
+NOT_COVERED = [
+    "half_left",
+    "half_right",
+    "60pct_left",
+    "60pct_top",
+    "shifted_third_right",
+    "shifted_third_left",
+    "noise_sigma40",
+    "inverted",
+    "reencoded_q30",
+]
+COVERED = ["blur", "solid", "pixelate", "mask"]
+
+
+@pytest.mark.parametrize("case", NOT_COVERED + COVERED)
+def test_landmark_rule_on_real_faces(face_photo, case: str) -> None:
+    """Half a face, 60 % of it, a box a third off, noise, an inverted or re-encoded face still
+    show the person: not covered. A head blur, a solid box, pixelation, a face mask: covered."""
+    img, face = face_photo
+    out = _manipulated(img, face, case)
+    cells, patches = C.changed_regions(img, out, face.xyxy[0], face.landmarks5[0])
+    got = C.is_covered(cells, patches)
+    assert got == (case in COVERED), (case, cells.astype(int).tolist(), patches.astype(int))
+    # judge_frame gives the same verdict from the reference faces
+    assert C.judge_frame(img, out, face)[0].covered == got
 
 
 # -- rotation ------------------------------------------------------------------------------

@@ -50,7 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         metavar="N",
         help="coverage reference: add dlib's MMOD CNN upsampled N times (slow; default: "
-        "CenterFace at native resolution only)",
+        "RetinaFace + CenterFace at native resolution)",
     )
     p.add_argument("--json", metavar="OUT.json", help="write the full result here")
     p.add_argument("--markdown", metavar="OUT.md", help="write the tables here")

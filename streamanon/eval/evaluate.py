@@ -40,7 +40,8 @@ class EvalConfig:
     iou: float = 0.3  # a face counts as found again at this IoU
     region_scale: float = 1.6  # face boxes grown by this much are excluded from "background"
     # Coverage per face-size bin against the independent reference (eval/coverage.py):
-    # CenterFace at native resolution, plus dlib MMOD upsampled this many times (None: off).
+    # RetinaFace + CenterFace at native resolution, plus dlib MMOD upsampled this many times
+    # (None: off), judged by the landmark rule.
     coverage: bool = True
     coverage_mmod: int | None = None
 

@@ -111,8 +111,8 @@ def to_markdown(results: dict[str, dict]) -> str:
         parts += ["\nVideo:\n", video_table(results)]
     if any(r.get("coverage") for r in results.values()):
         parts += [
-            "\nCoverage (reference faces, CenterFace native [+ dlib MMOD], whose centre column "
-            "and 6 of 9 cells changed), covered/faces per height bin:\n",
+            "\nCoverage (reference faces, RetinaFace + CenterFace native [+ dlib MMOD], covered "
+            "when every landmark patch and 6 of 9 cells changed), covered/faces per height bin:\n",
             coverage_table(results),
         ]
     return "\n".join(parts) + "\n"
