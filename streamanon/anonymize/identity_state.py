@@ -52,6 +52,7 @@ class TrackState:
     redraws: int = 0
     since_check: int = 0  # frames rendered since the last verification
     checked_yaw: float = 0.0  # yaw at the last verification
+    eyewear: bool = False  # the person wears glasses (their eye openings are not put back)
 
 
 @dataclass(slots=True)

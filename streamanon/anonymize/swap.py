@@ -124,6 +124,64 @@ def eye_interiors(
     return out, cv2.GaussianBlur(mask, (0, 0), 0.7 * px)[..., None]
 
 
+def render_delegate(
+    crop: np.ndarray,
+    lm: np.ndarray,
+    s_hat: np.ndarray,
+    src: np.ndarray,
+    src_lm: np.ndarray,
+    src_stats=None,
+    skin_person: np.ndarray | None = None,
+    eyewear: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(blended crop, face mask, openings mask (size, size, 1)) of the face ``src`` (landmarks
+    ``src_lm``) re-shaped onto Ŝ_x = ``s_hat`` in the person's ``crop`` (landmarks ``lm``).
+
+    The whole per-frame render of `swap` (steps 2-5 of the module doc) as a pure function: the
+    generator's training data goes through exactly this path (`synth.refine_data`).
+    ``src_stats``: the source's Lab skin statistics when known (cached per bank face).
+    ``eyewear``: the person wears glasses: their eye openings are not put back (through a
+    lens frame the person's own eyes come with dark rims), the delegate's eyes stay.
+    """
+    from streamanon.anonymize.warp import warp_face_tps
+
+    size = crop.shape[0]
+    face = warp_face_tps(src, src_lm, s_hat)
+    skin_face = skin_mask(s_hat, size)
+    if skin_person is None:
+        skin_person = skin_mask(lm, size)
+    face = transfer_colour(
+        face, src_stats or skin_face, crop, skin_person,
+        lips=(lip_mask(s_hat, size), lip_mask(lm, size)),
+    )  # fmt: skip
+    # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
+    # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
+    if eyewear:
+        eyes, inside = np.zeros_like(crop), np.zeros((size, size, 1), np.float32)
+    else:
+        eyes, inside = eye_interiors(crop, lm, s_hat)
+    openings = eyes
+    if mouth_open_ratio(lm) > MOUTH_OPEN:
+        inner = mouth_interior_mask(lm, size)[..., None]
+        openings = (eyes * (1 - inner) + crop * inner).astype(np.uint8)
+        inside = np.maximum(inside, inner)
+    face = (face * (1 - inside) + openings * inside).astype(np.uint8)
+    # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
+    # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
+    mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
+    # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
+    # delegate's own hair or background beyond its hull.
+    sigma = MASK_SOFT * size
+    k = 2 * int(round(1.0 * sigma)) + 1
+    mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
+    out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face))
+    # The openings go back untouched: the band gains (and, at frame scale, the detail
+    # pass) are for skin; on teeth near white they clipped a channel and tinted them.
+    out = (out * (1 - inside) + openings * inside).astype(np.uint8)
+    return out, mask, inside
+
+
 class SwapMethod:
     """The `swap` face method (`FaceMethod` of `anonymize.registry`)."""
 
@@ -162,45 +220,18 @@ class SwapMethod:
 
     def render(self, job: FaceJob, st: TrackState) -> tuple[np.ndarray, np.ndarray]:
         """(blended crop, face mask) of ``st``'s delegate on this face, in crop coordinates."""
-        from streamanon.anonymize.warp import warp_face_tps
-
         crop, lm = job.crop.image, job.crop.landmarks
         size = crop.shape[0]  # GEN_SIZE, or the bank's high-resolution side for a large face
         s_hat = self.geometry(st, job)
         if self.opts.keep_appearance:
-            src, src_lm = crop, lm
+            src, src_lm, stats = crop, lm, None
         else:
             a = int(st.delegates.appearance_index)
             src, src_lm = self._source(a, size), self.ids.bank.landmarks_at(a, size)
-        face = warp_face_tps(src, src_lm, s_hat)
-        stats = None if self.opts.keep_appearance else self._source_stats(a)
-        skin_face, skin_person = skin_mask(s_hat, size), job.skin_mask()
-        face = transfer_colour(
-            face, stats or skin_face, crop, skin_person,
-            lips=(lip_mask(s_hat, size), lip_mask(lm, size)),
-        )  # fmt: skip
-        # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
-        # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
-        eyes, inside = eye_interiors(crop, lm, s_hat)
-        openings = eyes
-        if mouth_open_ratio(lm) > MOUTH_OPEN:
-            inner = mouth_interior_mask(lm, size)[..., None]
-            openings = (eyes * (1 - inner) + crop * inner).astype(np.uint8)
-            inside = np.maximum(inside, inner)
-        face = (face * (1 - inside) + openings * inside).astype(np.uint8)
-        # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
-        # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
-        mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
-        # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
-        # delegate's own hair or background beyond its hull.
-        sigma = MASK_SOFT * size
-        k = 2 * int(round(1.0 * sigma)) + 1
-        mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-        mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
-        out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face))
-        # The openings go back untouched: the band gains (and, at frame scale, the detail
-        # pass) are for skin; on teeth near white they clipped a channel and tinted them.
-        out = (out * (1 - inside) + openings * inside).astype(np.uint8)
+            stats = self._source_stats(a)
+        out, mask, inside = render_delegate(
+            crop, lm, s_hat, src, src_lm, stats, job.skin_mask(), eyewear=st.eyewear
+        )
         job.openings = inside[..., 0]
         return out, mask
 

@@ -14,6 +14,11 @@ import torch
 
 from streamanon.synth.evaluate import evaluate_run
 from streamanon.synth.networks import load_generator
+from streamanon.synth.refine_train import (
+    is_refiner_config,
+    load_refine_config,
+    run_refiner_training,
+)
 from streamanon.synth.train import RunConfig, load_config, run_training
 
 
@@ -32,6 +37,8 @@ def train_main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--ship", type=Path, default=None, help="after evaluation, copy the model here")
     args = ap.parse_args(argv)
+    if is_refiner_config(args.config):
+        return _train_refiner(args)
     cfg = load_config(args.config)
     if args.steps is not None:
         cfg.train.steps = args.steps
@@ -46,6 +53,33 @@ def train_main(argv: list[str] | None = None) -> int:
     print(json.dumps(metrics, indent=2))
     if args.ship:
         ship(cfg, out, args.ship)
+    return 0
+
+
+def _train_refiner(args: argparse.Namespace) -> int:
+    """The refiner of `--method ida` (configs/refiner_128.toml): train/resume, then ship."""
+    import shutil
+
+    run = load_refine_config(args.config)
+    if args.steps is not None:
+        run.train.steps = args.steps
+    out = Path(run.train.out_dir)
+    if not args.eval_only:
+        out = run_refiner_training(run, None if args.max_minutes is None else 60 * args.max_minutes)
+    onnx = out / "refiner.onnx"
+    if not onnx.is_file():
+        ck = torch.load(str(out / "ckpt.pt"), map_location="cpu", weights_only=False)
+        if not args.eval_only:
+            print(f"stopped at step {ck['step']} of {run.train.steps}; run again to resume")
+            return 0
+        from streamanon.synth.refine_train import load_refiner
+        from streamanon.synth.refiner import export_refiner
+
+        export_refiner(load_refiner(out / "ckpt.pt"), onnx)
+    if args.ship:
+        args.ship.mkdir(parents=True, exist_ok=True)
+        shutil.copy(onnx, args.ship / "refiner_128.onnx")
+        print(f"shipped {args.ship / 'refiner_128.onnx'}")
     return 0
 
 
