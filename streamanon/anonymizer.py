@@ -61,8 +61,10 @@ class Options:
     # Classes to anonymize: "face", "plate" or both ("face,plate"); plates: docs/plates.md.
     objects: str = "face"
     plate_model: str | None = None  # a YOLOv9 plate ONNX the user supplies; None: shipped SSD
-    plate_thresh: float = 0.2
-    plate_levels: tuple[int, ...] | None = None  # SSD pyramid (longest sides); None: default
+    plate_thresh: float | None = None  # None: the detector's own (SSD 0.2, PlateNet its tuned one)
+    plate_levels: tuple[int, ...] | None = None  # pyramid (longest sides); None: detector default
+    plate_detector: str = "auto"  # "net" (trained here), "ssd" or "auto" (the better one)
+    plate_every: int = 1  # run the plate detector every N frames, the tracker in between
 
     # Re-identification gives a person who leaves and comes back (within 10 s) their track,
     # and so their fake identity, back. None: as the method's registry entry says.

@@ -176,16 +176,32 @@ def build_parser() -> argparse.ArgumentParser:
         " shipped one",
     )
     g.add_argument(
+        "--plate-detector",
+        choices=("auto", "net", "ssd"),
+        default=d.plate_detector,
+        help="shipped plate detector: net (trained here), ssd (HyperLPR) or auto (the one that"
+        " scores best on the held-out photos; docs/plates.md) (default: %(default)s)",
+    )
+    g.add_argument(
         "--plate-thresh",
         type=float,
         default=d.plate_thresh,
-        help="plate detection score threshold (default: %(default)s)",
+        help="plate detection score threshold (default: the detector's own: ssd 0.2, net its"
+        " threshold chosen on the tuning photos)",
     )
     g.add_argument(
         "--plate-levels",
         metavar="PX,PX",
-        help="shipped plate detector: image pyramid as longest sides (default: 320,640,1280;"
-        " 640 alone is ~5x faster and finds fewer plates)",
+        help="shipped plate detector: image pyramid as longest sides (default: ssd"
+        " 320,640,1280; net 320,640,1280)",
+    )
+    g.add_argument(
+        "--plate-every",
+        type=int,
+        default=d.plate_every,
+        metavar="N",
+        help="run the plate detector every N frames, the tracker predicts the frames between"
+        " (default: %(default)s)",
     )
     g = p.add_argument_group("output encoding")
     g.add_argument("--codec", help="video encoder (default: libx264 for mp4/mkv/mov, vp9 for webm)")
@@ -364,6 +380,8 @@ def _plate_options(args: argparse.Namespace) -> dict:
         plate_model=args.plate_model,
         plate_thresh=args.plate_thresh,
         plate_levels=levels,
+        plate_detector=args.plate_detector,
+        plate_every=args.plate_every,
     )
 
 

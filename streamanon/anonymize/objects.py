@@ -32,6 +32,16 @@ PLATE_METHODS = ("blur", "pixelate", "solid")
 # car's plate moves little in a second, and a stale blurred box costs nothing. On the
 # composed clip this takes per-frame coverage from 98.0 % (0.5 s) to 99.3 % (docs/plates.md).
 PLATE_COAST_S = 1.0
+# Plate boxes are tight (the detector pads them itself), so the tracker covers the detection
+# as it is: no union with the lagging filtered box (which trailed an approaching plate and
+# grew the covered region to half the car's front), half a frame's travel ahead for the
+# predicted boxes between detections and none behind, and a coasting box grows 20 % per
+# second of coasting (faces: 50 %).
+PLATE_TRACKER = dict(coast_grow=0.2, stretch=(0.5, 0.0), union_filtered=False)
+# Which plate detector `--dashcam` / `--objects plate` use without --plate-model / --plate-
+# detector: the one that scored best on the held-out photos (docs/plates.md, "Measured").
+DEFAULT_PLATE_DETECTOR = "ssd"
+PLATE_DETECTORS = ("auto", "net", "ssd")
 
 
 def parse_objects(text: str | Iterable[str]) -> tuple[str, ...]:
@@ -104,33 +114,36 @@ class ObjectStage:
         *,
         method: str = "blur",
         model_path: str | None = None,
-        thresh: float = 0.2,
+        thresh: float | None = None,
         low_thresh: float = 0.1,
         coast_s: float = PLATE_COAST_S,
         levels: tuple[int, ...] | None = None,
         threads: int | None = None,
         detector=None,
+        kind: str = "auto",
+        every: int = 1,
     ) -> None:
         from streamanon.track import FaceTracker
 
+        if detector is None:
+            detector = make_plate_detector(model_path, kind, levels, low_thresh, threads)
+        if thresh is None:  # the detector's own (PlateNet: chosen on the tune split)
+            thresh = float(getattr(detector, "thresh", 0.2))
+        low_thresh = min(low_thresh, thresh)
         if not 0.0 < low_thresh <= thresh <= 1.0:
             raise InputError(
                 f"need 0 < plate low_thresh <= thresh <= 1, got {low_thresh}, {thresh}"
             )
-        if detector is None:
-            from streamanon.detect.plates import PlateSSD, YoloV9Plates
-
-            if model_path is not None:
-                detector = YoloV9Plates(model_path, low_thresh=low_thresh, threads=threads)
-            elif levels:
-                detector = PlateSSD(levels=tuple(levels), low_thresh=low_thresh, threads=threads)
-            else:
-                detector = PlateSSD(low_thresh=low_thresh, threads=threads)
+        if int(every) < 1:
+            raise InputError(f"plate detection cadence must be >= 1 frame, got {every}")
         self.detector = detector
         self.thresh = thresh
+        self.every = int(every)
+        self._frames = 0
         self._tracker_args = dict(
-            thresh=thresh, low_thresh=low_thresh, coast_s=coast_s, smooth_landmarks=False
-        )
+            thresh=thresh, low_thresh=low_thresh, coast_s=coast_s, smooth_landmarks=False,
+            **PLATE_TRACKER,
+        )  # fmt: skip
         self.tracker = FaceTracker(**self._tracker_args)
         self.redactor = BoxRedactor(plate_method(method))
         self._cover = BoxRedactor("solid")
@@ -142,10 +155,14 @@ class ObjectStage:
 
         self.tracker = FaceTracker(**self._tracker_args)
         self.counters = ObjectCounters()
+        self._frames = 0
 
     def track(self, frame: Frame, t: float) -> Detections:
-        """Detect and track plates at time `t`; stores them on ``frame.objects['plate']``."""
-        dets = self.detector(frame.image)
+        """Detect (every `every`-th frame; the tracker predicts the frames between) and track
+        plates at time `t`; stores them on ``frame.objects['plate']``."""
+        run = self._frames % self.every == 0
+        self._frames += 1
+        dets = self.detector(frame.image) if run else Detections.empty()
         boxes = self.tracker.update(dets, t)
         self.tracker.pop_ended()  # plates keep no per-track state
         frame.objects[self.kind] = boxes
@@ -174,6 +191,29 @@ class ObjectStage:
         return self.counters.as_dict()
 
 
+def make_plate_detector(
+    model_path: str | None = None,
+    kind: str = "auto",
+    levels: tuple[int, ...] | None = None,
+    low_thresh: float = 0.1,
+    threads: int | None = None,
+):
+    """The user's YOLOv9 model (`model_path`), or a shipped detector: ``kind`` "net" (PlateNet,
+    trained here), "ssd" (HyperLPR's SSD) or "auto" (`DEFAULT_PLATE_DETECTOR`)."""
+    from streamanon.detect import plates as P
+
+    if kind not in PLATE_DETECTORS:
+        raise InputError(f"--plate-detector {kind!r}: choose from {', '.join(PLATE_DETECTORS)}")
+    low = min(low_thresh, 0.1)
+    if model_path is not None:
+        return P.YoloV9Plates(model_path, low_thresh=low, threads=threads)
+    kind = DEFAULT_PLATE_DETECTOR if kind == "auto" else kind
+    kw = {"levels": tuple(levels)} if levels else {}
+    if kind == "net":
+        return P.PlateNetONNX(low_thresh=low, threads=threads, **kw)
+    return P.PlateSSD(low_thresh=low, threads=threads, **kw)
+
+
 def make_object_stages(opts) -> list[ObjectStage]:
     """The stages for every non-face class in ``opts.objects`` (empty: faces only)."""
     names = parse_objects(opts.objects)
@@ -184,9 +224,11 @@ def make_object_stages(opts) -> list[ObjectStage]:
             method=opts.method,
             model_path=opts.plate_model,
             thresh=opts.plate_thresh,
-            low_thresh=min(opts.low_thresh, opts.plate_thresh),
+            low_thresh=min(opts.low_thresh, opts.plate_thresh or 1.0),
             coast_s=max(opts.coast_s, PLATE_COAST_S),
             levels=opts.plate_levels,
             threads=opts.threads,
+            kind=getattr(opts, "plate_detector", "auto"),
+            every=getattr(opts, "plate_every", 1),
         )
     ]

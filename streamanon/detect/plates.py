@@ -282,6 +282,128 @@ class YoloV9Plates:
         return _merge([boxes], [score], self.nms_iou, self.pad, image.shape)
 
 
+# -- PlateNet: the detector trained here (streamanon.plates) ---------------------------------
+
+PLATENET_NAME = "plate_net.onnx"
+# Longest side of the frame at each level. Close-up plates (as wide as the photo) are found at
+# the small level; 20-40 px plates at the large one.
+PLATENET_LEVELS = (320, 640)
+PLATENET_PAD = (0.06, 0.12)
+PLATENET_MEAN = 114
+
+
+def platenet_detect(
+    infer,
+    image_bgr: np.ndarray,
+    levels: tuple[int, ...] = PLATENET_LEVELS,
+    low_thresh: float = 0.1,
+    nms_iou: float = 0.4,
+    max_upscale: float = MAX_UPSCALE,
+    tile: int = TILE,
+) -> Detections:
+    """Run a PlateNet `infer(blob) -> (heatmap, box)` over the image pyramid `levels`; unpadded
+    boxes in image pixels, merged by NMS. Levels larger than `tile` are cut into tiles."""
+    from streamanon.plates.model import decode
+
+    image = check_image(image_bgr)
+    h, w = image.shape[:2]
+    all_boxes, all_scores = [], []
+    for size in levels:
+        s = min(size / max(h, w), max_upscale)
+        nw, nh = max(32, round(w * s)), max(32, round(h * s))
+        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+        level = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interp)
+        fx, fy = w / nw, h / nh
+        for y, x in tiles(nh, nw, tile, TILE_OVERLAP):
+            part = level[y : y + tile, x : x + tile]
+            ph, pw = part.shape[:2]
+            H, W = -(-ph // 32) * 32, -(-pw // 32) * 32
+            blob = np.full((1, 3, H, W), PLATENET_MEAN, np.float32)
+            blob[0, :, :ph, :pw] = part.transpose(2, 0, 1)
+            hm, box = infer(blob)
+            boxes, score = decode(hm, box, low_thresh)
+            boxes += np.array([x, y, x, y], np.float32)
+            all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
+            all_scores.append(score)
+    return _merge(all_boxes, all_scores, nms_iou, (0.0, 0.0), image.shape)
+
+
+class PlateNetONNX:
+    """The plate detector trained here (`streamanon.plates`), through ONNX Runtime.
+
+    ``PlateNetONNX()(image_bgr) -> Detections``; boxes padded by ``pad``. The model file must
+    be a PlateNet export: input ``image`` (1, 3, H, W), outputs ``heatmap`` (1, 1, H/4, W/4)
+    and ``box`` (1, 4, H/4, W/4), metadata ``streamanon_platenet``; anything else is refused
+    with one line (`InputError`)."""
+
+    name = "plate_net"
+
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        *,
+        levels: tuple[int, ...] = PLATENET_LEVELS,
+        low_thresh: float = 0.1,
+        nms_iou: float = 0.4,
+        pad: tuple[float, float] = PLATENET_PAD,
+        threads: int | None = None,
+    ) -> None:
+        path = Path(model_path) if model_path is not None else engine_file(PLATENET_NAME)
+        if not path.is_file():
+            raise ModelMissingError(f"plate model {path} not found")
+        if not levels or min(levels) < 64:
+            raise InputError(f"plate pyramid levels must be >= 64 px, got {levels}")
+        try:
+            self.session = _session(str(path), threads)
+        except Exception as exc:  # noqa: BLE001 - any ORT load error is a bad model file
+            raise InputError(f"plate model {path}: not a loadable ONNX model ({exc})") from None
+        self.meta = check_platenet(self.session, path)
+        self.levels, self.low_thresh, self.nms_iou, self.pad = (
+            tuple(levels),
+            low_thresh,
+            nms_iou,
+            pad,
+        )
+        self.thresh = float(self.meta.get("thresh", 0.3))
+
+    def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        hm, box = self.session.run(["heatmap", "box"], {"image": blob})
+        return hm, box
+
+    @property
+    def n_levels(self) -> int:
+        return len(self.levels)
+
+    def __call__(self, image_bgr: np.ndarray, level: int | None = None) -> Detections:
+        levels = self.levels if level is None else (sorted(self.levels)[level % len(self.levels)],)
+        dets = platenet_detect(self.infer, image_bgr, levels, self.low_thresh, self.nms_iou)
+        if len(dets) == 0:
+            return dets
+        return clip_detections(
+            Detections(pad_boxes(dets.xyxy, self.pad), dets.score), image_bgr.shape
+        )
+
+
+def check_platenet(session, path: str | Path) -> dict:
+    """The model's ``streamanon_platenet`` metadata, after checking its inputs and outputs
+    have PlateNet's shapes; otherwise one-line `InputError`."""
+    ins, outs = session.get_inputs(), {o.name: o.shape for o in session.get_outputs()}
+
+    def bad(why: str) -> InputError:
+        return InputError(f"plate model {path}: not a PlateNet export ({why})")
+
+    if len(ins) != 1 or ins[0].name != "image" or len(ins[0].shape) != 4 or ins[0].shape[1] != 3:
+        raise bad(f"input must be image (1, 3, H, W), got {[(i.name, i.shape) for i in ins]}")
+    for name, ch in (("heatmap", 1), ("box", 4)):
+        shape = outs.get(name)
+        if shape is None or len(shape) != 4 or shape[1] != ch:
+            raise bad(f"output {name} must be (1, {ch}, H/4, W/4), got {shape}")
+    meta = session.get_modelmeta().custom_metadata_map
+    if "streamanon_platenet" not in meta:
+        raise bad("no streamanon_platenet metadata")
+    return json.loads(meta["streamanon_platenet"])
+
+
 def make_plate_detector(
     model_path: str | Path | None = None,
     *,

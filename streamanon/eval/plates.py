@@ -62,6 +62,9 @@ def covered_fraction(gt: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     return out
 
 
+SIZE_BINS = ((20, 40), (40, 80), (80, 10_000))  # plate height bins (px) reported separately
+
+
 @dataclass
 class SetResult:
     plates: int  # labelled plates at least MIN_HEIGHT tall
@@ -69,6 +72,8 @@ class SetResult:
     detections: int
     false_detections: int
     ms_per_image: float
+    median_iou: float = 0.0  # best IoU of each scored plate with a detection (missed: 0)
+    bins: dict | None = None  # per plate-height bin: plates, found, recall
 
     @property
     def recall(self) -> float:
@@ -83,7 +88,51 @@ class SetResult:
             "plates": self.plates, "found": self.found, "recall": round(self.recall, 4),
             "detections": self.detections, "false_detections": self.false_detections,
             "precision": round(self.precision, 4), "ms_per_image": round(self.ms_per_image, 1),
+            "median_iou": round(self.median_iou, 3), "bins": self.bins,
         }  # fmt: skip
+
+
+def match_image(gt: np.ndarray, boxes: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per labelled plate: found (>= COVER of it under `boxes`) and best IoU; per box: false
+    (touches no labelled plate)."""
+    gt = np.asarray(gt, np.float32).reshape(-1, 4)
+    boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
+    found = covered_fraction(gt, boxes) >= COVER
+    if len(boxes) and len(gt):
+        iou = box_iou(gt, boxes)
+        return found, iou.max(axis=1), (iou <= 0.0).all(axis=0)
+    return found, np.zeros(len(gt)), np.ones(len(boxes), bool)
+
+
+def score_set(
+    dets: list[Detections],
+    data: list[tuple[str, np.ndarray, np.ndarray]],
+    thresh: float,
+    ms_per_image: float = 0.0,
+) -> SetResult:
+    """Recall, precision, median IoU and per-size recall of detections (one per image of
+    `data`) kept at score >= `thresh`."""
+    plates = found = ndet = false = 0
+    ious: list[float] = []
+    bins = {f"{a}-{b}" if b < 10_000 else f">={a}": [0, 0] for a, b in SIZE_BINS}
+    for d, (_, _, gt) in zip(dets, data, strict=True):
+        boxes = d.xyxy[d.score >= thresh]
+        hit, iou, bad = match_image(gt, boxes)
+        heights = gt[:, 3] - gt[:, 1]
+        tall = heights >= MIN_HEIGHT
+        plates += int(tall.sum())
+        found += int(hit[tall].sum())
+        ious += [float(v) for v in iou[tall]]
+        ndet += len(boxes)
+        false += int(bad.sum())
+        for (a, b), key in zip(SIZE_BINS, bins, strict=True):
+            sel = (heights >= a) & (heights < b)
+            bins[key][0] += int(sel.sum())
+            bins[key][1] += int(hit[sel].sum())
+    per_bin = {k: {"plates": n, "found": f, "recall": round(f / n, 4) if n else None}
+               for k, (n, f) in bins.items()}  # fmt: skip
+    med = float(np.median(ious)) if ious else 0.0
+    return SetResult(plates, found, ndet, false, ms_per_image, med, per_bin)
 
 
 def recall_on_set(
@@ -92,27 +141,70 @@ def recall_on_set(
     thresholds: tuple[float, ...] = (0.2,),
 ) -> dict[float, SetResult]:
     """Recall and precision on the labelled set at each score threshold (one detector pass)."""
-    runs, seconds = [], 0.0
-    for _, image, gt in data:
+    dets, seconds = [], 0.0
+    for _, image, _ in data:
         t0 = time.perf_counter()
-        dets = detector(image)
+        dets.append(detector(image))
         seconds += time.perf_counter() - t0
-        runs.append((dets, gt))
-    out = {}
-    for th in thresholds:
-        plates = found = ndet = false = 0
-        for dets, gt in runs:
-            boxes = dets.xyxy[dets.score >= th]
-            tall = (gt[:, 3] - gt[:, 1]) >= MIN_HEIGHT
-            cov = covered_fraction(gt, boxes)
-            plates += int(tall.sum())
-            found += int((cov[tall] >= COVER).sum())
-            ndet += len(boxes)
-            if len(boxes):
-                false += int((box_iou(gt, boxes) <= 0.0).all(axis=0).sum())
-        ms = 1000.0 * seconds / max(len(data), 1)
-        out[th] = SetResult(plates, found, ndet, false, ms)
-    return out
+    ms = 1000.0 * seconds / max(len(data), 1)
+    return {th: score_set(dets, data, th, ms) for th in thresholds}
+
+
+def error_sheet(
+    data: list[tuple[str, np.ndarray, np.ndarray]],
+    dets: list[Detections],
+    thresh: float,
+    path: str | Path,
+    tile: int = 220,
+    cols: int = 5,
+) -> dict:
+    """A contact sheet (PNG) of every missed plate (>= MIN_HEIGHT) and every false detection:
+    one tile each, cut around it with context; labelled boxes green, detections red (score
+    printed). Returns the lists written (image name, kind, box)."""
+    items = []
+    for d, (name, image, gt) in zip(dets, data, strict=True):
+        boxes = d.xyxy[d.score >= thresh]
+        scores = d.score[d.score >= thresh]
+        hit, _, bad = match_image(gt, boxes)
+        tall = (gt[:, 3] - gt[:, 1]) >= MIN_HEIGHT
+        for i in np.nonzero(tall & ~hit)[0]:
+            items.append((name, "missed", gt[i], image, gt, boxes, scores))
+        for j in np.nonzero(bad)[0]:
+            items.append((name, f"false {scores[j]:.2f}", boxes[j], image, gt, boxes, scores))
+    tiles_out = []
+    for name, kind, box, image, gt, boxes, _ in items:
+        h, w = image.shape[:2]
+        bw, bh = box[2] - box[0], box[3] - box[1]
+        side = max(bw, bh) * 2.2 + 40
+        cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+        x1, y1 = int(max(0, cx - side / 2)), int(max(0, cy - side / 2))
+        x2, y2 = int(min(w, cx + side / 2)), int(min(h, cy + side / 2))
+        view = image.copy()
+        for b in gt:
+            cv2.rectangle(view, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 220, 0), 2)
+        for b in boxes:
+            cv2.rectangle(view, (int(b[0]), int(b[1])), (int(b[2]), int(b[3])), (0, 0, 255), 2)
+        crop = view[y1:y2, x1:x2]
+        s = tile / max(crop.shape[:2])
+        crop = cv2.resize(crop, (max(1, int(crop.shape[1] * s)), max(1, int(crop.shape[0] * s))))
+        cell = np.full((tile + 22, tile, 3), 40, np.uint8)
+        cell[22 : 22 + crop.shape[0], : crop.shape[1]] = crop
+        label = f"{name[:-4]} {kind} h={int(bh)}"
+        cv2.putText(cell, label, (3, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (255, 255, 255), 1)
+        tiles_out.append(cell)
+    if not tiles_out:
+        tiles_out.append(np.full((tile + 22, tile, 3), 40, np.uint8))
+        cv2.putText(tiles_out[0], "no errors", (10, 40), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (255,) * 3)
+    rows = []
+    for r in range(0, len(tiles_out), cols):
+        row = tiles_out[r : r + cols]
+        row += [np.full_like(tiles_out[0], 40)] * (cols - len(row))
+        rows.append(np.hstack(row))
+    cv2.imwrite(str(path), np.vstack(rows))
+    return {
+        "missed": [(n, [round(float(v), 1) for v in b]) for n, k, b, *_ in items if k == "missed"],
+        "false": [(n, [round(float(v), 1) for v in b]) for n, k, b, *_ in items if k != "missed"],
+    }
 
 
 # -- composed clips --------------------------------------------------------------------------
@@ -257,36 +349,44 @@ def read_backgrounds(video: str | Path, count: int = 50) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from streamanon.anonymize.objects import make_plate_detector
     from streamanon.anonymizer import Anonymizer
-    from streamanon.detect.plates import PlateSSD
 
     p = argparse.ArgumentParser(prog="python -m streamanon.eval.plates")
     p.add_argument("--background", help="street video for the composed clip")
     p.add_argument("--plate-model", help="a YOLOv9 plate model to measure instead")
-    p.add_argument("--thresh", type=float, default=0.2)
+    p.add_argument("--detector", default="net,ssd", help="shipped detectors: net, ssd or both")
+    p.add_argument("--thresh", type=float, help="score threshold (default: each detector's own)")
+    p.add_argument("--sheet", help="folder for contact sheets of every missed and false plate")
     args = p.parse_args(argv)
     data = load_labelled()
     res: dict = {}
-    if args.plate_model:
-        from streamanon.detect.plates import YoloV9Plates
-
-        dets = {"yolov9": YoloV9Plates(args.plate_model, threads=1)}
-    else:
-        dets = {
-            "ssd_320_640_1280": PlateSSD(threads=1),
-            "ssd_640": PlateSSD(levels=(640,), threads=1),
-        }
-    for name, det in dets.items():
-        for th, r in recall_on_set(det, data, (0.1, args.thresh, 0.3, 0.5)).items():
-            res[f"{name}@{th}"] = r.as_dict()
-    if args.background:
-        bgs = read_backgrounds(args.background)
-        clip = list(compose_clip(bgs, default_tracks(plate_sprites(data)), 50))
-        kw = dict(objects="plate", plate_thresh=args.thresh, threads=1)
-        if args.plate_model:
-            kw["plate_model"] = args.plate_model
-        res["clip"] = clip_coverage(Anonymizer(**kw), clip)
-        res["clip_640"] = clip_coverage(Anonymizer(plate_levels=(640,), **kw), clip)
+    kinds = ["yolov9"] if args.plate_model else [k.strip() for k in args.detector.split(",")]
+    for kind in kinds:
+        det = make_plate_detector(args.plate_model, "auto" if args.plate_model else kind, threads=1)
+        th = args.thresh or float(getattr(det, "thresh", 0.2))
+        dets, seconds = [], 0.0
+        for _, image, _ in data:
+            t0 = time.perf_counter()
+            dets.append(det(image))
+            seconds += time.perf_counter() - t0
+        ms = 1000.0 * seconds / max(len(data), 1)
+        for t in sorted({0.1, th, 0.3, 0.5}):
+            res[f"{kind}@{t:g}"] = score_set(dets, data, t, ms).as_dict()
+        if args.sheet:
+            Path(args.sheet).mkdir(parents=True, exist_ok=True)
+            out = Path(args.sheet) / f"plates_errors_{kind}.png"
+            res[f"{kind}_errors"] = error_sheet(data, dets, th, out)
+        if args.background:
+            bgs = read_backgrounds(args.background)
+            clip = list(compose_clip(bgs, default_tracks(plate_sprites(data)), 50))
+            kw = dict(objects="plate", plate_thresh=args.thresh, threads=1)
+            if args.plate_model:
+                kw["plate_model"] = args.plate_model
+            else:
+                kw["plate_detector"] = kind
+            res[f"{kind}_clip"] = clip_coverage(Anonymizer(**kw), clip)
+            res[f"{kind}_clip_every2"] = clip_coverage(Anonymizer(plate_every=2, **kw), clip)
     json.dump(res, sys.stdout, indent=1)
     print()
     return 0

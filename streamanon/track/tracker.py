@@ -114,6 +114,10 @@ class FaceTracker:
     coast_s: seconds a track is still output at its predicted box after its last detection.
     min_hits: hits before a track may coast (its detections are output from the first frame).
     coast_grow: relative growth of a coasting box per second (uncertainty; never shrinks).
+    stretch: (lead, trail) x one frame's travel added ahead of / behind a moving box.
+    union_filtered: cover a detection's union with its track's filtered box (faces: a box
+    that lands half off the face for one frame); off for objects whose detector box is tight
+    (plates), where the lagging filtered box would trail behind an approaching plate.
     reid / reid_window_s / reid_max_dist: optional re-identification. When `reid` is given and
     `update` gets the image, a new face whose embedding is within `reid_max_dist` of a track
     that ended less than `reid_window_s` ago gets that track back (id and cache).
@@ -129,6 +133,8 @@ class FaceTracker:
         min_hits: int = 1,
         smooth_landmarks: bool = True,
         coast_grow: float = 0.5,
+        stretch: tuple[float, float] = (1.0, 0.5),
+        union_filtered: bool = True,
         reid: ReidFn | None = None,
         reid_window_s: float = 10.0,
         reid_max_dist: float = 0.6,
@@ -140,6 +146,7 @@ class FaceTracker:
         self.thresh, self.low_thresh, self.match_iou = thresh, low_thresh, match_iou
         self.coast_s, self.min_hits, self.coast_grow = coast_s, min_hits, coast_grow
         self.smooth_landmarks = smooth_landmarks
+        self.stretch, self.union_filtered = (float(stretch[0]), float(stretch[1])), union_filtered
         self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
         self._tracks: list[Track] = []
         self._lost: list[Track] = []  # ended, waiting for re-identification
@@ -347,7 +354,7 @@ class FaceTracker:
                 coasting=np.zeros(0, bool),
             )
         detected = dets.xyxy[rows].reshape(-1, 4)
-        if rows:
+        if rows and self.union_filtered:
             # Cover the union of the detection and the track's filtered box: a detector box
             # that lands half off the face for one frame still leaves the face covered.
             filtered = np.array([row_track[r].box for r in rows], np.float32).reshape(-1, 4)
@@ -358,7 +365,7 @@ class FaceTracker:
         xyxy = np.concatenate([detected, np.array([tr.box for tr in coasting]).reshape(-1, 4)])
         # A moving head: cover where it is going and the smear it leaves (one frame's travel).
         vel = np.array([tr.kf.x[4:6, 0] if tr.hits > 1 else (0.0, 0.0) for tr in tracks])
-        xyxy = stretch_along_motion(xyxy, vel.reshape(-1, 2), self._dt)
+        xyxy = stretch_along_motion(xyxy, vel.reshape(-1, 2), self._dt, *self.stretch)
         score = np.concatenate(
             [dets.score[rows], np.array([tr.score for tr in coasting], np.float32)]
         )
