@@ -60,7 +60,7 @@ def measure(video: Path, method: str, stride: int, max_frames: int | None, work:
         "naturalness": r["naturalness"],
         "fallbacks": rep.extra.get(method, {}).get("fallbacks", {}),
         "checks": sum(t.get("checks", 0) for t in tracks.values()),
-        "redraws": sum(t.get("redraws", 0) for t in tracks.values()),
+        "covered_tracks": sum(bool(t.get("covered")) for t in tracks.values()),
     }
 
 

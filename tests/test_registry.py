@@ -118,24 +118,42 @@ def test_missing_torch_is_one_line_naming_the_extra(tmp_path) -> None:
         assert not (tmp_path / "o.png").exists()
 
 
-def test_ida_without_a_generator_names_the_file_and_where_it_goes(tmp_path, monkeypatch) -> None:
-    from streamanon.anonymize.generative import GENERATOR_FILE
-    from streamanon.paths import find_engine
-
-    if find_engine(GENERATOR_FILE) is not None:
-        pytest.skip(f"a {GENERATOR_FILE} is installed on this machine")
-    img = tmp_path / "a.png"
+def test_ida_without_a_generator_names_the_file_and_where_it_goes(tmp_path) -> None:
+    """A wheel installed without engines/ (or a user who deleted the file): one line, exit 4."""
     import cv2
 
+    from streamanon.anonymize.generative import GENERATOR_FILE
+
+    img = tmp_path / "a.png"
     cv2.imwrite(str(img), np.zeros((32, 32, 3), np.uint8))
+    empty = tmp_path / "engines"
+    empty.mkdir()
+    code = textwrap.dedent(
+        f"""
+        import sys
+        from pathlib import Path
+        import streamanon.paths as P
+        real = P.engines_dirs
+        # Every engine but the generator stays where it is.
+        P.engines_dirs = lambda: [Path({str(empty)!r})] + [
+            d for d in real() if not (d / {GENERATOR_FILE!r}).exists()
+        ]
+        _find = P.find_engine
+        P.find_engine = lambda n: None if n == {GENERATOR_FILE!r} else _find(n)
+        from streamanon.cli import main
+        sys.exit(main(sys.argv[1:]))
+        """
+    )
     r = subprocess.run(
-        [sys.executable, "-m", "streamanon", str(img), "--method", "ida", "-q"],
+        [sys.executable, "-c", code, str(img), "--method", "ida", "-q"],
         capture_output=True,
         text=True,
+        env={**os.environ, "PYTHONWARNINGS": "ignore"},
     )
-    assert r.returncode == 4
+    assert r.returncode == 4, r.stderr
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and GENERATOR_FILE in lines[0] and "engines" in lines[0], r.stderr
+    assert not (tmp_path / "a_anonymized.png").exists()
 
 
 def test_reset_starts_over_but_keeps_the_models(monkeypatch) -> None:

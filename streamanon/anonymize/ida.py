@@ -1,165 +1,145 @@
-"""`--method ida`: every tracked face replaced by a generated face of nobody (the paper's G).
+"""`--method ida`: the paper's full method — IFA + IPD delegates + a generator — per tracked face.
 
-Per track, once (`identity_state`): the recognizer embedding, the IFA-recast identity feature
-Z_id (paper eqs. 1–5) and the IPD delegates (appearance Z_a, geometry S̄; eqs. 6–8), verified
-by rendering the draw once and embedding it again.
-Per frame: smoothed landmarks → canonical crop → Ŝ_x fitted to this frame → Z_g → one
-generator call for all faces of the frame → inverse warp → feathered, colour-matched blend.
+Per track, once (`identity_state`, as `swap`): Ψ embedding, the IPD appearance and geometry
+delegates (eqs. 6-8), the draw verified against re-identification by rendering it.
+Per frame: the `swap` render of the delegate on Ŝ_x (Kalman-smoothed landmarks, thin-plate
+warp, colour transfer, the person's eye/mouth openings) goes through the refining generator
+G_r (`synth.refiner`, ONNX Runtime; TensorRT/CUDA execution providers on a GPU), which turns
+it into a face that looks photographed in this scene; the result is pasted as `swap` does.
+Faces whose crop is larger than G_r's 128² go through it at 128² and get its correction
+upsampled onto their own full-resolution render (the delegate's detail stays sharp).
 
-Faces the generator cannot serve (no landmarks, too small, profile, coasting) get the
-fallback; a failure anywhere raises, and `Anonymizer.apply` covers the faces (fail closed).
+Verification (`swap._draw_verified`, `_recheck`) judges the refined face, not the render;
+a track that loses its margin at a recheck is covered from then on, as in `swap`.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from streamanon.anonymize.generative import (
-    GENERATOR_FILE,
-    colour_match,
-    generator_gate,
-)
-from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
-from streamanon.paths import find_engine
-from streamanon.types import Detections
+from streamanon.anonymize.generative import GENERATOR_FILE, generator_gate
+from streamanon.anonymize.identity_state import FaceJob, TrackState
+from streamanon.anonymize.swap import SwapMethod
+from streamanon.paths import engine_file
 
 log = logging.getLogger(__name__)
 
-FEATHER = 0.06  # mask edge blur, as a fraction of the crop size
-VERIFY_DIST = 0.7
-MAX_DRAWS = 6
-TEMPORAL_EMA = 0.6  # weight of the previous rendered crop of the same track
+REFINE_SIZE = 128
 
 
-class IdaMethod:
+def refiner_inputs(render: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
+    """G_r's three inputs (batch of one) from the render, the person's crop (BGR uint8, same
+    side) and the face mask; the context shows nothing of the face interior."""
+    from streamanon.visual.inputs import to_signed_rgb
+
+    m = mask.astype(np.float32)
+    keep = (m < 0.01).astype(np.float32)
+    return {
+        "render": to_signed_rgb(render)[None],
+        "context": (to_signed_rgb(crop) * keep[None])[None],
+        "mask": m[None, None],
+    }
+
+
+class RefinerRuntime:
+    """G_r on ONNX Runtime: TensorRT (FP16, engine cached) or CUDA providers when this
+    onnxruntime build has them and a GPU answers, else the CPU."""
+
+    def __init__(self, path: str | Path, threads: int | None = None) -> None:
+        import onnxruntime as ort
+
+        self.path = Path(path)
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        if threads:
+            opts.intra_op_num_threads = int(threads)
+        self.session = None
+        for providers in self.provider_chain(ort.get_available_providers(), self.path):
+            try:
+                self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+                break
+            except Exception as exc:  # noqa: BLE001 - a GPU provider that cannot start
+                log.info("ida: %s unavailable (%s)", providers[0], exc)
+        if self.session is None:  # pragma: no cover - the CPU provider always starts
+            raise RuntimeError(f"cannot open {self.path}")
+        self.name = self.session.get_providers()[0]
+        names = [i.name for i in self.session.get_inputs()]
+        if names != ["render", "context", "mask"]:
+            from streamanon.errors import InputError
+
+            raise InputError(f"{self.path.name} is not a refiner (inputs {names})")
+
+    @staticmethod
+    def provider_chain(available: list[str], model: Path) -> list[list]:
+        """Provider lists to try, best first: TensorRT FP16 with an engine cache beside the
+        model cache, CUDA, then the CPU (always last, so something runs)."""
+        from streamanon.models import cache_dir
+
+        chain: list[list] = []
+        if "TensorrtExecutionProvider" in available:
+            trt = {
+                "trt_fp16_enable": True,
+                "trt_engine_cache_enable": True,
+                "trt_engine_cache_path": str(cache_dir() / "trt"),
+                "trt_profile_min_shapes": "render:1x3x128x128,context:1x3x128x128,mask:1x1x128x128",
+                "trt_profile_opt_shapes": "render:4x3x128x128,context:4x3x128x128,mask:4x1x128x128",
+                "trt_profile_max_shapes": "render:16x3x128x128,context:16x3x128x128,mask:16x1x128x128",
+            }  # fmt: skip
+            chain.append([("TensorrtExecutionProvider", trt), "CUDAExecutionProvider",
+                          "CPUExecutionProvider"])  # fmt: skip
+        if "CUDAExecutionProvider" in available:
+            chain.append(["CUDAExecutionProvider", "CPUExecutionProvider"])
+        chain.append(["CPUExecutionProvider"])
+        return chain
+
+    def run(self, render: np.ndarray, context: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        (out,) = self.session.run(None, {"render": render, "context": context, "mask": mask})
+        return out
+
+
+def refine(runtime: RefinerRuntime, render: np.ndarray, crop: np.ndarray, mask: np.ndarray):
+    """The refined crop (BGR uint8, the render's side). A larger crop is refined at 128² and
+    the correction (refined − render at 128²) is upsampled onto its own render."""
+    from streamanon.visual.inputs import from_signed_rgb
+
+    side = render.shape[0]
+    if side == REFINE_SIZE:
+        return from_signed_rgb(runtime.run(**refiner_inputs(render, crop, mask))[0])
+    interp = cv2.INTER_AREA if side > REFINE_SIZE else cv2.INTER_LINEAR
+    small = [cv2.resize(a, (REFINE_SIZE, REFINE_SIZE), interpolation=interp)
+             for a in (render, crop, mask)]  # fmt: skip
+    out = from_signed_rgb(runtime.run(**refiner_inputs(*small))[0])
+    delta = out.astype(np.float32) - small[0].astype(np.float32)
+    delta = cv2.resize(delta, (side, side), interpolation=cv2.INTER_CUBIC)
+    return np.clip(render.astype(np.float32) + delta + 0.5, 0, 255).astype(np.uint8)
+
+
+class IdaMethod(SwapMethod):
     """The `ida` face method (`FaceMethod` of `anonymize.registry`)."""
 
     name = "ida"
 
-    def __init__(self, opts, model: str | Path | None = None, backend: str = "auto") -> None:
-        from streamanon.anonymize.registry import fallback_redactor
-        from streamanon.synth.runtime import load_runtime
-
-        path = Path(model) if model else find_engine(GENERATOR_FILE)
-        if path is None:
-            from streamanon.errors import ModelMissingError
-
-            raise ModelMissingError(
-                f"{GENERATOR_FILE} not found in engines/: use --method swap or a classic method"
-            )
-        ok, why = generator_gate(path.with_suffix(".json"))
+    def __init__(self, opts, model: str | Path | None = None) -> None:
+        path = Path(model) if model else engine_file(GENERATOR_FILE)
+        ok, why = generator_gate()
         if not ok:
-            log.warning("ida: %s is experimental and fails its release gate: %s", path.name, why)
-        self.opts = opts
-        self.runtime = load_runtime(path, backend=backend, threads=opts.threads)
-        self.size = self.runtime.size
+            log.info("ida: %s has not passed its release gate: %s", path.name, why)
+        super().__init__(opts)
+        self.runtime = RefinerRuntime(path, threads=getattr(opts, "threads", None))
         log.info("ida: generator %s on %s", path.name, self.runtime.name)
-        self.ids = IdentityState(opts)
-        self.fallback_reasons = self.ids.fallback_reasons
-        self._fallback = fallback_redactor(opts)
 
-    # -- per track -----------------------------------------------------------------------
-    def _birth(self, image: np.ndarray, job: FaceJob) -> TrackState:
-        """A track's identity state, its delegate draw verified against re-identification."""
-        from streamanon.identity.ifa import recast_identity
-
-        emb, x = self.ids.embed(image, job.box[None])
-        if self.opts.k_classes > 0:
-            recognizer, codebook = self.ids.models()
-            f_x, _ = recast_identity(recognizer, x, codebook, k=self.opts.k_classes)
-            z_id = f_x[0].detach().numpy()
-        else:
-            z_id = emb[0]
-        best, best_d = None, -1.0
-        tries = 1 if self.opts.keep_appearance else MAX_DRAWS
-        for attempt in range(tries):
-            st = self._state(job, emb[0], z_id, attempt)
-            if tries == 1:
-                return st
-            trial = image.copy()
-            gen, mask = self._generate([job], [st])[0]
-            self._blend(trial, gen, job, mask)
-            d = float(np.linalg.norm(self.ids.embed_many([(trial, job.box[None])])[0][0] - emb[0]))
-            if d > best_d:
-                best, best_d = st, d
-            if d >= VERIFY_DIST:
-                break
-        best.verified_distance = best_d
-        return best
-
-    def _state(self, job: FaceJob, emb, z_id, attempt: int) -> TrackState:
-        from streamanon.visual.inputs import appearance_input
-
-        d = self.ids.draw(job.track_id, emb, job.crop, job.pose, attempt)
-        crop = job.crop
-        z_a = appearance_input(crop.image, crop.landmarks) if self.opts.keep_appearance else d.z_a
-        return TrackState(emb, d, z_id.astype(np.float32), z_a.astype(np.float32), attempt)
-
-    # -- per frame -----------------------------------------------------------------------
-    def _generate(
-        self, jobs: list[FaceJob], states: list[TrackState]
-    ) -> list[tuple[np.ndarray, np.ndarray]]:
-        """One generator call for all faces: (rendered crop BGR uint8, face mask) per face."""
-        from streamanon.visual import delegates as D
-        from streamanon.visual.inputs import MASK_CHANNEL, from_signed_rgb, render_geometry
-
-        z_g = []
-        for job, st in zip(jobs, states, strict=True):
-            lm = job.crop.landmarks
-            s_hat = lm if self.opts.keep_geometry else D.fit_geometry(st.delegates, lm)
-            z_g.append(render_geometry(s_hat, job.crop.image, self.size, erase_landmarks=lm))
-        out = self.runtime.run(
-            np.stack(z_g), np.stack([s.z_id for s in states]), np.stack([s.z_a for s in states])
-        )
-        return [(from_signed_rgb(x), z[MASK_CHANNEL]) for x, z in zip(out, z_g, strict=True)]
-
-    def apply(self, image: np.ndarray, faces: Detections) -> None:
-        jobs, declined = face_jobs(image, faces, self.size, self.ids.count)
-        for job in jobs:
-            st = self.ids.get(job.track_id)
-            if st is None:
-                st = self._birth(image, job)
-                self.ids.put(job.track_id, st)
-            job.state = st
-        if jobs:
-            rendered = self._generate(jobs, [j.state for j in jobs])
-            for job, (gen, mask) in zip(jobs, rendered, strict=True):
-                self._blend(image, self._steady(job.state, gen), job, mask)
-                job.state.synthesized += 1
-        if declined:
-            self._fallback.apply(image, faces[np.array(declined)])
-
-    def _steady(self, st: TrackState, gen: np.ndarray) -> np.ndarray:
-        if st.last_crop is not None and TEMPORAL_EMA > 0:
-            gen = cv2.addWeighted(gen, 1.0 - TEMPORAL_EMA, st.last_crop, TEMPORAL_EMA, 0.0)
-        st.last_crop = gen
-        return gen
-
-    def _blend(self, image: np.ndarray, gen: np.ndarray, job: FaceJob, mask: np.ndarray) -> None:
-        from streamanon.visual.align import warp_back_roi
-
-        crop, m = job.crop.image, job.crop.matrix
-        gen = colour_match(gen, crop, mask)
-        # Feather outwards: grow the mask first so the soft edge does not let the original
-        # face show through at full strength inside the face region.
-        k = max(3, int(self.size * FEATHER) | 1)
-        grown = cv2.dilate(mask, np.ones((k, k), np.uint8))
-        soft = np.maximum(cv2.GaussianBlur(grown, (0, 0), k / 3), mask)
-        patch, (x0, y0, x1, y1) = warp_back_roi(gen, m, image.shape)
-        alpha, _ = warp_back_roi(soft, m, image.shape)
-        if patch.size == 0:
-            return
-        roi = image[y0:y1, x0:x1].astype(np.float32)
-        a = alpha[..., None].astype(np.float32)
-        image[y0:y1, x0:x1] = (roi * (1 - a) + patch.astype(np.float32) * a).astype(np.uint8)
-
-    def forget(self, track_ids: Iterable[int]) -> None:
-        self.ids.forget(track_ids)
+    def render(self, job: FaceJob, st: TrackState) -> tuple[np.ndarray, np.ndarray]:
+        rendered, mask = super().render(job, st)
+        out = refine(self.runtime, rendered, job.crop.image, mask)
+        # The person's eye and mouth openings stay theirs (gaze, teeth): G_r saw them as input.
+        if job.openings is not None:
+            inside = job.openings[..., None]
+            out = (out * (1 - inside) + rendered * inside).astype(np.uint8)
+        return out, mask
 
     def report(self) -> dict:
-        return self.ids.report(self.runtime.name)
+        return self.ids.report(f"swap+refiner ({self.runtime.name})")

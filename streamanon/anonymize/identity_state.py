@@ -49,10 +49,10 @@ class TrackState:
     verified_distance: float | None = None  # Ψ distance render ↔ person at the last check
     judge_distance: float | None = None  # second judge (LBP) at the last check
     checks: int = 0
-    redraws: int = 0
     since_check: int = 0  # frames rendered since the last verification
     checked_yaw: float = 0.0  # yaw at the last verification
     eyewear: bool = False  # the person wears glasses (their eye openings are not put back)
+    covered: bool = False  # lost its margin at a recheck: covered for the rest of the track
 
 
 @dataclass(slots=True)
@@ -308,7 +308,7 @@ class IdentityState:
                 "verified_distance": st.verified_distance,
                 "judge_distance": st.judge_distance,
                 "checks": st.checks,
-                "redraws": st.redraws,
+                "covered": st.covered,
                 "fallbacks": dict(st.fallbacks),
             }
         return {"renderer": renderer, "tracks": tracks, "fallbacks": dict(self.fallback_reasons)}

@@ -180,6 +180,6 @@ register(
         needs_landmarks=True,
         needs_reid=True,
         extra="torch",
-        help="the paper's generator (needs engines/generator_128.onnx; then the default)",
+        help="swap refined by the paper's generator (engines/refiner_128.onnx); the default once it passes its release gate",
     )
 )

@@ -19,8 +19,9 @@ Per frame, in the canonical crop of the person's face:
 Privacy is re-verified per track as the pose changes: every ``RECHECK_FRAMES`` frames, or when
 the yaw moved by more than ``RECHECK_YAW`` since the last check, the rendered face is embedded
 again with Ψ next to the person's own face in this frame, and compared with the LBP judge
-(`visual.lbp`, independent of Ψ). Losing the margin redraws the delegate at once; a render
-that is still within dlib's 0.6 of the person after the redraw is covered for that frame.
+(`visual.lbp`, independent of Ψ). A track that loses the margin is covered by the fallback
+from that frame to its end (counted as ``identity_covered``): redrawing it would switch the
+fake identity a viewer sees in the middle of a track.
 """
 
 from __future__ import annotations
@@ -54,7 +55,6 @@ VERIFY_DIST = 0.7  # Ψ distance a render must keep from the person (dlib's thre
 REID_DIST = 0.6  # below this a render would be re-identified: never shown
 CLEAR_DIST = 0.72  # a draw this far from the person (and passing the LBP judge) ends the search
 MAX_DRAWS = 6  # draws tried at birth before keeping the most distant
-REDRAWS = 3  # draws tried when a track loses its margin (inside a frame: keep it short)
 RECHECK_FRAMES = 30  # re-verify a track's render this often...
 RECHECK_YAW = 12.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
@@ -343,7 +343,13 @@ class SwapMethod:
         return d >= VERIFY_DIST and j >= SAME_PERSON
 
     def _draw_verified(
-        self, image: np.ndarray, job: FaceJob, person: np.ndarray, first: int, tries: int = 0
+        self,
+        image: np.ndarray,
+        job: FaceJob,
+        person: np.ndarray,
+        first: int,
+        tries: int = 0,
+        eyewear: bool = False,
     ) -> TrackState:
         """Draws ``first``, ``first + 1``, … until one is ``CLEAR_DIST`` from the person and
         passes the LBP judge, else the most distant that passes both judges (else the most
@@ -352,7 +358,7 @@ class SwapMethod:
         tries = 1 if self.opts.keep_appearance else (tries or MAX_DRAWS)
         for attempt in range(first, first + tries):
             d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt)
-            st = TrackState(embedding=person.copy(), delegates=d_, draw=attempt)
+            st = TrackState(embedding=person.copy(), delegates=d_, draw=attempt, eyewear=eyewear)
             if tries == 1:
                 return st
             d, j = self._trial(image, job, st, person)
@@ -367,8 +373,11 @@ class SwapMethod:
         return best
 
     def _birth(self, image: np.ndarray, job: FaceJob) -> TrackState:
+        from streamanon.visual.attributes import wears_glasses
+
         (emb,) = self.ids.embed_many([(image, job.box[None])])
-        st = self._draw_verified(image, job, emb[0], 0)
+        glasses = wears_glasses(job.crop.image, job.crop.landmarks)
+        st = self._draw_verified(image, job, emb[0], 0, eyewear=glasses)
         st.checks, st.checked_yaw = 1, float(job.pose[0])
         return st
 
@@ -388,6 +397,12 @@ class SwapMethod:
                 st = self._birth(original, job)
                 self.ids.put(job.track_id, st)
             job.state = st
+        covered = [job for job in jobs if job.state.covered]
+        if covered:
+            jobs = [job for job in jobs if not job.state.covered]
+            for job in covered:
+                self.ids.count(job.track_id, "identity_covered")
+            declined = declined + [job.index for job in covered]
         due = [job for job in jobs if self._due(job.state, job)]
         for job in jobs:
             rendered, mask = self.render(job, job.state)
@@ -400,9 +415,14 @@ class SwapMethod:
             self._fallback.apply(image, faces[np.array(declined)])
 
     def _recheck(self, original: np.ndarray, image: np.ndarray, due: list[FaceJob]) -> None:
-        """Re-verify rendered faces against the person's face in this frame (see module doc)."""
+        """Re-verify rendered faces against the person's face in this frame (see module doc).
+
+        A track that lost its margin is covered from this frame on, never redrawn: a redraw
+        switched the fake identity a viewer sees in the middle of a track.
+        """
         boxes = np.stack([j.box for j in due])
         person, out = self.ids.embed_many([(original, boxes), (image, boxes)])
+        lost = []
         for job, p, o in zip(due, person, out, strict=True):
             st = job.state
             d = float(np.linalg.norm(o - p))
@@ -412,21 +432,14 @@ class SwapMethod:
             st.verified_distance, st.judge_distance = d, j
             if self._safe(d, j):
                 continue
-            # Margin lost at this pose: redraw from the track's stream, render again now.
-            new = self._draw_verified(original, job, p, st.draw + 1, REDRAWS)
-            new.synthesized, new.fallbacks = st.synthesized, st.fallbacks
-            new.checks, new.redraws = st.checks, st.redraws + 1
-            new.checked_yaw = float(job.pose[0])
-            new.embedding = st.embedding
-            self.ids.put(job.track_id, new)
-            job.state = new
-            log.info("swap: track %d redrawn (Ψ distance %.2f, LBP %.2f)", job.track_id, d, j)
-            rendered, mask = self.render(job, new)
-            self.paste(image, job, rendered, mask, new)
-            new.last_crop = rendered
-            if new.verified_distance is not None and new.verified_distance < REID_DIST:
-                self.ids.count(job.track_id, "reid_risk")
-                self._fallback.apply(image, Detections(job.box[None], np.ones(1, np.float32)))
+            st.covered = True
+            lost.append(job)
+            self.ids.count(job.track_id, "identity_covered")
+            log.info("%s: track %d covered (Ψ distance %.2f, LBP %.2f)", self.name,
+                     job.track_id, d, j)  # fmt: skip
+        if lost:
+            boxes = np.stack([j.box for j in lost])
+            self._fallback.apply(image, Detections(boxes, np.ones(len(lost), np.float32)))
 
     def forget(self, track_ids: Iterable[int]) -> None:
         track_ids = list(track_ids)

@@ -285,7 +285,7 @@ def run_refiner_training(run: RefineRun, max_seconds: float | None = None) -> Pa
                 step += 1
                 row = {k: round(float(v.detach()), 5) for k, v in terms.items()}
                 wr.writerow({"step": step, "time": round(time.time(), 1),
-                             "sec": round(time.time() - ts, 3), "total": round(float(total), 5),
+                             "sec": round(time.time() - ts, 3), "total": round(float(total.detach()), 5),
                              **row})  # fmt: skip
                 fh.flush()
                 if step % s.eval_every == 0:

@@ -276,3 +276,35 @@ def compatible(
     mask = np.zeros(len(hard), bool)
     mask[keep] = True
     return mask
+
+
+# Glasses on the person (not a bank review: a property of the face being anonymized). The
+# bridge of a frame is a horizontal edge right across the nose between the inner eye corners,
+# where bare skin has only the soft shading of the nose root. Measured on the 521 bank faces
+# against the reviewed eyewear/sunglasses lists (13 faces): the median over the band's columns
+# of the strongest vertical Sobel response separates them with AUC 0.96; at 150 grey levels
+# (128² crop) 11 of 13 glasses are found and 5 % of bare faces are taken for glasses.
+EYEWEAR_BRIDGE = 150.0
+
+
+def eyewear_score(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
+    """Strength of a horizontal edge across the nose bridge (see ``EYEWEAR_BRIDGE``), in
+    grey levels of a 128² crop (a crop of another side is resized first)."""
+    lm = np.asarray(landmarks, np.float64)
+    side = crop_bgr.shape[0]
+    if side != 128:
+        crop_bgr = cv2.resize(crop_bgr, (128, 128), interpolation=cv2.INTER_AREA)
+        lm = lm * (128.0 / side)
+    g = cv2.cvtColor(crop_bgr, cv2.COLOR_BGR2GRAY).astype(np.float32)
+    gy = np.abs(cv2.Sobel(g, cv2.CV_32F, 0, 1, ksize=3))
+    io = float(np.linalg.norm(lm[42:48].mean(0) - lm[36:42].mean(0)))
+    x0, x1 = int(lm[39, 0] + 0.05 * io), int(lm[42, 0] - 0.05 * io)
+    y0, y1 = int(min(lm[21, 1], lm[22, 1]) + 0.05 * io), int(lm[29, 1])
+    x0, y0 = max(x0, 0), max(y0, 0)
+    if x1 - x0 < 2 or y1 - y0 < 3:
+        return 0.0
+    return float(np.median(gy[y0:y1, x0:x1].max(0)))
+
+
+def wears_glasses(crop_bgr: np.ndarray, landmarks: np.ndarray) -> bool:
+    return eyewear_score(crop_bgr, landmarks) > EYEWEAR_BRIDGE
