@@ -198,17 +198,24 @@ def make_plate_detector(
     low_thresh: float = 0.1,
     threads: int | None = None,
 ):
-    """The user's YOLOv9 model (`model_path`), or a shipped detector: ``kind`` "net" (PlateNet,
-    trained here), "ssd" (HyperLPR's SSD) or "auto" (`DEFAULT_PLATE_DETECTOR`)."""
+    """A shipped detector (``kind`` "net": PlateNet, trained here; "ssd": HyperLPR's SSD;
+    "auto": `DEFAULT_PLATE_DETECTOR`), or the model file `model_path`: a PlateNet export
+    (by its metadata, or ``kind`` "net") or a YOLOv9 plate model."""
     from streamanon.detect import plates as P
 
     if kind not in PLATE_DETECTORS:
         raise InputError(f"--plate-detector {kind!r}: choose from {', '.join(PLATE_DETECTORS)}")
     low = min(low_thresh, 0.1)
+    kw = {"levels": tuple(levels)} if levels else {}
     if model_path is not None:
+        if kind == "auto":  # a PlateNet export says so in its metadata; else YOLOv9
+            kind = "net" if P.is_platenet_file(model_path) else "yolo"
+        if kind == "net":
+            return P.PlateNetONNX(model_path, low_thresh=low, threads=threads, **kw)
+        if kind == "ssd":
+            return P.PlateSSD(model_path, low_thresh=low, threads=threads, **kw)
         return P.YoloV9Plates(model_path, low_thresh=low, threads=threads)
     kind = DEFAULT_PLATE_DETECTOR if kind == "auto" else kind
-    kw = {"levels": tuple(levels)} if levels else {}
     if kind == "net":
         return P.PlateNetONNX(low_thresh=low, threads=threads, **kw)
     return P.PlateSSD(low_thresh=low, threads=threads, **kw)

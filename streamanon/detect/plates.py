@@ -384,6 +384,17 @@ class PlateNetONNX:
         )
 
 
+def is_platenet_file(path: str | Path) -> bool:
+    """Whether `path` is an ONNX file with PlateNet's metadata (False for anything else)."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - not ONNX: the YOLOv9 loader says so in one line
+        return False
+    return any(p.key == "streamanon_platenet" for p in proto.metadata_props)
+
+
 def check_platenet(session, path: str | Path) -> dict:
     """The model's ``streamanon_platenet`` metadata, after checking its inputs and outputs
     have PlateNet's shapes; otherwise one-line `InputError`."""

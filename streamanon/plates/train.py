@@ -39,13 +39,15 @@ MIN_TRAIN_H = 7.0  # plates smaller than this (px, in the sample) are "don't car
 
 
 class Sources:
-    """Real labelled photos (train split) and plain backgrounds, loaded once."""
+    """Real labelled photos (train split) and plain backgrounds, loaded once.
+
+    ``src=None``: no real photos (synthetic plates only, on `videos` frames or, without those,
+    on generated clutter): what the tests use."""
 
     def __init__(
-        self, src: str | Path, videos: str | Path | None, frames_per_video: int = 12
+        self, src: str | Path | None, videos: str | Path | None, frames_per_video: int = 12
     ) -> None:
-        self.photos = load_source(src, "train")
-        self.backgrounds: list[np.ndarray] = [im for _, im, _ in self.photos]
+        self.photos = load_source(src, "train") if src is not None else []
         self.plain: list[np.ndarray] = []  # scenes without plates (hard-negative context)
         if videos and Path(videos).is_dir():
             for v in sorted(Path(videos).iterdir()):
@@ -59,6 +61,11 @@ class Sources:
                     if ok:
                         self.plain.append(fr)
                 cap.release()
+        if not self.photos and not self.plain:
+            rng = np.random.default_rng(12345)
+            for _ in range(8):
+                im = cv2.resize(rng.integers(0, 256, (12, 16, 3), dtype=np.uint8), (320, 240))
+                self.plain.append(cv2.GaussianBlur(im, (0, 0), 5))
 
 
 def _crop(image: np.ndarray, boxes: np.ndarray, size: int, scale: float, focus, rng, fill=None):
@@ -105,7 +112,7 @@ def make_sample(sources: Sources, rng: np.random.Generator, size: int = 256):
             None,
             rng,
         )[0]
-    if mode < 0.45:  # a real photo, scaled so its plate has a random height
+    if mode < 0.45 and sources.photos:  # a real photo, scaled so its plate has a random height
         _, image, gt = sources.photos[int(rng.integers(len(sources.photos)))]
         k = int(rng.integers(len(gt)))
         ph = max(gt[k, 3] - gt[k, 1], 1.0)
@@ -117,7 +124,11 @@ def make_sample(sources: Sources, rng: np.random.Generator, size: int = 256):
         img, boxes = _crop(image, gt, size, scale, focus, rng, fill)
         n_synth = int(rng.integers(0, 2))
     else:
-        pool = sources.plain if (sources.plain and rng.random() < 0.5) else None
+        pool = (
+            sources.plain
+            if (sources.plain and (rng.random() < 0.5 or not sources.photos))
+            else None
+        )
         if pool is None:
             _, image, gt = sources.photos[int(rng.integers(len(sources.photos)))]
         else:
@@ -319,8 +330,10 @@ def run(args: argparse.Namespace) -> int:
     torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    sources = Sources(args.src, args.videos)
-    tune = load_source(args.src, "tune")
+    src = args.src or None  # "" / None: synthetic plates only (tests)
+    sources = Sources(src, args.videos or None)
+    tune = load_source(src, "tune") if src else []
+    torch.manual_seed(args.seed)  # the initial weights depend on the seed only
     model = PlateNet()
     ema = PlateNet()
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr, weight_decay=1e-4)
@@ -374,13 +387,13 @@ def run(args: argparse.Namespace) -> int:
                     pe.copy_(pm)
         step += 1
         if step % 20 == 0:
-            rec = {"step": step, "loss": round(float(loss), 4), **{k: round(v, 4) for k, v in parts.items()},
+            rec = {"step": step, "loss": round(float(loss.detach()), 4), **{k: round(v, 4) for k, v in parts.items()},
                    "lr": round(lr_at(step), 6), "s_per_step": round((time.monotonic() - t0) / 20, 3)}  # fmt: skip
             t0 = time.monotonic()
             log.write(json.dumps(rec) + "\n")
             log.flush()
             print(json.dumps(rec), flush=True)
-        if args.eval_every and step % args.eval_every == 0:
+        if args.eval_every and tune and step % args.eval_every == 0:
             res = evaluate(torch_runner(ema), tune)
             log.write(json.dumps({"step": step, "tune": res}) + "\n")
             log.flush()
