@@ -384,7 +384,7 @@ def test_swap_covers_a_track_that_loses_its_margin_instead_of_switching_identity
     anon(img.copy())
     third = anon(img.copy())
     rep = method.report()["tracks"]
-    assert all(t["covered"] and t["checks"] == 2 for t in rep.values())
+    assert all(t["covered"] == "identity_covered" and t["checks"] == 2 for t in rep.values())
     assert all(s.draw == draws[t] for t, s in method.ids.tracks.items())  # never redrawn
     assert all(t["fallbacks"].get("identity_covered", 0) == 2 for t in rep.values())
     assert method.report()["fallbacks"]["identity_covered"] == 2 * len(rep)

@@ -52,7 +52,9 @@ class TrackState:
     since_check: int = 0  # frames rendered since the last verification
     checked_yaw: float = 0.0  # yaw at the last verification
     eyewear: bool = False  # the person wears glasses (their eye openings are not put back)
-    covered: bool = False  # lost its margin at a recheck: covered for the rest of the track
+    # Why the track is covered for the rest of its life ("" while it is rendered): no draw
+    # kept the margin at birth ("reid_risk"), or it lost it at a recheck ("identity_covered").
+    covered: str = ""
 
 
 @dataclass(slots=True)

@@ -162,7 +162,12 @@ class ObjectStage:
         plates at time `t`; stores them on ``frame.objects['plate']``."""
         run = self._frames % self.every == 0
         self._frames += 1
-        dets = self.detector(frame.image) if run else Detections.empty()
+        if not run:
+            dets = Detections.empty()
+        elif hasattr(self.detector, "scan"):  # high-resolution windows, one per detection
+            dets = self.detector.scan(frame.image, self._frames // self.every)
+        else:
+            dets = self.detector(frame.image)
         boxes = self.tracker.update(dets, t)
         self.tracker.pop_ended()  # plates keep no per-track state
         frame.objects[self.kind] = boxes

@@ -19,9 +19,10 @@ Per frame, in the canonical crop of the person's face:
 Privacy is re-verified per track as the pose changes: every ``RECHECK_FRAMES`` frames, or when
 the yaw moved by more than ``RECHECK_YAW`` since the last check, the rendered face is embedded
 again with Ψ next to the person's own face in this frame, and compared with the LBP judge
-(`visual.lbp`, independent of Ψ). A track that loses the margin is covered by the fallback
-from that frame to its end (counted as ``identity_covered``): redrawing it would switch the
-fake identity a viewer sees in the middle of a track.
+(`visual.lbp`, independent of Ψ). A track none of whose draws keeps the margin at birth is
+never rendered (``reid_risk``: children, whom the recognizer tells apart poorly, and faces too
+dim to embed); one that loses it later is covered by the fallback from that frame to its end
+(``identity_covered``): redrawing it would switch the fake identity a viewer sees.
 """
 
 from __future__ import annotations
@@ -378,6 +379,11 @@ class SwapMethod:
         (emb,) = self.ids.embed_many([(image, job.box[None])])
         glasses = wears_glasses(job.crop.image, job.crop.landmarks)
         st = self._draw_verified(image, job, emb[0], 0, eyewear=glasses)
+        if not self.opts.keep_appearance and not self._safe(
+            st.verified_distance if st.verified_distance is not None else 0.0,
+            st.judge_distance if st.judge_distance is not None else 0.0,
+        ):
+            st.covered = "reid_risk"  # fail closed: no draw is far enough from the person
         st.checks, st.checked_yaw = 1, float(job.pose[0])
         return st
 
@@ -401,7 +407,7 @@ class SwapMethod:
         if covered:
             jobs = [job for job in jobs if not job.state.covered]
             for job in covered:
-                self.ids.count(job.track_id, "identity_covered")
+                self.ids.count(job.track_id, job.state.covered)
             declined = declined + [job.index for job in covered]
         due = [job for job in jobs if self._due(job.state, job)]
         for job in jobs:
@@ -432,7 +438,7 @@ class SwapMethod:
             st.verified_distance, st.judge_distance = d, j
             if self._safe(d, j):
                 continue
-            st.covered = True
+            st.covered = "identity_covered"
             lost.append(job)
             self.ids.count(job.track_id, "identity_covered")
             log.info("%s: track %d covered (Ψ distance %.2f, LBP %.2f)", self.name,

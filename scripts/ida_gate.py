@@ -1,0 +1,232 @@
+"""The release gate of `--method ida` on the evaluation set: swap vs ida, two judges, A/B by eye.
+
+    python scripts/ida_gate.py run  --out runs/gate [--model engines/refiner_128.onnx]
+    (open runs/gate/ab_sheet.png, write one letter per row: L, R or =)
+    python scripts/ida_gate.py score --out runs/gate --answers "LR=L..." [--ship engines/]
+
+Evaluation set (docs/generator.md, "Evaluation split"): the first ``--frames`` frames of the
+six LivePortrait talking-head clips d11, d12, d14, d18, d19, d20 — never used to train G_r
+(SFHQ + the Intel ASL clips) nor to tune `swap` (d3, d10, ASL, Hamilton, the panel photos).
+Every ``--stride``-th frame is judged by `streamanon eval`'s evaluator with dlib's ResNet and
+FaceNet (another family; `eval.facenet`); flicker over every frame.
+
+`run` writes per method the anonymized clips, ``table.json`` (per clip and pooled), a
+before/after sheet (original | swap | ida) of every sampled face and the blind A/B sheet with
+its key kept in ``ab_key.json``. `score` adds the A/B answers, applies
+`anonymize.generative.release_gate` and with ``--ship`` writes the gate table beside the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+VIDEOS = REPO.parent / "shared" / "data" / "videos"
+EVAL_CLIPS = ["d11", "d12", "d14", "d18", "d19", "d20"]
+METHODS = ("swap", "ida")
+
+
+def trim(src: Path, dst: Path, frames: int) -> Path:
+    """The first ``frames`` frames of ``src`` (re-encoded near-losslessly, no audio)."""
+    import av
+
+    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
+        vin = inp.streams.video[0]
+        rate = vin.average_rate or 25
+        vout = out.add_stream("libx264", rate=rate)
+        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+        vout.options = {"crf": "12", "preset": "veryfast"}
+        for i, frame in enumerate(inp.decode(vin)):
+            if i >= frames:
+                break
+            img = frame.to_ndarray(format="bgr24")
+            for pkt in vout.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
+                out.mux(pkt)
+        for pkt in vout.encode():
+            out.mux(pkt)
+    return dst
+
+
+def read_frames(path: Path, idx: list[int]) -> dict[int, np.ndarray]:
+    import av
+
+    want, out = set(idx), {}
+    with av.open(str(path)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i in want:
+                out[i] = f.to_ndarray(format="bgr24")
+            if i >= max(want):
+                break
+    return out
+
+
+def judges():
+    from streamanon.eval.facenet import FaceNetJudge
+    from streamanon.eval.recognizers import DlibRecognizer
+
+    return [DlibRecognizer(), FaceNetJudge()]
+
+
+def measure(src: Path, dst: Path, stride: int, report) -> dict:
+    from streamanon.eval.evaluate import evaluate
+    from streamanon.eval.pairs import make_pairs
+
+    js = judges()
+    r = evaluate(make_pairs(src, dst, stride), js)
+    every = evaluate(make_pairs(src, dst, 1), [])  # flicker needs consecutive frames
+    (v,) = every["video"].values() if every["video"] else ({},)
+    priv = {j.name: r["privacy"][j.name]["reid"][j.default_threshold] for j in js}
+    nat = dict(r["naturalness"])
+    nat["flicker_face"] = v.get("flicker_face", float("nan"))
+    return {
+        "faces": r["faces"],
+        "reid": priv,
+        "detection": r["utility"]["detection_rate"],
+        "yaw_mae": r["utility"].get("yaw", {}).get("mae"),
+        "mouth_state": r["utility"].get("mouth", {}).get("state"),
+        "naturalness": nat,
+        "fallbacks": report.extra.get(report_key(report), {}).get("fallbacks", {}),
+    }
+
+
+def report_key(report) -> str:
+    return next((k for k in METHODS if k in report.extra), "")
+
+
+def pool(rows: list[dict]) -> dict:
+    """Face-weighted means over clips (flicker: mean over clips)."""
+    w = np.array([r["faces"] for r in rows], np.float64)
+    out: dict = {"faces": int(w.sum()), "reid": {}, "naturalness": {}}
+    for j in rows[0]["reid"]:
+        out["reid"][j] = float(np.sum([r["reid"][j] * r["faces"] for r in rows]) / w.sum())
+    out["detection"] = float(np.sum([r["detection"] * r["faces"] for r in rows]) / w.sum())
+    for k in rows[0]["naturalness"]:
+        v = np.array([r["naturalness"].get(k, np.nan) for r in rows], np.float64)
+        ok = np.isfinite(v)
+        if k == "flicker_face":
+            out["naturalness"][k] = float(v[ok].mean()) if ok.any() else float("nan")
+        else:
+            out["naturalness"][k] = float(np.sum(v[ok] * w[ok]) / w[ok].sum()) if ok.any() else float("nan")  # fmt: skip
+    for k in ("yaw_mae", "mouth_state"):
+        v = np.array([r.get(k) if r.get(k) is not None else np.nan for r in rows], np.float64)
+        ok = np.isfinite(v)
+        out[k] = float(np.sum(v[ok] * w[ok]) / w[ok].sum()) if ok.any() else None
+    return out
+
+
+def face_crops(src: Path, outs: dict[str, Path], idx: list[int]) -> list[dict]:
+    """The largest face of each sampled frame, cut from the original and every output."""
+    from streamanon.detect import make_detector
+
+    det = make_detector("centerface")
+    frames = {
+        "original": read_frames(src, idx),
+        **{m: read_frames(p, idx) for m, p in outs.items()},
+    }
+    crops = []
+    for i in idx:
+        img = frames["original"].get(i)
+        if img is None:
+            continue
+        d = det(img)
+        if len(d) == 0:
+            continue
+        x1, y1, x2, y2 = d.xyxy[int(np.argmax(d.xyxy[:, 2] - d.xyxy[:, 0]))]
+        cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, 1.5 * max(x2 - x1, y2 - y1)
+        h, w = img.shape[:2]
+        a, b = int(max(cx - s / 2, 0)), int(max(cy - s / 2, 0))
+        c, e = int(min(cx + s / 2, w)), int(min(cy + s / 2, h))
+        crops.append({k: frames[k][i][b:e, a:c] for k in frames if i in frames[k]} | {"frame": i})
+    return crops
+
+
+def before_after(crops: list[dict], path: Path, cell: int = 160) -> None:
+    rows = []
+    for c in crops:
+        tiles = [cv2.resize(c[k], (cell, cell)) for k in ("original", *METHODS)]
+        rows.append(np.concatenate(tiles, axis=1))
+    per_col = (len(rows) + 1) // 2
+    cols = [np.concatenate(rows[i : i + per_col], axis=0) for i in range(0, len(rows), per_col)]
+    if len(cols) == 2 and cols[1].shape != cols[0].shape:
+        pad = np.full((cols[0].shape[0] - cols[1].shape[0], cols[0].shape[1], 3), 255, np.uint8)
+        cols[1] = np.concatenate([cols[1], pad], axis=0)
+    sheet = np.concatenate([np.concatenate([c, np.full((c.shape[0], 16, 3), 255, np.uint8)], 1)
+                            for c in cols], axis=1)  # fmt: skip
+    cv2.imwrite(str(path), sheet)
+
+
+def run(args: argparse.Namespace) -> int:
+    from streamanon.eval.ab import ab_sheet
+    from streamanon.run import anonymize_file
+
+    out = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    table: dict = {"clips": {}, "frames": args.frames, "stride": args.stride, "seconds": {}}
+    crops: list[dict] = []
+    for clip in args.clips:
+        src = trim(VIDEOS / f"liveportrait_driving_{clip}.mp4", out / f"{clip}.mp4", args.frames)
+        outs = {}
+        for m in METHODS:
+            dst = out / f"{clip}.{m}.mp4"
+            t0 = time.perf_counter()
+            rep = anonymize_file(src, dst, method=m, overwrite=True)
+            table["seconds"][f"{clip}.{m}"] = time.perf_counter() - t0
+            table["clips"].setdefault(clip, {})[m] = measure(src, dst, args.stride, rep)
+            outs[m] = dst
+            print(clip, m, json.dumps(table["clips"][clip][m]["reid"]), flush=True)
+        idx = list(range(0, args.frames, max(1, args.frames // args.per_clip)))[: args.per_clip]
+        crops += face_crops(src, outs, idx)
+    for m in METHODS:
+        table[m] = pool([table["clips"][c][m] for c in args.clips])
+    before_after(crops, out / "before_after.png")
+    key = ab_sheet([(c["ida"], c["swap"]) for c in crops], ("ida", "swap"), out / "ab_sheet.png",
+                   seed=args.seed)  # fmt: skip
+    (out / "ab_key.json").write_text(json.dumps(key, indent=1))
+    (out / "table.json").write_text(json.dumps(table, indent=1, default=float))
+    print(json.dumps({m: table[m] for m in METHODS}, indent=1, default=float))
+    return 0
+
+
+def score(args: argparse.Namespace) -> int:
+    from streamanon.anonymize.generative import GATE_FILE, release_gate
+    from streamanon.eval.ab import score_ab
+
+    table = json.loads((args.out / "table.json").read_text())
+    key = json.loads((args.out / "ab_key.json").read_text())
+    table["ab"] = score_ab(key, args.answers)
+    ok, fails = release_gate(table)
+    table["gate"] = {"passes": ok, "fails": fails}
+    (args.out / "table.json").write_text(json.dumps(table, indent=1, default=float))
+    print(json.dumps({"ab": table["ab"], "gate": table["gate"]}, indent=1))
+    if args.ship:
+        (args.ship / GATE_FILE).write_text(json.dumps(table, indent=1, default=float))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("run")
+    r.add_argument("--out", type=Path, required=True)
+    r.add_argument("--clips", nargs="+", default=EVAL_CLIPS)
+    r.add_argument("--frames", type=int, default=120)
+    r.add_argument("--stride", type=int, default=12)
+    r.add_argument("--per-clip", type=int, default=5)
+    r.add_argument("--seed", type=int, default=0)
+    s = sub.add_parser("score")
+    s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--answers", required=True)
+    s.add_argument("--ship", type=Path, default=None)
+    args = p.parse_args(argv)
+    return run(args) if args.cmd == "run" else score(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
