@@ -5,8 +5,10 @@
 
 The panel (tests/data/naturalness_panel.json) lists real photos from ../shared/data. Per face:
 the largest face found by CenterFace + dlib 68 on the original; the method's output; the
-artefact metrics of `streamanon.eval.naturalness`; the dlib distance of the output face to the
-original and to the person's other photo (privacy); and yaw / mouth agreement.
+artefact metrics of `streamanon.eval.naturalness`; the distance of the output face to the
+original and to the person's other photo by two judges, dlib (also Ψ, the method's own
+verifier) and FaceNet (another family, `streamanon.eval.facenet`) (privacy); and yaw / mouth
+agreement.
 
 ``--method real`` measures the unmodified originals AND the person's other photos (each its
 own reference): the range two real photos of a person span.
@@ -78,6 +80,7 @@ def run_panel(method: str, seed: int = 0, limit: int | None = None) -> dict:
     from streamanon.detect import make_detector
     from streamanon.detect.landmarks import Landmarks68
     from streamanon.eval import naturalness as N
+    from streamanon.eval.facenet import FaceNetJudge
     from streamanon.eval.metrics import mouth_opening
     from streamanon.eval.recognizers import DlibRecognizer
     from streamanon.eval.sheet import face_crop
@@ -85,7 +88,7 @@ def run_panel(method: str, seed: int = 0, limit: int | None = None) -> dict:
 
     det = make_detector("centerface", thresh=0.5, landmarks=True, low_thresh=0.5)
     lm68 = Landmarks68()
-    rec = DlibRecognizer()
+    judges = {"dlib": DlibRecognizer(), "facenet": FaceNetJudge()}
     rows, crops = [], []
     elapsed = 0.0
     for entry in load_panel()[:limit]:
@@ -133,16 +136,17 @@ def run_panel(method: str, seed: int = 0, limit: int | None = None) -> dict:
             mo, ma = mouth_opening(lm[None])[0], mouth_opening(lm_out[None])[0]
             row["mouth_open"], row["mouth_open_out"] = float(mo), float(ma)
             if method != "real":
-                e_o, e_a = rec.embed(img, box[None]), rec.embed(out, box[None])
-                row["dlib_dist"] = float(np.linalg.norm(e_o - e_a))
-                others = []
-                for o_rel in entry.get("other", []):
-                    o_img = cv2.imread(str(SHARED / o_rel), cv2.IMREAD_COLOR)
-                    o_found = det(o_img) if o_img is not None else []
-                    if len(o_found):
-                        e = rec.embed(o_img, largest(o_found).xyxy)
-                        others.append(float(np.linalg.norm(e - e_a)))
-                row["dlib_dist_other"] = min(others) if others else float("nan")
+                for jname, rec in judges.items():
+                    e_o, e_a = rec.embed(img, box[None]), rec.embed(out, box[None])
+                    row[f"{jname}_dist"] = float(np.linalg.norm(e_o - e_a))
+                    others = []
+                    for o_rel in entry.get("other", []):
+                        o_img = cv2.imread(str(SHARED / o_rel), cv2.IMREAD_COLOR)
+                        o_found = det(o_img) if o_img is not None else []
+                        if len(o_found):
+                            e = rec.embed(o_img, largest(o_found).xyxy)
+                            others.append(float(np.linalg.norm(e - e_a)))
+                    row[f"{jname}_dist_other"] = min(others) if others else float("nan")
             rows.append(row)
             if k == 0:
                 crops.append((face_crop(img, box), face_crop(out, box), Path(rel).parent.name))
@@ -150,7 +154,8 @@ def run_panel(method: str, seed: int = 0, limit: int | None = None) -> dict:
 
 
 METRICS = ("skin_de", "seam", "outliers_eyes", "outliers_mouth", "refit", "refit_person",
-           "confidence", "yaw_err", "dlib_dist", "dlib_dist_other")  # fmt: skip
+           "confidence", "yaw_err", "dlib_dist", "dlib_dist_other", "facenet_dist",
+           "facenet_dist_other")  # fmt: skip
 
 
 def summary(rows: list[dict]) -> dict:
@@ -166,6 +171,11 @@ def summary(rows: list[dict]) -> dict:
     if "dlib_dist" in (ok[0] if ok else {}):
         s["reid_0.6"] = float(np.mean([r["dlib_dist"] < 0.6 for r in ok]))
         s["reid_other_0.6"] = float(np.mean([r["dlib_dist_other"] < 0.6 for r in ok]))
+    if "facenet_dist" in (ok[0] if ok else {}):
+        from streamanon.eval.facenet import THRESHOLD
+
+        s["reid_facenet"] = float(np.mean([r["facenet_dist"] < THRESHOLD for r in ok]))
+        s["reid_other_facenet"] = float(np.mean([r["facenet_dist_other"] < THRESHOLD for r in ok]))
     return s
 
 

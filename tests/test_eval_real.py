@@ -28,17 +28,25 @@ def dlib_rec():
     return DlibRecognizer()
 
 
-def test_identical_input_reid_100_and_ssim_1(dlib_rec):
+@pytest.fixture(scope="module")
+def facenet_rec():
+    from streamanon.eval.facenet import FaceNetJudge
+
+    return FaceNetJudge()
+
+
+def test_identical_input_reid_100_and_ssim_1(dlib_rec, facenet_rec):
     img = _face("fr_obama", "obama.jpg")
-    r = evaluate([Pair("obama", 0, img, img.copy())], [dlib_rec], config=EvalConfig())
+    r = evaluate([Pair("obama", 0, img, img.copy())], [dlib_rec, facenet_rec], config=EvalConfig())
     assert r["faces"] == 1
-    assert all(v == 1.0 for v in r["privacy"]["dlib"]["reid"].values())
+    for judge in ("dlib", "facenet"):  # both judges know the unchanged face
+        assert all(v == 1.0 for v in r["privacy"][judge]["reid"].values()), judge
     u = r["utility"]
     assert u["ssim_background"] == pytest.approx(1.0) and u["ssim_face"] == pytest.approx(1.0)
     assert u["detection_rate"] == 1.0 and u["yaw"]["mae"] == pytest.approx(0.0, abs=1e-3)
 
 
-def test_heavy_blur_drops_detection_and_reid_but_not_background(dlib_rec):
+def test_heavy_blur_drops_detection_and_reid_but_not_background(dlib_rec, facenet_rec):
     img = _face("fr_obama", "obama.jpg")
     from streamanon.detect import make_detector
 
@@ -46,9 +54,10 @@ def test_heavy_blur_drops_detection_and_reid_but_not_background(dlib_rec):
     out = img.copy()
     x1, y1, x2, y2 = np.round(box).astype(int)
     out[y1:y2, x1:x2] = cv2.GaussianBlur(out[y1:y2, x1:x2], (0, 0), 40)
-    r = evaluate([Pair("obama", 0, img, out)], [dlib_rec], config=EvalConfig())
+    r = evaluate([Pair("obama", 0, img, out)], [dlib_rec, facenet_rec], config=EvalConfig())
     assert r["utility"]["detection_rate"] == 0.0
     assert r["privacy"]["dlib"]["reid"][0.6] == 0.0
+    assert all(v == 0.0 for v in r["privacy"]["facenet"]["reid"].values())
     assert r["utility"]["ssim_face"] < 0.8
     # pixels outside the grown face box were not touched
     assert r["utility"]["ssim_background"] == pytest.approx(1.0)

@@ -174,6 +174,8 @@ def test_swap_panel_does_not_regress_past_the_baseline() -> None:
     assert got["confidence"] >= base["confidence"] - 0.03
     assert got["detected"] >= 0.97
     assert got["reid_0.6"] == 0.0 and got["reid_other_0.6"] == 0.0
+    # and by a judge that is not Ψ (FaceNet, another family)
+    assert got["reid_facenet"] == 0.0 and got["reid_other_facenet"] == 0.0
     assert got["mouth_state_agreement"] >= 0.85
 
 
