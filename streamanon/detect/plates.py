@@ -290,6 +290,49 @@ PLATENET_NAME = "plate_net.onnx"
 PLATENET_LEVELS = (320, 640)
 PLATENET_PAD = (0.06, 0.12)
 PLATENET_MEAN = 114
+# Large frames (longest side >= HIRES_FROM x the largest level) are also searched at this
+# longest side (never upscaled) in ~700 px windows: 720p at native size in 4 windows, 1080p
+# at 1280 in 4. Video runs one window per frame (`PlateNetONNX.scan`), photos all of them.
+PLATENET_HIRES = 1280
+HIRES_FROM = 1.5
+
+
+def _grid(n: int, tile: int, overlap: int) -> list[tuple[int, int]]:
+    """(start, length) of the fewest windows of at most `tile` px covering `n` px with
+    `overlap`, all of one length."""
+    if n <= tile:
+        return [(0, n)]
+    k = -(-(n - overlap) // (tile - overlap))
+    length = -(-(n + (k - 1) * overlap) // k)
+    return [(min(i * (length - overlap), n - length), length) for i in range(k)]
+
+
+def hires_tiles(
+    h: int, w: int, tile: int = 704, overlap: int = 48
+) -> list[tuple[int, int, int, int]]:
+    """(y, x, th, tw) windows of an h x w image, each at most `tile` px a side."""
+    return [
+        (y, x, th, tw) for y, th in _grid(h, tile, overlap) for x, tw in _grid(w, tile, overlap)
+    ]
+
+
+def _run_net(infer, part: np.ndarray, low_thresh: float) -> tuple[np.ndarray, np.ndarray]:
+    from streamanon.plates.model import decode
+
+    ph, pw = part.shape[:2]
+    H, W = -(-ph // 32) * 32, -(-pw // 32) * 32
+    blob = np.full((1, 3, H, W), PLATENET_MEAN, np.float32)
+    blob[0, :, :ph, :pw] = part.transpose(2, 0, 1)
+    hm, box = infer(blob)
+    return decode(hm, box, low_thresh)
+
+
+def _resized(image: np.ndarray, s: float) -> np.ndarray:
+    h, w = image.shape[:2]
+    nw, nh = max(32, round(w * s)), max(32, round(h * s))
+    if (nw, nh) == (w, h):
+        return image
+    return cv2.resize(image, (nw, nh), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
 
 
 def platenet_detect(
@@ -300,28 +343,38 @@ def platenet_detect(
     nms_iou: float = 0.4,
     max_upscale: float = MAX_UPSCALE,
     tile: int = TILE,
+    hires: int | None = None,
+    hires_tile: int | None = None,
 ) -> Detections:
     """Run a PlateNet `infer(blob) -> (heatmap, box)` over the image pyramid `levels`; unpadded
-    boxes in image pixels, merged by NMS. Levels larger than `tile` are cut into tiles."""
-    from streamanon.plates.model import decode
+    boxes in image pixels, merged by NMS. Levels larger than `tile` are cut into tiles.
 
+    `hires` (longest side, never upscaled): a high-resolution level searched in windows of
+    `hires_tiles` for small plates: all of them, or only window ``hires_tile % count`` (video:
+    one window per frame, the tracker joins them)."""
     image = check_image(image_bgr)
     h, w = image.shape[:2]
     all_boxes, all_scores = [], []
     for size in levels:
         s = min(size / max(h, w), max_upscale)
-        nw, nh = max(32, round(w * s)), max(32, round(h * s))
-        interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-        level = image if (nw, nh) == (w, h) else cv2.resize(image, (nw, nh), interpolation=interp)
+        level = _resized(image, s)
+        nh, nw = level.shape[:2]
         fx, fy = w / nw, h / nh
         for y, x in tiles(nh, nw, tile, TILE_OVERLAP):
-            part = level[y : y + tile, x : x + tile]
-            ph, pw = part.shape[:2]
-            H, W = -(-ph // 32) * 32, -(-pw // 32) * 32
-            blob = np.full((1, 3, H, W), PLATENET_MEAN, np.float32)
-            blob[0, :, :ph, :pw] = part.transpose(2, 0, 1)
-            hm, box = infer(blob)
-            boxes, score = decode(hm, box, low_thresh)
+            boxes, score = _run_net(infer, level[y : y + tile, x : x + tile], low_thresh)
+            boxes += np.array([x, y, x, y], np.float32)
+            all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
+            all_scores.append(score)
+    if hires:
+        level = _resized(image, min(hires / max(h, w), 1.0))
+        nh, nw = level.shape[:2]
+        fx, fy = w / nw, h / nh
+        windows = hires_tiles(nh, nw)
+        if hires_tile is not None:
+            windows = [windows[hires_tile % len(windows)]]
+        for y, x, th, tw in windows:
+            boxes, score = _run_net(infer, level[y : y + th, x : x + tw], low_thresh)
+            # A plate cut by the window's inner edge is found whole by the neighbour.
             boxes += np.array([x, y, x, y], np.float32)
             all_boxes.append(boxes * np.array([fx, fy, fx, fy], np.float32))
             all_scores.append(score)
@@ -346,6 +399,7 @@ class PlateNetONNX:
         low_thresh: float = 0.1,
         nms_iou: float = 0.4,
         pad: tuple[float, float] = PLATENET_PAD,
+        hires: int | None = PLATENET_HIRES,
         threads: int | None = None,
     ) -> None:
         path = Path(model_path) if model_path is not None else engine_file(PLATENET_NAME)

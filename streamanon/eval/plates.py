@@ -46,6 +46,17 @@ def load_labelled(folder: str | Path = LABELLED) -> list[tuple[str, np.ndarray, 
     return out
 
 
+def load_unlabelled(folder: str | Path) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Every image of `folder` (recursively) with no labelled plate."""
+    out = []
+    for path in sorted(Path(folder).rglob("*")):
+        if path.suffix.lower() in (".jpg", ".jpeg", ".png", ".webp"):
+            image = cv2.imread(str(path))
+            if image is not None:
+                out.append((path.name, image, np.zeros((0, 4), np.float32)))
+    return out
+
+
 def covered_fraction(gt: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """For each ground-truth box, the share of its area inside the union of `boxes`."""
     gt = np.asarray(gt, np.float64).reshape(-1, 4)
@@ -358,8 +369,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--detector", default="net,ssd", help="shipped detectors: net, ssd or both")
     p.add_argument("--thresh", type=float, help="score threshold (default: each detector's own)")
     p.add_argument("--sheet", help="folder for contact sheets of every missed and false plate")
+    p.add_argument(
+        "--negatives", help="folder of photos without readable plates: detections there are false"
+    )
     args = p.parse_args(argv)
     data = load_labelled()
+    negatives = load_unlabelled(args.negatives) if args.negatives else []
     res: dict = {}
     kinds = ["yolov9"] if args.plate_model else [k.strip() for k in args.detector.split(",")]
     for kind in kinds:
@@ -377,6 +392,15 @@ def main(argv: list[str] | None = None) -> int:
             Path(args.sheet).mkdir(parents=True, exist_ok=True)
             out = Path(args.sheet) / f"plates_errors_{kind}.png"
             res[f"{kind}_errors"] = error_sheet(data, dets, th, out)
+        if negatives:
+            neg = [det(image) for _, image, _ in negatives]
+            n = [int((d.score >= th).sum()) for d in neg]
+            res[f"{kind}_negatives"] = {
+                "images": len(n), "detections": int(sum(n)), "images_with_any": int(sum(v > 0 for v in n)),
+            }  # fmt: skip
+            if args.sheet:
+                out = Path(args.sheet) / f"plates_negatives_{kind}.png"
+                error_sheet(negatives, neg, th, out)
         if args.background:
             bgs = read_backgrounds(args.background)
             clip = list(compose_clip(bgs, default_tracks(plate_sprites(data)), 50))
