@@ -30,6 +30,10 @@ MAX_YAW_DEG = 60.0
 # but half of the Hamilton faces (stage light, upturned heads) exceed 0.12 at a median yaw
 # of 21 degrees; with both, 34 of 344 faces there, the true profiles among them.
 MAX_TURN = 0.12
+# Distraction draws: appearance delegates at least this far (Ψ, dlib units) from the person.
+# Near neighbours keep age, tone and build, but for faces the recognizer packs tightly
+# (children, some East Asian adults on d11/d12) every near draw rendered within 0.45-0.64.
+FAR_DIST = 0.8
 TURNED_YAW_DEG = 30.0
 
 
@@ -245,11 +249,21 @@ class IdentityState:
         return self._compatible
 
     # -- delegates -------------------------------------------------------------------------
-    def draw(self, tid: int, embedding: np.ndarray, crop: FaceCrop, pose: np.ndarray, attempt: int):
+    def draw(
+        self,
+        tid: int,
+        embedding: np.ndarray,
+        crop: FaceCrop,
+        pose: np.ndarray,
+        attempt: int,
+        far: bool = False,
+    ):
         """The track's ``attempt``-th delegate draw (reproducible per seed and track id).
 
         Appearance delegates come only from bank faces compatible with the person (skin tone,
         eyewear, no occlusion: `visual.attributes`); the geometry delegate from the whole bank.
+        ``far``: only bank faces at least ``FAR_DIST`` from the person in Ψ's space are
+        candidates (the distraction draw, when near neighbours render too close to them).
         """
         from streamanon.visual.attributes import compatible, face_attributes
         from streamanon.visual.delegates import choose_delegates
@@ -265,6 +279,13 @@ class IdentityState:
             self.opts.neighbours,
             dist,
         )
+        if far:
+            if allowed is None:
+                allowed = np.ones(len(dist), bool)
+            away = allowed & (dist >= FAR_DIST)
+            if not away.any():  # the farthest compatible faces, whatever their distance
+                away = allowed & (dist >= np.sort(dist[allowed])[-min(10, allowed.sum())])
+            allowed = away
         # The draw's utilities are distances in crop pixels: at the bank's side for every face,
         # whatever side this face was cropped at, so ε means the same for all.
         lm = crop.landmarks * (self.bank.size / crop.image.shape[0])

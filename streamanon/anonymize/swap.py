@@ -55,7 +55,8 @@ log = logging.getLogger(__name__)
 VERIFY_DIST = 0.7  # Ψ distance a render must keep from the person (dlib's threshold is 0.6)
 REID_DIST = 0.6  # below this a render would be re-identified: never shown
 CLEAR_DIST = 0.72  # a draw this far from the person (and passing the LBP judge) ends the search
-MAX_DRAWS = 6  # draws tried at birth before keeping the most distant
+MAX_DRAWS = 6  # draws tried at birth among near neighbours...
+FAR_DRAWS = 4  # ...then among bank faces far from the person, before covering the track
 RECHECK_FRAMES = 30  # re-verify a track's render this often...
 RECHECK_YAW = 12.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
@@ -357,8 +358,13 @@ class SwapMethod:
         distant); runs at birth and when a track loses its margin."""
         best, best_key = None, (False, -1.0)
         tries = 1 if self.opts.keep_appearance else (tries or MAX_DRAWS)
-        for attempt in range(first, first + tries):
-            d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt)
+        plan = [(a, False) for a in range(first, first + tries)]
+        if tries > 1:  # then distraction draws among bank faces far from the person
+            plan += [(a, True) for a in range(first + tries, first + tries + FAR_DRAWS)]
+        for attempt, far in plan:
+            if far and best_key[0]:
+                break  # a near draw keeps the margin: no need to look further away
+            d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt, far=far)
             st = TrackState(embedding=person.copy(), delegates=d_, draw=attempt, eyewear=eyewear)
             if tries == 1:
                 return st
