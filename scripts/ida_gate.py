@@ -24,7 +24,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
@@ -124,6 +123,7 @@ def pool(rows: list[dict]) -> dict:
 def face_crops(src: Path, outs: dict[str, Path], idx: list[int]) -> list[dict]:
     """The largest face of each sampled frame, cut from the original and every output."""
     from streamanon.detect import make_detector
+    from streamanon.eval.sheet import face_crop
 
     det = make_detector("centerface")
     frames = {
@@ -133,37 +133,16 @@ def face_crops(src: Path, outs: dict[str, Path], idx: list[int]) -> list[dict]:
     crops = []
     for i in idx:
         img = frames["original"].get(i)
-        if img is None:
-            continue
-        d = det(img)
+        d = det(img) if img is not None else []
         if len(d) == 0:
             continue
-        x1, y1, x2, y2 = d.xyxy[int(np.argmax(d.xyxy[:, 2] - d.xyxy[:, 0]))]
-        cx, cy, s = (x1 + x2) / 2, (y1 + y2) / 2, 1.5 * max(x2 - x1, y2 - y1)
-        h, w = img.shape[:2]
-        a, b = int(max(cx - s / 2, 0)), int(max(cy - s / 2, 0))
-        c, e = int(min(cx + s / 2, w)), int(min(cy + s / 2, h))
-        crops.append({k: frames[k][i][b:e, a:c] for k in frames if i in frames[k]} | {"frame": i})
+        box = d.xyxy[int(np.argmax(d.xyxy[:, 2] - d.xyxy[:, 0]))]
+        crops.append({k: face_crop(frames[k][i], box, 192) for k in frames} | {"frame": i})
     return crops
 
 
-def before_after(crops: list[dict], path: Path, cell: int = 160) -> None:
-    rows = []
-    for c in crops:
-        tiles = [cv2.resize(c[k], (cell, cell)) for k in ("original", *METHODS)]
-        rows.append(np.concatenate(tiles, axis=1))
-    per_col = (len(rows) + 1) // 2
-    cols = [np.concatenate(rows[i : i + per_col], axis=0) for i in range(0, len(rows), per_col)]
-    if len(cols) == 2 and cols[1].shape != cols[0].shape:
-        pad = np.full((cols[0].shape[0] - cols[1].shape[0], cols[0].shape[1], 3), 255, np.uint8)
-        cols[1] = np.concatenate([cols[1], pad], axis=0)
-    sheet = np.concatenate([np.concatenate([c, np.full((c.shape[0], 16, 3), 255, np.uint8)], 1)
-                            for c in cols], axis=1)  # fmt: skip
-    cv2.imwrite(str(path), sheet)
-
-
 def run(args: argparse.Namespace) -> int:
-    from streamanon.eval.ab import ab_sheet
+    from streamanon.eval.sheet import ab_rows, contact_sheet, write_png
     from streamanon.run import anonymize_file
 
     out = args.out
@@ -182,12 +161,16 @@ def run(args: argparse.Namespace) -> int:
             outs[m] = dst
             print(clip, m, json.dumps(table["clips"][clip][m]["reid"]), flush=True)
         idx = list(range(0, args.frames, max(1, args.frames // args.per_clip)))[: args.per_clip]
-        crops += face_crops(src, outs, idx)
+        crops += [c | {"clip": clip} for c in face_crops(src, outs, idx)]
     for m in METHODS:
         table[m] = pool([table["clips"][c][m] for c in args.clips])
-    before_after(crops, out / "before_after.png")
-    key = ab_sheet([(c["ida"], c["swap"]) for c in crops], ("ida", "swap"), out / "ab_sheet.png",
-                   seed=args.seed)  # fmt: skip
+    labels = [[f"{c['clip']} #{c['frame']}", *METHODS] for c in crops]
+    write_png(contact_sheet([[c["original"], *(c[m] for m in METHODS)] for c in crops], labels, 2),
+              out / "before_after.png")  # fmt: skip
+    rows, key = ab_rows([c["original"] for c in crops], [c["ida"] for c in crops],
+                        [c["swap"] for c in crops], ("ida", "swap"), seed=args.seed)  # fmt: skip
+    write_png(contact_sheet(rows, [[f"{n}", "left", "right"] for n in range(len(rows))], 2),
+              out / "ab_sheet.png")  # fmt: skip
     (out / "ab_key.json").write_text(json.dumps(key, indent=1))
     (out / "table.json").write_text(json.dumps(table, indent=1, default=float))
     print(json.dumps({m: table[m] for m in METHODS}, indent=1, default=float))
@@ -196,7 +179,7 @@ def run(args: argparse.Namespace) -> int:
 
 def score(args: argparse.Namespace) -> int:
     from streamanon.anonymize.generative import GATE_FILE, release_gate
-    from streamanon.eval.ab import score_ab
+    from streamanon.eval.sheet import score_ab
 
     table = json.loads((args.out / "table.json").read_text())
     key = json.loads((args.out / "ab_key.json").read_text())

@@ -277,3 +277,21 @@ def test_glasses_are_told_from_bare_faces_on_the_reviewed_bank() -> None:
     found = np.array([wears_glasses(bank.crop(i), bank.landmarks[i]) for i in range(len(bank))])
     assert found[glasses].mean() >= 0.8  # 11 of 13 measured
     assert found[~glasses].mean() <= 0.07  # 5 % measured
+
+
+def test_blind_ab_answers_are_scored_through_the_hidden_key() -> None:
+    from streamanon.eval.sheet import ab_rows, score_ab
+
+    faces = [np.full((8, 8, 3), i, np.uint8) for i in range(6)]
+    rows, key = ab_rows(faces, faces, faces, ("ida", "swap"), seed=3)
+    assert {k["left"] for k in key} == {"ida", "swap"}  # sides really are shuffled
+    answers = (
+        "".join("L" if k["left"] == "ida" else "R" for k in key[:4])
+        + "="
+        + ("L" if key[5]["left"] == "swap" else "R")
+    )
+    assert score_ab(key, answers) == {"ida": 4, "swap": 1, "tie": 1}
+    with pytest.raises(ValueError, match="answers for"):
+        score_ab(key, "LR")
+    with pytest.raises(ValueError, match="use L, R or ="):
+        score_ab(key, "LRLRLX")

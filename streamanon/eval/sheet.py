@@ -80,6 +80,28 @@ def ab_rows(
     return rows, key
 
 
+def score_ab(key: Sequence[dict], answers: str) -> dict[str, int]:
+    """Wins per method and ties from one answer letter per key row of `ab_rows` (``L``/``R``/``=``;
+    whitespace ignored). A missing or unknown letter is an error, never a silent tie."""
+    letters = [c for c in answers.upper() if not c.isspace()]
+    if len(letters) != len(key):
+        raise ValueError(f"{len(letters)} answers for {len(key)} pairs")
+    out: dict[str, int] = {"tie": 0}
+    for k in key:
+        out.setdefault(k["left"], 0)
+        out.setdefault(k["right"], 0)
+    for k, c in zip(key, letters, strict=True):
+        if c == "L":
+            out[k["left"]] += 1
+        elif c == "R":
+            out[k["right"]] += 1
+        elif c == "=":
+            out["tie"] += 1
+        else:
+            raise ValueError(f"answer {c!r} for row {k['row']}: use L, R or =")
+    return out
+
+
 def write_png(image: np.ndarray, path: str | os.PathLike) -> None:
     """Write atomically (temp file + rename): a crash never leaves half a sheet."""
     path = Path(path)
