@@ -412,30 +412,38 @@ class PlateNetONNX:
         except Exception as exc:  # noqa: BLE001 - any ORT load error is a bad model file
             raise InputError(f"plate model {path}: not a loadable ONNX model ({exc})") from None
         self.meta = check_platenet(self.session, path)
-        self.levels, self.low_thresh, self.nms_iou, self.pad = (
-            tuple(levels),
-            low_thresh,
-            nms_iou,
-            pad,
-        )
+        self.levels, self.low_thresh, self.nms_iou = tuple(levels), low_thresh, nms_iou
+        self.pad, self.hires = pad, hires
         self.thresh = float(self.meta.get("thresh", 0.3))
 
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         hm, box = self.session.run(["heatmap", "box"], {"image": blob})
         return hm, box
 
-    @property
-    def n_levels(self) -> int:
-        return len(self.levels)
+    def _hires_for(self, image: np.ndarray) -> int | None:
+        """The hires level when it adds resolution (frame well above the largest level)."""
+        if not self.hires or max(image.shape[:2]) < HIRES_FROM * max(self.levels):
+            return None
+        return self.hires
 
-    def __call__(self, image_bgr: np.ndarray, level: int | None = None) -> Detections:
-        levels = self.levels if level is None else (sorted(self.levels)[level % len(self.levels)],)
-        dets = platenet_detect(self.infer, image_bgr, levels, self.low_thresh, self.nms_iou)
+    def __call__(self, image_bgr: np.ndarray) -> Detections:
+        """Every level, and every high-resolution window on large images."""
+        return self._detect(image_bgr, None)
+
+    def scan(self, image_bgr: np.ndarray, index: int) -> Detections:
+        """Video: every level, and high-resolution window ``index`` (cycling) on large frames."""
+        return self._detect(image_bgr, index)
+
+    def _detect(self, image_bgr: np.ndarray, window: int | None) -> Detections:
+        image = check_image(image_bgr)
+        hires = self._hires_for(image)
+        dets = platenet_detect(
+            self.infer, image, self.levels, self.low_thresh, self.nms_iou,
+            hires=hires, hires_tile=window,
+        )  # fmt: skip
         if len(dets) == 0:
             return dets
-        return clip_detections(
-            Detections(pad_boxes(dets.xyxy, self.pad), dets.score), image_bgr.shape
-        )
+        return clip_detections(Detections(pad_boxes(dets.xyxy, self.pad), dets.score), image.shape)
 
 
 def is_platenet_file(path: str | Path) -> bool:
