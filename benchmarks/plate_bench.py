@@ -1,0 +1,89 @@
+"""`--dashcam` cost on a 720p road-like clip: plain decode+encode, faces only, and faces plus
+plates with each shipped plate detector (and PlateNet at a lower cadence), in one process,
+run after run, so the numbers share the machine's load.
+
+The clip: `streamanon.eval.plates.compose_clip` (held-out plates panned, scaled, sheared and
+motion-blurred over real MOT20-05 street frames), 1280x720, 25 fps, written with x264.
+
+    python benchmarks/plate_bench.py                  # 125 frames, ~3 min on the 2-core VM
+    python benchmarks/plate_bench.py --frames 50 --out results/plates.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from tests.conftest import SHARED  # noqa: E402
+
+MOT = SHARED / "videos" / "dlib_MOT20-05-raw_even_shorter.mp4"
+
+
+def write_clip(path: Path, frames: int) -> None:
+    import av
+
+    from streamanon.eval import plates as PE
+
+    data = PE.load_labelled()
+    clip = PE.compose_clip(
+        PE.read_backgrounds(MOT, 50), PE.default_tracks(PE.plate_sprites(data)), frames
+    )
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=25)
+        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
+        for img, _ in clip:
+            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
+        out.mux(s.encode())
+
+
+def main(argv: list[str] | None = None) -> int:
+    from streamanon.anonymizer import Anonymizer, Options
+    from streamanon.eval.bench import transcode
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--frames", type=int, default=125)
+    p.add_argument("--clip", help="use this clip instead of composing one")
+    p.add_argument("--out", help="write the JSON here too")
+    args = p.parse_args(argv)
+    work = Path(tempfile.mkdtemp(prefix="plate-bench-"))
+    clip = Path(args.clip) if args.clip else work / "clip720.mp4"
+    if not args.clip:
+        if not MOT.is_file():
+            print(f"error: {MOT} not found (needs ../shared/data)", file=sys.stderr)
+            return 2
+        write_clip(clip, args.frames)
+    configs = {
+        "faces": dict(objects="face"),
+        "dashcam ssd": dict(objects="face,plate", plate_detector="ssd"),
+        "dashcam net": dict(objects="face,plate", plate_detector="net"),
+        "dashcam net every 2": dict(objects="face,plate", plate_detector="net", plate_every=2),
+    }
+    plain = transcode(clip, work / "plain.mp4", [])
+    res = {"machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
+           "decode+encode": {"fps": round(plain.fps, 1)}}  # fmt: skip
+    print(f"decode+encode: {plain.fps:.1f} fps", flush=True)
+    for name, kw in configs.items():
+        anon = Anonymizer(Options(method="blur", **kw))
+        e = transcode(
+            clip, work / f"{name}.mp4", [("detect", anon.track), ("anonymize", anon.apply)]
+        )
+        res[name] = {
+            "fps": round(e.fps, 1), "share_of_decode_encode": round(e.fps / plain.fps, 3),
+            "ms_per_frame": {k: round(v, 1) for k, v in e.ms_per_frame.items()},
+            "faces": anon.counters.faces, "plates": anon.object_report().get("plate"),
+        }  # fmt: skip
+        print(f"{name}: {json.dumps(res[name])}", flush=True)
+    if args.out:
+        Path(args.out).write_text(json.dumps(res, indent=1) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
