@@ -7,8 +7,8 @@
 Evaluation set (docs/generator.md, "Evaluation split"): the first ``--frames`` frames of the
 six LivePortrait talking-head clips d11, d12, d14, d18, d19, d20 — never used to train G_r
 (SFHQ + the Intel ASL clips) nor to tune `swap` (d3, d10, ASL, Hamilton, the panel photos).
-Every ``--stride``-th frame is judged by `streamanon eval`'s evaluator with dlib's ResNet and
-FaceNet (another family; `eval.facenet`); flicker over every frame.
+Every ``--stride``-th frame (8 of 64 per clip: 48 faces) is judged by `streamanon eval`'s evaluator with dlib's ResNet and
+FaceNet (another family; `eval.facenet`); flicker over the first 32 frames, every frame.
 
 `run` writes per method the anonymized clips, ``table.json`` (per clip and pooled), a
 before/after sheet (original | swap | ida) of every sampled face and the blind A/B sheet with
@@ -30,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 EVAL_CLIPS = ["d11", "d12", "d14", "d18", "d19", "d20"]
 METHODS = ("swap", "ida")
+FLICKER_FRAMES = 32
 
 
 def trim(src: Path, dst: Path, frames: int) -> Path:
@@ -79,7 +80,8 @@ def measure(src: Path, dst: Path, stride: int, report) -> dict:
 
     js = judges()
     r = evaluate(make_pairs(src, dst, stride), js)
-    every = evaluate(make_pairs(src, dst, 1), [])  # flicker needs consecutive frames
+    # Flicker needs consecutive frames: the first FLICKER_FRAMES of the clip, every frame.
+    every = evaluate(make_pairs(src, dst, 1, FLICKER_FRAMES), [])
     (v,) = every["video"].values() if every["video"] else ({},)
     priv = {j.name: r["privacy"][j.name]["reid"][j.default_threshold] for j in js}
     nat = dict(r["naturalness"])
@@ -199,9 +201,9 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--clips", nargs="+", default=EVAL_CLIPS)
-    r.add_argument("--frames", type=int, default=120)
-    r.add_argument("--stride", type=int, default=12)
-    r.add_argument("--per-clip", type=int, default=5)
+    r.add_argument("--frames", type=int, default=64)
+    r.add_argument("--stride", type=int, default=8)
+    r.add_argument("--per-clip", type=int, default=4)
     r.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("score")
     s.add_argument("--out", type=Path, required=True)

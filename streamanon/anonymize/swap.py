@@ -54,6 +54,10 @@ log = logging.getLogger(__name__)
 
 VERIFY_DIST = 0.7  # Ψ distance a render must keep from the person (dlib's threshold is 0.6)
 REID_DIST = 0.6  # below this a render would be re-identified: never shown
+# A shown track stays rendered while its checks keep this much (a draw needs VERIFY_DIST at
+# birth; later, covering a track that is still past dlib's 0.6 took half of the d18/d19 faces
+# away for nothing — the margin over 0.6 covers the frames between two checks).
+KEEP_DIST = REID_DIST + 0.04
 CLEAR_DIST = 0.72  # a draw this far from the person (and passing the LBP judge) ends the search
 MAX_DRAWS = 6  # draws tried at birth among near neighbours...
 FAR_DRAWS = 4  # ...then among bank faces far from the person, before covering the track
@@ -339,10 +343,10 @@ class SwapMethod:
         (emb,) = self.ids.embed_many([(trial, job.box[None])])
         return float(np.linalg.norm(emb[0] - person)), self._judge(job.crop.image, trial, job)
 
-    def _safe(self, d: float, j: float) -> bool:
+    def _safe(self, d: float, j: float, margin: float | None = None) -> bool:
         from streamanon.visual.lbp import SAME_PERSON
 
-        return d >= VERIFY_DIST and j >= SAME_PERSON
+        return d >= (VERIFY_DIST if margin is None else margin) and j >= SAME_PERSON
 
     def _draw_verified(
         self,
@@ -442,7 +446,7 @@ class SwapMethod:
             st.checks += 1
             st.since_check, st.checked_yaw = 0, float(job.pose[0])
             st.verified_distance, st.judge_distance = d, j
-            if self._safe(d, j):
+            if self._safe(d, j, KEEP_DIST):
                 continue
             st.covered = "identity_covered"
             lost.append(job)
