@@ -380,7 +380,7 @@ def test_swap_covers_a_track_that_loses_its_margin_instead_of_switching_identity
     method = anon.face_anonymizer
     draws = {t: s.draw for t, s in method.ids.tracks.items()}
     monkeypatch.setattr(S, "RECHECK_FRAMES", 1)
-    monkeypatch.setattr(S, "VERIFY_DIST", 10.0)  # no render can keep this margin: every check fails
+    monkeypatch.setattr(S, "KEEP_DIST", 10.0)  # no render can keep this margin: every check fails
     anon(img.copy())
     third = anon(img.copy())
     rep = method.report()["tracks"]
