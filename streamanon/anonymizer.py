@@ -157,7 +157,10 @@ class Anonymizer:
 
         o = self.options
         low = min(o.low_thresh, o.thresh)
-        return FaceTracker(thresh=o.thresh, low_thresh=low, coast_s=o.coast_s, reid=self._reid)
+        # footprint: faces half hidden by an object (a pole) stay covered (issue 22).
+        return FaceTracker(
+            thresh=o.thresh, low_thresh=low, coast_s=o.coast_s, reid=self._reid, footprint=True
+        )
 
     def _multiscale(self):
         """The detector behind its wrappers (landmarks, score cut), if it keeps state."""

@@ -3,9 +3,10 @@ is not the detector under test (`streamanon.eval.coverage`: CenterFace at native
 merged with dlib's MMOD CNN, 3x3 cells per face, no credit for half a face).
 
 The crowd clips are composed from the group photos of ../shared/data (tests/crowd.py); the
-coverage per clip and size bin is gated against tests/data/coverage_baseline.json, so a change
-that lowers coverage fails (set STREAMANON_UPDATE_BASELINE=1 to write new numbers after an
-improvement, and commit them).
+coverage per clip and size bin is gated against absolute floors (>= 99 % of faces >= 32 px,
+none >= 48 px left) and against tests/data/coverage_baseline.json with proportional slack, so a
+change that lowers coverage fails. STREAMANON_UPDATE_BASELINE=1 writes new numbers; commit them
+alone, with before -> after and why in the message (see `assert_floors`).
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import pytest
 from streamanon.detect.multiscale import tile_grid
 from streamanon.eval import coverage as C
 from tests import crowd
-from tests.conftest import REPO, needs_ffmpeg, needs_shared
+from tests.conftest import REPO, needs_ffmpeg, needs_module, needs_shared
 
 BASELINE = REPO / "tests" / "data" / "coverage_baseline.json"
 UPDATE = os.environ.get("STREAMANON_UPDATE_BASELINE", "") not in ("", "0")
@@ -255,7 +256,7 @@ def test_rotated_phone_clip_leaves_no_face(sideways_clip, tmp_path: Path, method
     swap, the rotated clip must leak nothing the same clip stored upright does not (what
     swap does with a profile is judged by its own tests)."""
     if method == "swap":
-        pytest.importorskip("torch")
+        needs_module("torch")  # required in CI: a failure there, not a skip
     phone, upright, plain = sideways_clip
     left = _left_visible(method, phone, upright, tmp_path / "phone_out.mp4")
     if method == "swap":
@@ -361,6 +362,8 @@ def test_crowd_coverage_does_not_regress(name: str, tmp_path: Path) -> None:
         cv2.imwrite(str(tmp_path / f"uncovered_{name}.png"), sheet)
     print(name, json.dumps(got["bins"]), "sheet:", tmp_path)
 
+    # Absolute floors first: no baseline, however it was regenerated, can lower these.
+    assert_floors(name, got)
     base = json.loads(BASELINE.read_text()) if BASELINE.is_file() else {}
     if UPDATE:
         base[name] = got["bins"]
@@ -368,12 +371,88 @@ def test_crowd_coverage_does_not_regress(name: str, tmp_path: Path) -> None:
         return
     assert name in base, f"no baseline for {name}: run with STREAMANON_UPDATE_BASELINE=1"
     for b, want in base[name].items():
-        have = got["bins"][b]
-        # The reference may differ by a face or two across CPUs (floating point at the score
-        # cut); one more face of slack, anything beyond is a regression.
-        lost = max(0, want["faces"] - have["faces"])
-        assert abs(have["faces"] - want["faces"]) <= max(2, want["faces"] // 100), (name, b)
-        assert have["covered"] >= want["covered"] - 1 - lost, f"{name} {b}: {have} < {want}"
+        assert_bin_not_worse(f"{name} {b}", got["bins"][b], want)
+
+
+# Floors (issue 22): whatever the baseline says, a clip's faces >= 32 px are >= 99 % covered
+# and none >= 48 px is left. RULE: a baseline file is regenerated only in a commit of its own
+# whose message gives every changed figure as before -> after and says why; never in the
+# commit that changes the code it gates, and never to get a failing test through.
+FLOOR_GE32 = 0.99
+FLOOR_UNCOVERED_GE48 = 0
+SLACK_SHARE = 0.01  # a bin's coverage may be this much lower than its baseline (CPU jitter)
+
+
+def assert_floors(name: str, got: dict) -> None:
+    if got["coverage_ge32"] is not None:
+        assert got["coverage_ge32"] >= FLOOR_GE32, (
+            f"{name}: {100 * got['coverage_ge32']:.1f} % of faces >= 32 px covered, floor 99 %"
+        )
+    assert got["uncovered_ge48"] <= FLOOR_UNCOVERED_GE48, (
+        f"{name}: {got['uncovered_ge48']} faces >= 48 px left uncovered (floor 0)"
+    )
+
+
+def assert_bin_not_worse(label: str, have: dict, want: dict) -> None:
+    """Proportional slack: the covered share may fall by SLACK_SHARE, never by a face count
+    (one face of a 5-face 4K bin is 20 %). The reference may find a few faces more or fewer
+    across CPUs (floating point at its score cut): 2 faces or 2 %."""
+    assert abs(have["faces"] - want["faces"]) <= max(2, want["faces"] // 50), (label, have, want)
+    if not want["faces"] or not have["faces"]:
+        return
+    share, was = have["covered"] / have["faces"], want["covered"] / want["faces"]
+    # 1 % of a bin under 100 faces is less than one face: such a bin may lose none.
+    assert share >= was - SLACK_SHARE, f"{label}: {have} below the baseline {want}"
+
+
+def test_floors_and_slack_are_proportional() -> None:
+    """A 5-face bin losing one face fails; a 700-face bin may lose a face to CPU jitter."""
+    with pytest.raises(AssertionError):
+        assert_bin_not_worse("4k", {"faces": 5, "covered": 4}, {"faces": 5, "covered": 5})
+    assert_bin_not_worse("1080", {"faces": 700, "covered": 693}, {"faces": 700, "covered": 694})
+    with pytest.raises(AssertionError):
+        assert_bin_not_worse("1080", {"faces": 700, "covered": 680}, {"faces": 700, "covered": 694})
+    with pytest.raises(AssertionError, match="floor 99"):
+        assert_floors("x", {"coverage_ge32": 0.985, "uncovered_ge48": 0})
+    with pytest.raises(AssertionError, match="floor 0"):
+        assert_floors("x", {"coverage_ge32": 1.0, "uncovered_ge48": 1})
+
+
+# -- the demo: a face half hidden behind a pole -----------------------------------------------
+
+
+@pytest.mark.slow
+def test_demo_leaves_no_face_in_any_frame(tmp_path: Path) -> None:
+    """`streamanon examples/demo.mp4` (the quick start): a pole sweeps across a standing face
+    (frames 44-62) and faces overlap. Every reference face of every frame is covered by the
+    landmark rule, and FaceNet (a judge of another family than Ψ) re-identifies no face in the
+    pole's frames. (dlib matches 8 featureless 6-pixel blurs of half-hidden or half-off-frame
+    faces at 0.50-0.60 over the clip: judge artefacts, see docs/coverage.md.)"""
+    from streamanon.cli import main
+    from streamanon.eval.evaluate import EvalConfig, evaluate
+    from streamanon.eval.facenet import FaceNetJudge
+    from streamanon.eval.pairs import Pair
+    from streamanon.io.video import VideoReader
+
+    src = REPO / "examples" / "demo.mp4"
+    out = tmp_path / "demo_out.mp4"
+    assert main([str(src), "-o", str(out), "-q"]) == 0
+    with VideoReader(src, audio=False) as r:
+        orig = [f.image for f in r]
+    with VideoReader(out, audio=False) as r:
+        anon = [f.image for f in r]
+    assert len(orig) == len(anon) == 150
+    ref = _reference(None)
+    leaked = {}
+    for i, (o, a) in enumerate(zip(orig, anon, strict=True)):
+        left = [f for f in C.judge_frame(o, a, ref(o), i) if not f.covered]
+        if left:
+            leaked[i] = [(round(f.height), f.patches) for f in left]
+    assert not leaked, f"frames with a face left: {leaked}"
+    pole = [Pair("demo", i, orig[i], anon[i], video=True) for i in range(44, 63)]
+    r = evaluate(pole, [FaceNetJudge()], config=EvalConfig(coverage=False))
+    leaks = r["video"]["demo"]["leaked_frames"]["facenet"]
+    assert leaks["frames"] >= 15 and leaks["leaked"] == 0, r["video"]
 
 
 # -- 4K memory -----------------------------------------------------------------------------

@@ -131,6 +131,40 @@ def test_low_score_detections_extend_tracks_but_do_not_start_them() -> None:
     assert tr.update(Detections.empty(), 2.1).coasting.tolist() == [True]
 
 
+def test_weak_detection_where_a_face_just_was_is_covered() -> None:
+    """A pole sweeps across a standing face (the demo, issue 22): the detector's box follows
+    the part still visible, jumps right with the pole's edge and the track coasts away; the
+    part that reappears on the left scores low and continues no track. With ``footprint`` it
+    is covered because a face was detected there less than coast_s ago; without, it is not."""
+    seen = [box_at(100, 100)] * 5  # the face, detected
+    jump = [box_at(100 + 12 * k, 100 - 3 * k, 60 - 4 * k) for k in range(1, 7)]  # with the pole
+    back = box_at(85, 100, 45)  # the left part, weak, far behind the drifting track
+
+    def run(footprint: bool) -> Detections:
+        tr = FaceTracker(thresh=0.5, low_thresh=0.1, coast_s=0.5, footprint=footprint)
+        t = 0.0
+        for b in seen:
+            tr.update(dets([b], [0.9]), t)
+            t += 0.04
+        for b in jump:
+            tr.update(dets([b], [0.2]), t)
+            t += 0.04
+        return tr.update(dets([back], [0.3]), t)
+
+    def covers(out: Detections) -> bool:  # some output box holds the visible part
+        b = np.array(back)
+        return any((o[:2] <= b[:2] + 1).all() and (o[2:] >= b[2:] - 1).all() for o in out.xyxy)
+
+    assert not covers(run(False))
+    assert covers(run(True))
+    # A weak box where no face has been is still not a face.
+    tr = FaceTracker(thresh=0.5, low_thresh=0.1, footprint=True)
+    tr.update(dets([box_at(100, 100)], [0.9]), 0.0)
+    assert tr.update(
+        dets([box_at(100, 100), box_at(400, 400)], [0.9, 0.3]), 0.04
+    ).track_id.tolist() == [1]
+
+
 def test_degenerate_and_off_frame_boxes_stay_finite() -> None:
     tr = FaceTracker(coast_s=0.5)
     boxes = [[50, 50, 50, 50], [-500, -400, -440, -340], [10, 10, 11, 12], [3000, 10, 3100, 5]]

@@ -4,6 +4,9 @@ Fail closed: `FaceTracker.update` returns every face the caller must anonymize i
 which is the union of
 - every detection scoring >= ``thresh`` (on a track or just starting one),
 - every low-score detection (``low_thresh`` <= score < ``thresh``) that continues a track,
+  or (``footprint``) that lies where a face was detected less than ``coast_s`` ago: a face
+  partly hidden by an object scores low and its box jumps to the part still visible, so the
+  track follows the wrong part and coasts away while the visible part of the face stays,
 - every track that lost its detection less than ``coast_s`` seconds ago, at its predicted
   box, grown a little per second of coasting (``coasting=True``).
 Unlike ByteTrack, nothing detected with a high score is withheld while a track "activates".
@@ -118,6 +121,9 @@ class FaceTracker:
     union_filtered: cover a detection's union with its track's filtered box (faces: a box
     that lands half off the face for one frame); off for objects whose detector box is tight
     (plates), where the lagging filtered box would trail behind an approaching plate.
+    footprint: a weak detection that continues no track still starts one when it overlaps
+    (IoU >= match_iou) a box where some face was detected in the last ``coast_s`` seconds
+    (faces half hidden behind a pole; off for objects).
     reid / reid_window_s / reid_max_dist: optional re-identification. When `reid` is given and
     `update` gets the image, a new face whose embedding is within `reid_max_dist` of a track
     that ended less than `reid_window_s` ago gets that track back (id and cache).
@@ -135,6 +141,7 @@ class FaceTracker:
         coast_grow: float = 0.5,
         stretch: tuple[float, float] = (1.0, 0.5),
         union_filtered: bool = True,
+        footprint: bool = False,
         reid: ReidFn | None = None,
         reid_window_s: float = 10.0,
         reid_max_dist: float = 0.6,
@@ -148,6 +155,8 @@ class FaceTracker:
         self.smooth_landmarks = smooth_landmarks
         self.stretch, self.union_filtered = (float(stretch[0]), float(stretch[1])), union_filtered
         self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
+        self.footprint = footprint
+        self._footprints: list[tuple[float, np.ndarray]] = []  # (t, detected box) of recent hits
         self._tracks: list[Track] = []
         self._lost: list[Track] = []  # ended, waiting for re-identification
         self._ended: list[Track] = []
@@ -198,6 +207,8 @@ class FaceTracker:
         if camera_shift is not None and any(camera_shift):
             for tr in self._tracks:
                 _shift_track(tr, np.asarray(camera_shift, np.float64))
+            d4 = np.tile(np.asarray(camera_shift, np.float32), 2)
+            self._footprints = [(ft, b + d4) for ft, b in self._footprints]
         for tr in self._tracks:
             predict_box(tr.kf, t - tr.state_t)
             tr.state_t = t
@@ -219,6 +230,10 @@ class FaceTracker:
             self._hit(tr, dets, di, t)
             row_track[di] = tr
         new_rows = [int(high[b]) for b in free_hi]
+        if self.footprint:
+            new_rows += self._weak_in_footprint(
+                dets, low, {di for _, di in matches} | set(new_rows), t
+            )
         for di, tr in zip(new_rows, self._start_tracks(dets, new_rows, t, image), strict=True):
             row_track[di] = tr
 
@@ -236,7 +251,30 @@ class FaceTracker:
         known = {id(tr) for tr in live}
         self._tracks = live + [tr for tr in row_track.values() if id(tr) not in known]
         self._expire_lost(t)
+        if self.footprint:
+            self._footprints = [(ft, b) for ft, b in self._footprints if t - ft <= self.coast_s]
+            self._footprints += [(t, dets.xyxy[di].copy()) for di in row_track]
         return self._output(dets, row_track)
+
+    def _weak_in_footprint(
+        self, dets: Detections, low: np.ndarray, taken: set[int], t: float
+    ) -> list[int]:
+        """Weak detections on no track that overlap where a face was detected lately and are
+        not a second box of a face already output this frame."""
+        recent = [b for ft, b in self._footprints if t - ft <= self.coast_s + 1e-9]
+        free = [int(di) for di in low if int(di) not in taken]
+        if not recent or not free:
+            return []
+        near = box_iou(dets.xyxy[free], np.array(recent)).max(axis=1) >= self.match_iou
+        out = []
+        for di, ok in zip(free, near, strict=True):
+            if not ok:
+                continue
+            kept = [*taken, *out]
+            if kept and box_iou(dets.xyxy[[di]], dets.xyxy[kept]).max() >= self.match_iou:
+                continue
+            out.append(di)
+        return out
 
     # -- life cycle -------------------------------------------------------------------------
 
