@@ -281,13 +281,16 @@ def torch_runner(model):
 
 
 def evaluate(infer, data, thresholds=(0.2, 0.3, 0.4, 0.5), levels=None) -> dict:
-    from streamanon.detect.plates import PLATENET_LEVELS, platenet_detect
+    """Recall / precision / IoU on real photos at each threshold, boxes padded as shipped."""
+    from streamanon.detect.plates import PLATENET_LEVELS, PLATENET_PAD, pad_boxes, platenet_detect
     from streamanon.eval.plates import score_set
+    from streamanon.types import Detections
 
     levels = levels or PLATENET_LEVELS
-    dets = [
-        platenet_detect(infer, image, levels, low_thresh=min(thresholds)) for _, image, _ in data
-    ]
+    dets = []
+    for _, image, _ in data:
+        d = platenet_detect(infer, image, levels, low_thresh=min(thresholds))
+        dets.append(Detections(pad_boxes(d.xyxy, PLATENET_PAD), d.score))
     return {str(t): score_set(dets, data, t).as_dict() for t in thresholds}
 
 
