@@ -22,7 +22,7 @@ import json
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import cv2
@@ -42,7 +42,13 @@ from streamanon.synth.refiner import (
     masked_mean,
     ssim_map,
 )
-from streamanon.synth.train import DataSettings, TrainConfigError, data_spec, save_checkpoint
+from streamanon.synth.train import (
+    DataSettings,
+    TrainConfigError,
+    config_section,
+    data_spec,
+    save_checkpoint,
+)
 
 
 @dataclass
@@ -85,14 +91,6 @@ class RefineRun:
         }
 
 
-def _section(cls, d: dict, name: str):
-    known = {f.name for f in fields(cls)}
-    unknown = set(d) - known
-    if unknown:
-        raise TrainConfigError(f"unknown keys in [{name}]: {sorted(unknown)}")
-    return cls(**d)
-
-
 def is_refiner_config(path: str | Path) -> bool:
     p = Path(path)
     try:
@@ -113,16 +111,16 @@ def load_refine_config(path: str | Path, base: Path | None = None) -> RefineRun:
     if unknown:
         raise TrainConfigError(f"unknown sections in {p}: {sorted(unknown)}")
     base = base or Path.cwd()
-    data = _section(DataSettings, dict(raw.get("data", {})), "data")
+    data = config_section(DataSettings, dict(raw.get("data", {})), "data")
     data.faces = [str((base / f).resolve()) for f in data.faces]
     data.videos = [str((base / v).resolve()) for v in data.videos]
     if not data.faces and not data.videos:
         raise TrainConfigError("[data] needs at least one of faces = [...] or videos = [...]")
     return RefineRun(
         model=RefinerConfig.from_dict(raw.get("model", {})),
-        train=_section(RefineTrainSettings, dict(raw.get("train", {})), "train"),
+        train=config_section(RefineTrainSettings, dict(raw.get("train", {})), "train"),
         data=data,
-        degrade=_section(Degrade, dict(raw.get("degrade", {})), "degrade"),
+        degrade=config_section(Degrade, dict(raw.get("degrade", {})), "degrade"),
         holdout_percent=float(raw.get("holdout_percent", 6.0)),
     )
 

@@ -88,7 +88,8 @@ class RunConfig:
         }
 
 
-def _section(cls, d: dict, name: str):
+def config_section(cls, d: dict, name: str):
+    """``cls(**d)`` for config section ``[name]``; unknown keys are a `TrainConfigError`."""
     known = {f.name for f in fields(cls)}
     unknown = set(d) - known
     if unknown:
@@ -111,17 +112,17 @@ def load_config(path: str | Path, base: Path | None = None) -> RunConfig:
     if unknown:
         raise TrainConfigError(f"unknown sections in {p}: {sorted(unknown)}")
     base = base or Path.cwd()
-    data = _section(DataSettings, raw.get("data", {}), "data")
+    data = config_section(DataSettings, raw.get("data", {}), "data")
     data.faces = [str((base / f).resolve()) for f in data.faces]
     data.videos = [str((base / v).resolve()) for v in data.videos]
     if not data.faces and not data.videos:
         raise TrainConfigError("[data] needs at least one of faces = [...] or videos = [...]")
     return RunConfig(
         model=GeneratorConfig.from_dict(raw.get("model", {})),
-        loss=_section(L.LossWeights, raw.get("loss", {}), "loss"),
-        train=_section(TrainSettings, raw.get("train", {}), "train"),
+        loss=config_section(L.LossWeights, raw.get("loss", {}), "loss"),
+        train=config_section(TrainSettings, raw.get("train", {}), "train"),
         data=data,
-        augment=_section(Augment, raw.get("augment", {}), "augment"),
+        augment=config_section(Augment, raw.get("augment", {}), "augment"),
     )
 
 
