@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from streamanon.anonymize.generative import (
+    GATE_FILE,
     GATE_MAX_REID,
     GENERATOR_FILE,
     NATURALNESS,
@@ -295,3 +296,18 @@ def test_blind_ab_answers_are_scored_through_the_hidden_key() -> None:
         score_ab(key, "LR")
     with pytest.raises(ValueError, match="use L, R or ="):
         score_ab(key, "LRLRLX")
+
+
+def test_the_shipped_gate_table_says_what_the_gate_computes() -> None:
+    """The table beside the shipped generator is what `scripts/ida_gate.py score` wrote: its
+    recorded verdict is the one the code computes from its numbers (no hand-edited pass)."""
+    from streamanon.paths import find_engine
+
+    path = find_engine(GATE_FILE)
+    if path is None:
+        assert find_engine(GENERATOR_FILE) is None, "a shipped generator needs its gate table"
+        return
+    table = json.loads(path.read_text())
+    ok, fails = release_gate(table)
+    assert table["gate"] == {"passes": ok, "fails": fails}
+    assert table["ida"]["faces"] >= 40  # at least 40 faces from real video (issue 21)
