@@ -11,10 +11,12 @@ A reference face counts as covered only when (landmark rule):
 - a square patch of ~1/4 of the face height around EACH of the five landmarks has changed,
   so a face with one eye, half the nose or one mouth corner still shown is not covered; and
 - at least 6 of the 9 cells of its box (3x3) have changed ("most of the box").
-A patch or cell has changed when its band-pass detail (difference of Gaussians at the scale
-of facial features) is mostly gone or no longer correlates with the original's, in either
-sign (an inverted face still shows its structure). Pixel noise is NOT a change: the band-pass
-averages it away, so a face under noise of sigma 40 still counts as shown.
+A patch or cell has changed when the output keeps less than half of the original's band-pass
+detail pattern (difference of Gaussians at the scale of fine facial features; |cov| / var, in
+either sign: an inverted face still shows its structure); a quarter of a landmark patch that
+is plainly the original (a box stopping mid-eye) keeps its patch from counting as changed.
+Pixel noise is NOT a change: the band-pass averages it away, so a face under noise of sigma
+40 still counts as shown.
 
 Everything here is a pure function of (original frame, output frame, reference faces) except
 the reference detectors, which are built once (`reference_detector`).
@@ -33,13 +35,11 @@ from streamanon.types import Detections
 
 # Face height bins (reference box height, source pixels).
 BINS = ((0, 24), (24, 32), (32, 48), (48, 80), (80, 10**9))
-CELL_CORR = 0.5  # a region whose band-pass |correlation| with the original is below this...
-CELL_DETAIL = 0.35  # ... or that keeps less than this share of its band-pass detail, changed
+CELL_KEPT = 0.5  # a region keeping less of the original's band-pass pattern than this changed
 PATCH = 0.25  # landmark patch side, as a share of the face (box) height
-QUARTER_SHOWN = 0.8  # a quarter of a landmark patch correlating this well is still shown
-# Quarters smaller than this (faces under ~64 px) are not judged on their own: 20 pixels of a
-# pixelated face correlate with the original at 0.8 by chance (measured on a 35 px face).
-QUARTER_MIN = 8
+QUARTER_CORR = 0.75  # a quarter of a landmark patch correlating this well...
+QUARTER_KEPT = 0.5  # ... and keeping this share of its detail pattern is still shown
+QUARTER_MIN = 3  # px: a quarter patch narrower than this has too few pixels to judge
 MIN_CELLS = 6  # of the 9 cells of the box that must have changed
 RETINA_THRESH = 0.8  # RetinaFace score for a reference face
 # Where the five points sit in a box that came without landmarks (a frontal face in a
@@ -78,24 +78,34 @@ def correlation(a: np.ndarray, b: np.ndarray) -> float:
 
 
 def region_changed(orig_band: np.ndarray, out_band: np.ndarray) -> bool:
-    """Has a region's band-pass detail gone (mostly removed, or no longer correlated with the
-    original's in either sign)?"""
+    """Has a region's band-pass detail gone? The share of the original's detail pattern the
+    output still carries at its amplitude, |cov(orig, out)| / var(orig) = |correlation| x
+    (detail ratio), is below CELL_KEPT. Taken together because neither alone separates a
+    small pixelated face (detail ratio 0.46 with correlation 0.73 on a 31 px nose) from the
+    same face under noise of sigma 40 (ratio >= 0.97, correlation >= 0.68); the sign is
+    dropped because an inverted face still shows its structure."""
     if orig_band.size == 0:
         return True
-    if out_band.std() < CELL_DETAIL * orig_band.std():
-        return True
-    return abs(correlation(orig_band, out_band)) < CELL_CORR
+    var = float(((orig_band - orig_band.mean()) ** 2).sum())
+    if var < 1e-9:
+        return True  # nothing there to show
+    cov = float(((orig_band - orig_band.mean()) * (out_band - out_band.mean())).sum())
+    return abs(cov) / var < CELL_KEPT
 
 
 def region_shown(orig_band: np.ndarray, out_band: np.ndarray) -> bool:
-    """Is a (small) region plainly the original: its detail kept and correlated at
-    >= QUARTER_SHOWN? Stricter than `region_changed`'s opposite, because a quarter patch is
-    small enough that block edges of a pixelation can correlate with it by chance."""
-    if min(orig_band.shape) < QUARTER_MIN or orig_band.std() < 1e-6:
+    """Is a small region (a quarter of a landmark patch) plainly the original: correlated at
+    >= QUARTER_CORR AND keeping >= QUARTER_KEPT of its detail pattern? Both, because 20 pixels
+    of a pixelated face can correlate at 0.8 by chance, but then keep only ~0.3 of the detail;
+    the visible outer half of an eye keeps 0.56-0.75 at 0.78-0.84 (27 px face)."""
+    if min(orig_band.shape) < QUARTER_MIN:
         return False
-    if out_band.std() < CELL_DETAIL * orig_band.std():
+    var = float(((orig_band - orig_band.mean()) ** 2).sum())
+    if var < 1e-9:
         return False
-    return abs(correlation(orig_band, out_band)) >= QUARTER_SHOWN
+    cov = float(((orig_band - orig_band.mean()) * (out_band - out_band.mean())).sum())
+    corr = correlation(orig_band, out_band)
+    return abs(corr) >= QUARTER_CORR and abs(cov) / var >= QUARTER_KEPT
 
 
 def template_landmarks(box: np.ndarray) -> np.ndarray:
