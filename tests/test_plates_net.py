@@ -231,3 +231,21 @@ def test_platenet_heldout_gate():
     assert res.found >= base["found"] - 1, res.as_dict()
     assert res.precision >= base["precision"] - 0.03, res.as_dict()
     assert res.median_iou >= min(base["median_iou"] - 0.03, 0.6), res.as_dict()
+
+
+@pytest.mark.skipif(
+    not (ROOT / "engines" / PLATENET_NAME).is_file(), reason="no engines/plate_net.onnx"
+)
+def test_platenet_composed_clip_gate():
+    """Held-out plates moving over real street frames, tracked: gated on the baseline."""
+    from streamanon.anonymizer import Anonymizer
+    from tests.conftest import needs_shared
+
+    labelled = PE.load_labelled(DATA)
+    bgs = PE.read_backgrounds(needs_shared("videos", "dlib_MOT20-05-raw_even_shorter.mp4"), 50)
+    clip = PE.compose_clip(bgs, PE.default_tracks(PE.plate_sprites(labelled)), 50)
+    anon = Anonymizer(objects="plate", plate_detector="net", threads=1)
+    res = PE.clip_coverage(anon, clip)
+    base = BASELINE["platenet"]["clip"]
+    assert res["plates"] == base["plates"]
+    assert res["covered"] >= base["covered"] - 2, f"coverage dropped: {res} vs {base}"

@@ -288,7 +288,7 @@ PLATENET_NAME = "plate_net.onnx"
 # Longest side of the frame at each level. Close-up plates (as wide as the photo) are found at
 # the small level; 20-40 px plates at the large one.
 PLATENET_LEVELS = (320, 640)
-PLATENET_PAD = (0.06, 0.12)
+PLATENET_PAD = (0.09, 0.16)
 PLATENET_MEAN = 114
 # Large frames (longest side >= HIRES_FROM x the largest level) are also searched at this
 # longest side (never upscaled) in ~700 px windows: 720p at native size in 4 windows, 1080p
