@@ -73,8 +73,6 @@ EXPECTED_SKIPS = (
     "needs an NVIDIA GPU",
     "TensorRT not installed",
     "TensorRT installed",  # the fallback test runs where TensorRT is absent (CI)
-    # issue 25's trained plate model, until it is committed to engines/
-    "no engines/plate_net.onnx",
 )
 
 
