@@ -193,7 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--plate-levels",
         metavar="PX,PX",
         help="shipped plate detector: image pyramid as longest sides (default: ssd"
-        " 320,640,1280; net 320,640,1280)",
+        " 320,640,1280; net 320,640 plus high-resolution windows on large frames)",
     )
     g.add_argument(
         "--plate-every",
