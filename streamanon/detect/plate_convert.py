@@ -33,6 +33,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamanon.protowire import fields, varint
+
 # ImageNet statistics HyperLPR's detect_ssd applies to RGB/255 (hyperlpr 0.0.2, hyperlpr.py).
 RGB_MEAN = (0.485, 0.456, 0.406)
 RGB_STD = (0.229, 0.224, 0.225)
@@ -114,39 +116,12 @@ def parse_prototxt(text: str) -> dict:
 
 
 def _varint(buf: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        if pos >= len(buf):
-            raise CaffeFormatError("caffemodel: truncated varint")
-        b = buf[pos]
-        pos += 1
-        result |= (b & 0x7F) << shift
-        if not b & 0x80:
-            return result, pos
-        shift += 7
+    return varint(buf, pos, CaffeFormatError)
 
 
 def _fields(buf: bytes) -> list[tuple[int, int, bytes | int]]:
     """(field number, wire type, payload) of every field of one message, in order."""
-    out, pos = [], 0
-    while pos < len(buf):
-        key, pos = _varint(buf, pos)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            val, pos = _varint(buf, pos)
-        elif wire == 1:
-            val, pos = buf[pos : pos + 8], pos + 8
-        elif wire == 2:
-            n, pos = _varint(buf, pos)
-            val, pos = buf[pos : pos + n], pos + n
-        elif wire == 5:
-            val, pos = buf[pos : pos + 4], pos + 4
-        else:
-            raise CaffeFormatError(f"caffemodel: unsupported wire type {wire} (field {num})")
-        if pos > len(buf):
-            raise CaffeFormatError("caffemodel: truncated message")
-        out.append((num, wire, val))
-    return out
+    return list(fields(buf, CaffeFormatError))
 
 
 def _blob(buf: bytes) -> np.ndarray:

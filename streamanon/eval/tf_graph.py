@@ -15,6 +15,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamanon.protowire import fields as _fields
+from streamanon.protowire import varint
+
 # tensorflow DataType enum -> numpy dtype (the ones a frozen CNN uses)
 DTYPES = {1: np.float32, 2: np.float64, 3: np.int32, 9: np.int64, 10: np.bool_}
 
@@ -24,38 +27,12 @@ class GraphError(ValueError):
 
 
 def _varint(b: memoryview, i: int) -> tuple[int, int]:
-    r = s = 0
-    while True:
-        if i >= len(b):
-            raise GraphError("truncated varint")
-        c = b[i]
-        i += 1
-        r |= (c & 0x7F) << s
-        s += 7
-        if c < 0x80:
-            return r, i
+    return varint(b, i, GraphError)
 
 
 def fields(b: memoryview) -> Iterator[tuple[int, int, int | memoryview]]:
     """(field number, wire type, value) of one message: varints as int, the rest as bytes."""
-    i, n = 0, len(b)
-    while i < n:
-        key, i = _varint(b, i)
-        num, wire = key >> 3, key & 7
-        if wire == 0:
-            v, i = _varint(b, i)
-        elif wire == 1:
-            v, i = b[i : i + 8], i + 8
-        elif wire == 2:
-            ln, i = _varint(b, i)
-            v, i = b[i : i + ln], i + ln
-        elif wire == 5:
-            v, i = b[i : i + 4], i + 4
-        else:
-            raise GraphError(f"unsupported wire type {wire}")
-        if i > n:
-            raise GraphError("truncated field")
-        yield num, wire, v
+    return _fields(b, GraphError)
 
 
 def _packed_varints(v: int | memoryview) -> list[int]:
