@@ -311,3 +311,47 @@ def test_the_shipped_gate_table_says_what_the_gate_computes() -> None:
     ok, fails = release_gate(table)
     assert table["gate"] == {"passes": ok, "fails": fails}
     assert table["ida"]["faces"] >= 40  # at least 40 faces from real video (issue 21)
+
+
+def test_training_survives_sigkill_and_resumes_to_the_same_weights(tmp_path: Path) -> None:
+    """A real kill (SIGKILL, no handler runs) between checkpoints: the rerun continues from the
+    last atomic checkpoint and ends on the weights of an uninterrupted run."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from streamanon.synth.refine_train import load_refine_config, run_refiner_training
+
+    torch.set_num_threads(1)
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    straight = load_refine_config(_tiny_config(a, 6))
+    run_refiner_training(straight)
+    cfg = _tiny_config(b, 6)
+    text = cfg.read_text().replace("checkpoint_minutes = 3.0", "checkpoint_minutes = 0.0")
+    cfg.write_text(text)  # a checkpoint after every step
+    cmd = [sys.executable, "-m", "streamanon", "train", str(cfg)]
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    log = b / "run" / "log.csv"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and p.poll() is None:
+        if log.is_file() and len(log.read_text().splitlines()) >= 4:  # header + 3 steps
+            break
+        time.sleep(0.05)
+    assert p.poll() is None, "training ended before it could be killed"
+    p.send_signal(signal.SIGKILL)
+    p.wait(timeout=30)
+    killed_at = torch.load(str(b / "run" / "ckpt.pt"), weights_only=False)["step"]
+    assert 1 <= killed_at < 6
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    wa = torch.load(str(a / "run" / "ckpt.pt"), weights_only=False)
+    wb = torch.load(str(b / "run" / "ckpt.pt"), weights_only=False)
+    assert wa["step"] == wb["step"] == 6
+    for k in wa["G"]:
+        assert torch.equal(wa["G"][k], wb["G"][k]), k
+    rows = [ln.split(",")[0] for ln in log.read_text().splitlines()[1:]]
+    assert rows == [str(i) for i in range(1, 7)]  # no step logged twice after the resume
