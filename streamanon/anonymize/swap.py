@@ -353,18 +353,16 @@ class SwapMethod:
         image: np.ndarray,
         job: FaceJob,
         person: np.ndarray,
-        first: int,
-        tries: int = 0,
         eyewear: bool = False,
     ) -> TrackState:
-        """Draws ``first``, ``first + 1``, … until one is ``CLEAR_DIST`` from the person and
-        passes the LBP judge, else the most distant that passes both judges (else the most
-        distant); runs at birth and when a track loses its margin."""
+        """Draws 0, 1, … (``MAX_DRAWS`` near, then ``FAR_DRAWS`` distraction draws) until one
+        is ``CLEAR_DIST`` from the person and passes the LBP judge, else the most distant that
+        passes both judges (else the most distant); runs once, at a track's birth."""
         best, best_key = None, (False, -1.0)
-        tries = 1 if self.opts.keep_appearance else (tries or MAX_DRAWS)
-        plan = [(a, False) for a in range(first, first + tries)]
+        tries = 1 if self.opts.keep_appearance else MAX_DRAWS
+        plan = [(a, False) for a in range(tries)]
         if tries > 1:  # then distraction draws among bank faces far from the person
-            plan += [(a, True) for a in range(first + tries, first + tries + FAR_DRAWS)]
+            plan += [(a, True) for a in range(tries, tries + FAR_DRAWS)]
         for attempt, far in plan:
             if far and best_key[0]:
                 break  # a near draw keeps the margin: no need to look further away
@@ -388,10 +386,10 @@ class SwapMethod:
 
         (emb,) = self.ids.embed_many([(image, job.box[None])])
         glasses = wears_glasses(job.crop.image, job.crop.landmarks)
-        st = self._draw_verified(image, job, emb[0], 0, eyewear=glasses)
+        st = self._draw_verified(image, job, emb[0], eyewear=glasses)
+        # (with --keep-appearance the single draw is not verified: nothing to judge)
         if not self.opts.keep_appearance and not self._safe(
-            st.verified_distance if st.verified_distance is not None else 0.0,
-            st.judge_distance if st.judge_distance is not None else 0.0,
+            st.verified_distance, st.judge_distance
         ):
             st.covered = "reid_risk"  # fail closed: no draw is far enough from the person
         st.checks, st.checked_yaw = 1, float(job.pose[0])

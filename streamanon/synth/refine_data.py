@@ -160,6 +160,7 @@ def _frame_crop(
 
 def make_pair(fs: FaceSet, i: int, rng: np.random.Generator, d: Degrade) -> dict[str, np.ndarray]:
     """One training sample: render, context, mask (inputs) and x (target), CHW float32."""
+    from streamanon.anonymize.ida import refiner_inputs
     from streamanon.anonymize.swap import render_delegate
 
     crop, lm = _frame_crop(fs, i, rng, d)
@@ -169,18 +170,9 @@ def make_pair(fs: FaceSet, i: int, rng: np.random.Generator, d: Degrade) -> dict
     src_lm = src_lm + rng.normal(0, d.lm_shift_px, 2) + rng.normal(0, d.lm_jitter_px, lm.shape)
     render, mask, _ = render_delegate(crop, lm, lm, src, src_lm)
     render = render_defects(render, mask, lm, rng, d)
-    return pair_inputs(render, crop, mask) | {"x": to_signed_rgb(crop)}
-
-
-def pair_inputs(render: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
-    """The refiner's inputs from a render, the person's crop (BGR uint8) and the face mask."""
-    m = mask.astype(np.float32)
-    keep = (m < 0.01).astype(np.float32)  # the context shows nothing of the face interior
-    return {
-        "render": to_signed_rgb(render),
-        "context": to_signed_rgb(crop) * keep[None],
-        "mask": m[None],
-    }
+    # G_r's inputs exactly as `ida` builds them at run time (batch axis dropped).
+    inputs = {k: v[0] for k, v in refiner_inputs(render, crop, mask).items()}
+    return inputs | {"x": to_signed_rgb(crop)}
 
 
 def make_pairs(
