@@ -21,6 +21,8 @@ from pathlib import Path
 import numpy as np
 
 from streamanon.errors import StreamanonError
+from streamanon.io.atomic import atomic_output, check_output
+from streamanon.io.images import write_image
 
 PANEL = 300  # px per panel: the 150 px chip shown at 2x
 
@@ -38,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="streamanon explain", description=__doc__.splitlines()[0])
     p.add_argument("image", help="an image with a face (the largest face is explained)")
     p.add_argument("-o", "--output", required=True, help="output image (.png/.jpg)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output image")
     p.add_argument("--box", help="face box x1,y1,x2,y2 instead of detecting one")
     p.add_argument("-k", type=int, default=None, help="classes to distract (default: 5)")
     p.add_argument("--weights", help="comma-separated w_1..w_K (default: 1,2.5,...)")
@@ -145,6 +148,9 @@ def explain_main(argv: list[str]) -> int:
         out = Path(args.output)
         if out.suffix.lower() not in (".png", ".jpg", ".jpeg"):
             raise _ArgError(f"output must be .png or .jpg, got {args.output!r}")
+        # Before any work: never the input itself (same file by any name), never an existing
+        # file unless asked.
+        check_output(args.image, out, args.overwrite)
         weights = None
         if args.weights:
             try:
@@ -158,8 +164,8 @@ def explain_main(argv: list[str]) -> int:
             vca = _render_vca(image)
             h = round(vca.shape[0] * panel.shape[1] / vca.shape[1])
             panel = np.concatenate([panel, cv2.resize(vca, (panel.shape[1], max(h, 1)))], axis=0)
-        if not cv2.imwrite(str(out), panel):
-            raise StreamanonError(f"cannot write {out}")
+        with atomic_output(out) as tmp:
+            write_image(tmp, panel)
         return 0
     except _ArgError as e:
         print(f"streamanon explain: {e}", file=sys.stderr)

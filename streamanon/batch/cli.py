@@ -11,6 +11,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from streamanon.batch.lock import FolderLock
 from streamanon.errors import InputError, OutputError
 
 # The main command's option groups that do NOT apply to a batch (inputs/outputs, live streams,
@@ -142,12 +143,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def batch_main(argv: list[str]) -> int:
-    from streamanon.batch.journal import Journal, fingerprint
-    from streamanon.batch.local import LocalBackend, cpu_count, default_workers
-    from streamanon.batch.plan import discover
-    from streamanon.batch.progress import format_table
-    from streamanon.batch.runner import WorkerSetupError, run_batch, summary_rows
-    from streamanon.batch.worker import WorkerConfig
     from streamanon.cli import _encode_options, _options
 
     args = _parse(argv)
@@ -165,6 +160,20 @@ def batch_main(argv: list[str]) -> int:
         raise OutputError(f"{out_dir}: cannot create ({exc.strerror})") from None
     if Path(args.src).resolve() == out_dir.resolve():
         raise OutputError(f"{out_dir}: the output folder is the source folder")
+    # One batch per output folder: a second one is refused before it touches anything.
+    with FolderLock(out_dir):
+        return _run(args, out_dir, opts, encode, log, level)
+
+
+def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> int:
+    """The batch itself, run while this process holds ``out_dir``'s lock."""
+    from streamanon.batch.journal import Journal, fingerprint
+    from streamanon.batch.local import LocalBackend, cpu_count, default_workers
+    from streamanon.batch.plan import discover
+    from streamanon.batch.progress import format_table
+    from streamanon.batch.runner import WorkerSetupError, run_batch, summary_rows
+    from streamanon.batch.worker import WorkerConfig
+
     plan = discover(args.src, out_dir)
     if not plan.items:
         raise InputError(f"{args.src}: no videos or images found")
@@ -174,8 +183,9 @@ def batch_main(argv: list[str]) -> int:
         other = journal.other_options(fp)
         if other:
             raise OutputError(
-                f"{out_dir}: {len(other)} file(s) there were made with other options "
-                "(use another output folder, or --overwrite to redo them)"
+                f"{out_dir / sorted(other)[0]}: made with other options than this batch's"
+                + (f" (and {len(other) - 1} more file(s))" if len(other) > 1 else "")
+                + "; use another output folder, or --overwrite to redo them"
             )
         foreign = [
             i.rel for i in plan.items if (out_dir / i.rel).exists() and i.rel not in journal.entries

@@ -3,7 +3,10 @@
 It lives in OUT_DIR (``streamanon-batch.jsonl``). A rerun reads it back and skips every file
 whose last line says ``done`` for the same source (size, mtime), the same options and an output
 that still exists; everything else (failed, interrupted, never started) is done again. Only the
-driver writes it, so lines never interleave; a torn last line (power loss) is ignored.
+driver writes it, so lines never interleave. A torn last line (a crash or power loss while it
+was written) is reported once and cut off before the next line is written; the file it names
+counts as this batch's own (it is done again, no --overwrite needed). Lines that are not UTF-8
+or not JSON are warned about and ignored: never a reason to stop.
 """
 
 from __future__ import annotations
@@ -12,16 +15,20 @@ import hashlib
 import json
 import logging
 import os
+import re
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from streamanon.batch.plan import Item
+from streamanon.errors import OutputError
 
 log = logging.getLogger(__name__)
 
 JOURNAL_NAME = "streamanon-batch.jsonl"
+# The start of a line as `record` writes it: the file name comes first, so a torn line names it.
+_FILE_FIELD = re.compile(rb'^\{"file": ("(?:[^"\\]|\\.)*")')
 
 
 def fingerprint(options: Any, encode: Any) -> str:
@@ -46,20 +53,43 @@ class Journal:
         self.path = Path(out_dir) / JOURNAL_NAME
         self.entries: dict[str, Entry] = {}
         self._fh = None
+        self._torn_at: int | None = None  # offset of a torn last line, cut off on first write
+        self.torn_file: str | None = None  # the file that torn line was about, when it says
         if self.path.exists():
             self._load()
 
     def _load(self) -> None:
-        lines = self.path.read_text(encoding="utf-8").splitlines()
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
+        try:
+            data = self.path.read_bytes()
+        except OSError as exc:
+            msg = f"{self.path}: cannot read the batch journal ({exc.strerror})"
+            raise OutputError(msg) from None
+        offset = 0
+        lines = data.split(b"\n")
+        for n, raw in enumerate(lines, 1):
+            start, offset = offset, offset + len(raw) + 1
+            if not raw.strip():
                 continue
+            last = n == len(lines)  # no newline after it: the write never finished
             try:
-                d = json.loads(line)
+                d = json.loads(raw.decode("utf-8"))
                 self.entries[d["file"]] = Entry(d["file"], d["status"], d)
-            except (json.JSONDecodeError, KeyError, TypeError):
-                # A line cut short by a crash is only possible at the end; anything else is
-                # worth a warning, but never a reason to stop: that file is simply redone.
+                continue
+            except (UnicodeDecodeError, json.JSONDecodeError, KeyError, TypeError):
+                pass
+            if last:
+                self._torn_at = start
+                self.torn_file = _file_of(raw)
+                if self.torn_file is not None:
+                    # Its output may be in place without its line: ours, to be done again.
+                    self.entries[self.torn_file] = Entry(self.torn_file, "torn", {})
+                log.warning(
+                    "%s: the last line was cut short (a crash while writing it); ignored%s",
+                    self.path,
+                    f", {self.torn_file} is done again" if self.torn_file else "",
+                )
+            else:
+                # Anything else is worth a warning, never a reason to stop: that file is redone.
                 log.warning("%s:%d: unreadable journal line ignored", self.path, n)
 
     def is_done(self, item: Item, fp: str, out_dir: Path) -> bool:
@@ -95,6 +125,9 @@ class Journal:
         if self._fh is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._fh = open(self.path, "a+b")  # noqa: SIM115 - held open for the whole run
+            if self._torn_at is not None:  # cut the torn line off: the journal stays clean
+                self._fh.truncate(self._torn_at)
+                self._torn_at = None
             self._fh.seek(0, os.SEEK_END)
             if self._fh.tell() > 0:
                 self._fh.seek(-1, os.SEEK_END)
@@ -110,3 +143,15 @@ class Journal:
         if self._fh is not None:
             self._fh.close()
             self._fh = None
+
+
+def _file_of(raw: bytes) -> str | None:
+    """The file a torn journal line is about, when enough of it was written to say."""
+    m = _FILE_FIELD.match(raw)
+    if m is None:
+        return None
+    try:
+        name = json.loads(m.group(1).decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        return None
+    return name if isinstance(name, str) and name else None

@@ -23,6 +23,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamanon.io.atomic import remove_dead_partials
+
 log = logging.getLogger(__name__)
 
 Progress = Callable[[int, float], None]  # (frames written, media seconds written) of the task
@@ -218,5 +220,4 @@ def remove_partials(dst: Path) -> None:
     if not dst.parent.is_dir():
         dst.parent.mkdir(parents=True, exist_ok=True)
         return
-    for p in dst.parent.glob(f".{dst.stem}.*.partial{dst.suffix}"):
-        p.unlink(missing_ok=True)
+    remove_dead_partials(dst)  # a live process's temporary file (another run's) is kept

@@ -1,0 +1,214 @@
+"""Defects a new user hit (issue 24), each tried again through the real CLI (a subprocess).
+
+Every case must end in a valid output or in one line on stderr with a non-zero exit: no
+traceback, no input replaced, no other run's work deleted, no silent change to the media.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from streamanon.batch.journal import JOURNAL_NAME
+from streamanon.batch.lock import LOCK_NAME
+from tests.conftest import REPO, needs_shared
+from tests.test_io import make_clip
+
+PY = sys.executable
+
+
+def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [PY, "-m", "streamanon", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def one_line(r: subprocess.CompletedProcess, code: int, prefix: str = "streamanon") -> str:
+    assert r.returncode == code, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(prefix), r.stderr
+    assert "Traceback" not in r.stderr
+    return lines[0]
+
+
+# ---------------------------------------------------------------- explain
+
+
+@pytest.fixture()
+def grey_png(tmp_path) -> Path:
+    p = tmp_path / "img.png"
+    cv2.imwrite(str(p), np.full((64, 64, 3), 100, np.uint8))
+    return p
+
+
+@pytest.mark.parametrize("link", ["same", "relative", "hard", "symlink"])
+def test_explain_never_replaces_its_input(tmp_path, grey_png, link) -> None:
+    before = grey_png.read_bytes()
+    out = {
+        "same": grey_png,
+        "relative": tmp_path / "." / "img.png",
+        "hard": tmp_path / "hard.png",
+        "symlink": tmp_path / "sym.png",
+    }[link]
+    if link == "hard":
+        os.link(grey_png, out)
+    elif link == "symlink":
+        out.symlink_to(grey_png)
+    # --overwrite does not make replacing the input acceptable.
+    r = run("explain", str(grey_png), "-o", str(out), "--overwrite")
+    assert "would overwrite the input" in one_line(r, 3, "streamanon explain:")
+    assert grey_png.read_bytes() == before
+
+
+def test_explain_keeps_an_existing_output_without_overwrite(tmp_path, grey_png) -> None:
+    other = tmp_path / "other.png"
+    other.write_bytes(b"keep me")
+    r = run("explain", str(grey_png), "-o", str(other))
+    assert "already exists (use --overwrite" in one_line(r, 3, "streamanon explain:")
+    assert other.read_bytes() == b"keep me"
+
+
+@pytest.mark.slow
+def test_explain_overwrite_replaces_atomically(tmp_path) -> None:
+    face = needs_shared("groups", "misc", "deepface_couple.jpg")
+    out = tmp_path / "cam.png"
+    out.write_bytes(b"old")
+    r = run("explain", str(face), "-o", str(out), "--overwrite")
+    assert r.returncode == 0, r.stderr
+    img = cv2.imread(str(out))
+    assert img is not None and img.shape[1] == 600  # two 300 px panels
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+# ---------------------------------------------------------------- batch: one run per folder
+
+
+@pytest.fixture(scope="module")
+def small_src(tmp_path_factory) -> Path:
+    """Two tiny clips: a batch over them takes a few seconds."""
+    root = tmp_path_factory.mktemp("defects_src")
+    make_clip(root / "a.mp4", [i * 40 for i in range(10)], audio=False)
+    make_clip(root / "b.mp4", [i * 40 for i in range(10)], audio=False)
+    return root
+
+
+HOLD = """
+import sys, time
+from streamanon.batch.lock import FolderLock
+with FolderLock(sys.argv[1]):
+    print("held", flush=True)
+    time.sleep(60)
+"""
+
+
+def test_second_batch_on_one_folder_is_refused_naming_the_first(tmp_path, small_src) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    holder = subprocess.Popen(
+        [PY, "-c", HOLD, str(out)], cwd=REPO, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        # The first run's temporary output (a live process's): never deleted by the second.
+        partial = out / f".a.{holder.pid}-0123abcd.partial.mp4"
+        partial.write_bytes(b"in progress")
+        r = run("batch", str(small_src), "-o", str(out), "-m", "blur", "-q")
+        line = one_line(r, 3, "streamanon: error:")
+        assert f"pid {holder.pid}" in line and "another streamanon batch" in line
+        assert partial.read_bytes() == b"in progress"
+        assert not (out / "a.mp4").exists() and not (out / JOURNAL_NAME).exists()
+    finally:
+        holder.kill()
+        holder.wait()
+    # The holder is gone (killed: it could not clean up): its lock is taken over.
+    assert (out / LOCK_NAME).exists()
+    r = run("batch", str(small_src), "-o", str(out), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    assert (out / "a.mp4").is_file() and (out / "b.mp4").is_file()
+    assert not (out / LOCK_NAME).exists()  # released at the end: no trace left
+    # The dead process's temporary file of a.mp4 was removed; nothing else of ours is left.
+    assert not [p for p in out.iterdir() if ".partial" in p.name]
+
+
+def test_batch_keeps_a_live_processes_temporary_file(tmp_path, small_src) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    sleeper = subprocess.Popen([PY, "-c", "import time; time.sleep(60)"])
+    try:
+        # e.g. `streamanon a.mp4 -o out/a.mp4` running beside the batch
+        partial = out / f".a.{sleeper.pid}-0123abcd.partial.mp4"
+        partial.write_bytes(b"in progress")
+        r = run("batch", str(small_src), "-o", str(out), "-m", "blur", "-q")
+        assert r.returncode == 0, r.stderr
+        assert partial.read_bytes() == b"in progress"
+    finally:
+        sleeper.kill()
+        sleeper.wait()
+
+
+# ---------------------------------------------------------------- batch journal
+
+
+def test_journal_with_bad_bytes_and_a_torn_last_line_goes_on(tmp_path, small_src) -> None:
+    out = tmp_path / "out"
+    r = run("batch", str(small_src), "-o", str(out), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    journal = out / JOURNAL_NAME
+    lines = journal.read_bytes().splitlines(keepends=True)
+    assert len(lines) == 2
+    b_mtime = (out / "b.mp4").stat().st_mtime_ns
+    # What a crash leaves: b.mp4 in place, its line half-written; plus a line of junk bytes.
+    journal.write_bytes(lines[0] + b"\xff\xfe junk\n" + lines[1][:30])
+    r = run("batch", str(small_src), "-o", str(out), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert "Traceback" not in r.stderr
+    assert r.stderr.count("cut short") == 1 and "b.mp4 is done again" in r.stderr
+    assert (out / "b.mp4").stat().st_mtime_ns != b_mtime  # redone, not refused
+    text = journal.read_bytes()
+    assert text.endswith(b"\n")
+    good = [json.loads(x) for x in text.splitlines() if x.startswith(b"{")]
+    assert [x["file"] for x in good] == ["a.mp4", "b.mp4"]  # the torn line was cut off
+
+
+def test_other_options_message_names_the_file(tmp_path, small_src) -> None:
+    out = tmp_path / "out"
+    r = run("batch", str(small_src), "-o", str(out), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    r = run("batch", str(small_src), "-o", str(out), "-m", "pixelate", "-q")
+    line = one_line(r, 3, "streamanon: error:")
+    assert str(out / "a.mp4") in line and "made with other options" in line
+    assert "1 more file" in line
+
+
+def test_two_batches_started_together_share_nothing(tmp_path, small_src) -> None:
+    """Both started at once on one folder: one does the work, the other is refused."""
+    out = tmp_path / "out"
+    cmd = [PY, "-m", "streamanon", "batch", str(small_src), "-o", str(out), "-m", "blur", "-q"]
+    procs = [
+        subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(2)
+    ]
+    t0 = time.monotonic()
+    results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
+    assert time.monotonic() - t0 < 300
+    codes = sorted(c for c, _ in results)
+    if codes == [0, 0]:  # the first finished before the second started: a rerun skips all
+        pass
+    else:
+        assert codes == [0, 3], results
+        err = next(e for c, e in results if c == 3)
+        assert "another streamanon batch" in err and "Traceback" not in err
+    assert (out / "a.mp4").is_file() and (out / "b.mp4").is_file()
+    assert not [p for p in out.iterdir() if ".partial" in p.name]
