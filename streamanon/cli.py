@@ -30,6 +30,7 @@ from streamanon.cli_args import (  # noqa: F401 - re-exported: the flags live in
     default_method,
 )
 from streamanon.errors import InputError, StreamanonError
+from streamanon.io.atomic import check_name_lengths
 
 
 class _Progress:
@@ -103,14 +104,20 @@ def anonymize_main(argv: list[str]) -> int:
     )
     opts = _options(args)
     encode = _encode_options(args)
+    if args.output:
+        check_name_lengths(args.output)
     many = len(args.inputs) > 1
-    if many and args.output and Path(args.output).is_file():
-        raise InputError(f"-o {args.output}: several inputs need an output folder")
+    if many and args.output and _names_a_file(args.output):
+        raise InputError(
+            f"-o {args.output}: several inputs need an output folder, not a file name "
+            f"(end it with / to make a folder of that name)"
+        )
     if many and args.output:
         Path(args.output).mkdir(parents=True, exist_ok=True)
     kinds = [(src, input_kind(src)) for src in args.inputs]  # fail on a bad input before any work
     stop = threading.Event()
     _install_signal_handlers(stop)
+    ctrl_c = _catch_sigint()
     reports = []
     failures = 0
     shared: list[Anonymizer] = []
@@ -140,6 +147,9 @@ def anonymize_main(argv: list[str]) -> int:
                         **_live_options(args),
                     )
                 )
+                if ctrl_c.is_set():  # the live output was closed cleanly; still an interrupt
+                    print("streamanon: interrupted; the live output was closed", file=sys.stderr)
+                    return 130
                 continue
             dst = default_output(src, args.output, many)
             if kind == "image":
@@ -221,6 +231,32 @@ def anonymize_main(argv: list[str]) -> int:
     return 1 if failures else 0
 
 
+def _names_a_file(output: str) -> bool:
+    """True when ``-o`` is a file name (an existing file, or a media extension not ending in
+    a separator and not an existing folder): it cannot take several inputs."""
+    from streamanon.io.images import IMAGE_EXTS
+    from streamanon.io.sources import VIDEO_EXTS, is_live_source
+
+    p = Path(output)
+    if is_live_source(output) or p.is_dir() or output.endswith(("/", os.sep)):
+        return False
+    return p.is_file() or p.suffix.lower() in VIDEO_EXTS | IMAGE_EXTS
+
+
+def _catch_sigint() -> threading.Event:
+    """Ctrl-C still raises KeyboardInterrupt, and is remembered: a live run that ends on it
+    returns normally (its output closed cleanly), yet the command must exit 130."""
+    hit = threading.Event()
+    if threading.current_thread() is threading.main_thread():
+
+        def handler(signum, frame) -> None:
+            hit.set()
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, handler)
+    return hit
+
+
 def _install_signal_handlers(stop: threading.Event) -> None:
     def handler(signum, _frame) -> None:
         stop.set()
@@ -271,6 +307,12 @@ def main(argv: list[str] | None = None) -> int:
         return 130
     except BrokenPipeError:
         return 141
+    except OSError as exc:
+        # The file system refused a name or a path (too long, permission, full disk) somewhere
+        # we did not expect it: still one line, never a traceback.
+        where = f"{exc.filename}: " if exc.filename else ""
+        print(f"streamanon: error: {where}{exc.strerror or exc}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -325,9 +325,12 @@ def _parse_bitrate(text: str | None) -> int | None:
         return None
     mult = {"k": 1e3, "m": 1e6, "g": 1e9}.get(text[-1].lower())
     try:
-        return int(float(text[:-1]) * mult) if mult else int(text)
-    except ValueError:
+        rate = int(float(text[:-1]) * mult) if mult else int(text)
+    except (ValueError, OverflowError):
         raise InputError(f"--bitrate {text!r}: expected a number like 4M or 800k") from None
+    if rate <= 0:
+        raise InputError(f"--bitrate {text!r}: must be more than 0")
+    return rate
 
 
 def default_method() -> str:
@@ -339,9 +342,50 @@ def default_method() -> str:
     return "ida" if generator_available() else "blur"
 
 
+# (flag, attribute, lowest, highest, lowest allowed itself): numbers outside these ranges are
+# refused before any work (None = no bound on that side; unset optional flags are skipped).
+RANGES: tuple[tuple[str, str, float | None, float | None, bool], ...] = (
+    ("--thresh", "thresh", 0.0, 1.0, True),
+    ("--plate-thresh", "plate_thresh", 0.0, 1.0, True),
+    ("--mask-scale", "mask_scale", 0.0, 10.0, False),
+    ("--epsilon", "epsilon", 0.0, None, False),
+    ("--neighbours", "neighbours", 1, None, True),
+    ("--k-classes", "k_classes", 1, None, True),
+    ("--scale", "input_size", 0, 16384, True),
+    ("--min-face", "min_face", 0.0, None, True),
+    ("--tiles-per-frame", "tiles_per_frame", 1, None, True),
+    ("--coast", "coast_s", 0.0, None, True),
+    ("--plate-every", "plate_every", 1, None, True),
+    ("--threads", "threads", 1, 1024, True),
+    ("--crf", "crf", 0, 63, True),  # the widest encoder range; each encoder's own: io.video
+    ("--timeout", "timeout", 0.0, None, False),
+    ("--max-outage", "max_outage", 0.0, None, False),
+    ("--segment-time", "segment_time", 0.0, None, False),
+    ("--gop", "gop", 0.0, None, False),
+    ("--latency-report", "latency_report", 0.0, None, True),
+)
+
+
+def check_ranges(args: argparse.Namespace) -> None:
+    """One line naming the flag and its range for a number no stage could use (``--crf 999``)."""
+    for flag, attr, low, high, low_ok in RANGES:
+        value = getattr(args, attr, None)
+        if value is None:
+            continue
+        if value != value or (low is not None and (value < low or (value == low and not low_ok))):
+            bad = True
+        else:
+            bad = high is not None and value > high
+        if bad:
+            lo = "" if low is None else f"{'>=' if low_ok else '>'} {low:g}"
+            hi = "" if high is None else f"<= {high:g}"
+            raise InputError(f"{flag} {value:g}: must be {' and '.join(x for x in (lo, hi) if x)}")
+
+
 def _options(args: argparse.Namespace):
     from streamanon.anonymizer import Options
 
+    check_ranges(args)
     return Options(
         method=args.method or default_method(),
         detector=args.detector,
@@ -408,6 +452,8 @@ def _live_options(args: argparse.Namespace) -> dict:
 
 def _encode_options(args: argparse.Namespace):
     from streamanon.run import EncodeOptions
+
+    check_ranges(args)
 
     opts = _key_values(args.codec_option, "--codec-option")
     return EncodeOptions(

@@ -197,9 +197,7 @@ def test_two_batches_started_together_share_nothing(tmp_path, small_src) -> None
     """Both started at once on one folder: one does the work, the other is refused."""
     out = tmp_path / "out"
     cmd = [PY, "-m", "streamanon", "batch", str(small_src), "-o", str(out), "-m", "blur", "-q"]
-    procs = [
-        subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(2)
-    ]
+    procs = [subprocess.Popen(cmd, cwd=REPO, stderr=subprocess.PIPE, text=True) for _ in range(2)]
     t0 = time.monotonic()
     results = [(p.wait(timeout=300), p.stderr.read()) for p in procs]  # type: ignore[union-attr]
     assert time.monotonic() - t0 < 300
@@ -212,3 +210,113 @@ def test_two_batches_started_together_share_nothing(tmp_path, small_src) -> None
         assert "another streamanon batch" in err and "Traceback" not in err
     assert (out / "a.mp4").is_file() and (out / "b.mp4").is_file()
     assert not [p for p in out.iterdir() if ".partial" in p.name]
+
+
+# ---------------------------------------------------------------- names, options, streams
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return make_clip(tmp_path_factory.mktemp("clip") / "clip.mp4", [i * 40 for i in range(5)])
+
+
+def test_a_244_character_input_name_works(tmp_path, clip) -> None:
+    # 244 + "_anonymized" = 255 bytes: the longest name Linux takes; the temporary name must fit.
+    src = tmp_path / ("n" * 240 + ".mp4")
+    src.write_bytes(clip.read_bytes())
+    r = run(str(src), "-q", "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    out = tmp_path / ("n" * 240 + "_anonymized.mp4")
+    assert out.is_file() and len(out.name) == 255
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_an_output_name_over_the_limit_is_one_line(tmp_path, clip) -> None:
+    src = tmp_path / ("n" * 246 + ".mp4")  # its default output name would be 261 bytes
+    src.write_bytes(clip.read_bytes())
+    line = one_line(run(str(src), "-q", "-m", "blur"), 3)
+    assert "over the file system's limit of 255" in line and "shorter name with -o" in line
+    line = one_line(run(str(clip), "-o", str(tmp_path / ("x" * 300 + ".mp4")), "-q"), 3)
+    assert "304 bytes, over the file system's limit" in line
+
+
+def test_errors_name_the_output_not_its_temporary_file(tmp_path, clip) -> None:
+    out = tmp_path / "out.mp4"
+    for extra in (["--codec", "nonexistent"], ["--codec-option", "profile=bogus"]):
+        r = run(str(clip), "-o", str(out), "-q", "-m", "blur", *extra)
+        assert r.returncode == 3, r.stderr
+        assert f"streamanon: error: {out}:" in r.stderr and ".partial" not in r.stderr
+        assert "Traceback" not in r.stderr
+    r = run(str(clip), "-o", str(tmp_path / "out.webm"), "-m", "blur")  # aac cannot go in webm
+    assert r.returncode == 0, r.stderr
+    assert "audio stream 1 cannot go into" in r.stderr and ".partial" not in r.stderr
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+def test_one_file_output_for_several_inputs_is_refused(tmp_path, clip) -> None:
+    out = tmp_path / "x.mp4"
+    line = one_line(run(str(clip), str(clip), "-o", str(out), "-q", "-m", "blur"), 2)
+    assert "several inputs need an output folder" in line
+    assert not out.exists()
+    # A folder whose name has a dot is fine when it says so (trailing /).
+    r = run(str(clip), str(tmp_path / "photo.png"), "-o", f"{tmp_path / 'v1.0'}/", "-q")
+    assert r.returncode != 0 and "several inputs" not in r.stderr  # (photo.png: no such file)
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--crf", "999"], "--crf 999: must be >= 0 and <= 63"),
+        (["--crf", "60"], "--crf 60: libx264 takes 0 to 51"),
+        (["--crf", "-1"], "--crf -1: must be >= 0"),
+        (["--thresh", "1.5"], "--thresh 1.5: must be >= 0 and <= 1"),
+        (["--mask-scale", "0"], "--mask-scale 0: must be > 0"),
+        (["--threads", "0"], "--threads 0: must be >= 1"),
+        (["--plate-every", "0"], "--plate-every 0: must be >= 1"),
+        (["--coast", "-2"], "--coast -2: must be >= 0"),
+        (["--bitrate", "0"], "--bitrate '0': must be more than 0"),
+        (["--timeout", "0"], "--timeout 0: must be > 0"),
+    ],
+)
+def test_numeric_options_out_of_range_are_one_line(tmp_path, clip, flags, message) -> None:
+    out = tmp_path / "out.mp4"
+    line = one_line(run(str(clip), "-o", str(out), "-q", "-m", "blur", *flags), 2)
+    assert message in line
+    assert not out.exists()
+
+
+def test_batch_checks_ranges_too(tmp_path, small_src) -> None:
+    line = one_line(run("batch", str(small_src), "-o", str(tmp_path / "o"), "--crf", "99"), 2)
+    assert "--crf 99" in line
+
+
+SILENT_SERVER = """
+import socket, sys, time
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+s.listen(8)
+print(s.getsockname()[1], flush=True)
+held = []
+while True:
+    held.append(s.accept()[0])  # accept, never answer
+"""
+
+
+@pytest.mark.parametrize("scheme", ["http", "rtsp", "tcp"])
+def test_a_stream_that_never_answers_is_a_timeout(tmp_path, scheme) -> None:
+    server = subprocess.Popen([PY, "-c", SILENT_SERVER], stdout=subprocess.PIPE, text=True)
+    try:
+        assert server.stdout is not None
+        port = int(server.stdout.readline())
+        url = f"{scheme}://127.0.0.1:{port}/cam"
+        out = tmp_path / "live.mkv"
+        t0 = time.monotonic()
+        r = run(url, "-o", str(out), "--timeout", "1", "--no-reconnect", "-q", "-m", "blur")
+        line = one_line(r, 2)
+        assert line.startswith(f"streamanon: error: {url}: no answer within")
+        assert "not a video" not in line
+        assert time.monotonic() - t0 < 60
+        assert not out.exists()
+    finally:
+        server.kill()
+        server.wait()

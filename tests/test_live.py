@@ -426,7 +426,9 @@ def test_cli_live_run_stops_cleanly_on_signal(tmp_path, sig, input_has_faces):
         pub.close()
         if proc.poll() is None:
             proc.kill()
-    assert proc.returncode == 0, err
+    # SIGTERM is a service's normal stop; Ctrl-C is an interrupt (README: 130). Both close the
+    # output cleanly.
+    assert proc.returncode == (130 if sig == signal.SIGINT else 0), err
     times, faces, checked = _decode_times_and_faces(out)
     assert len(times) >= 5 and checked >= 2
     _assert_anonymized(faces, checked, input_has_faces)

@@ -72,6 +72,15 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+# Temporary path → the output it becomes, while it is being written: messages name the output.
+_WRITING: dict[str, str] = {}
+
+
+def shown_name(path: str | Path) -> str:
+    """The name to show the user for ``path``: the output a temporary file will become."""
+    return _WRITING.get(str(path), str(path))
+
+
 def clean_stale_partials(folder: str | Path, max_age_s: float = STALE_PARTIAL_S) -> list[Path]:
     """Delete temporary outputs in ``folder`` left by killed runs; returns what was deleted."""
     removed = []
@@ -118,6 +127,18 @@ def remove_dead_partials(dst: str | Path) -> list[Path]:
     return removed
 
 
+def check_name_lengths(path: str | Path) -> None:
+    """An OutputError when a part of ``path`` is longer than file names may be."""
+    limit = NAME_MAX
+    for part in Path(path).parts:
+        n = len(os.fsencode(part))
+        if n > limit:
+            raise OutputError(
+                f"{path}: a name in it is {n} bytes, over the file system's limit of {limit};"
+                " give a shorter name with -o"
+            )
+
+
 def check_output(src: str | Path | None, dst: str | Path, overwrite: bool) -> Path:
     """Validate an output path before any work is done; returns it as a Path."""
     dst = Path(dst)
@@ -152,6 +173,7 @@ def atomic_output(dst: str | Path) -> Iterator[Path]:
     dst = Path(dst)
     clean_stale_partials(dst.parent if str(dst.parent) else ".")
     tmp = dst.with_name(partial_name(dst))
+    _WRITING[str(tmp)] = str(dst)
     try:
         yield tmp
     except StreamanonError as exc:
@@ -162,6 +184,8 @@ def atomic_output(dst: str | Path) -> Iterator[Path]:
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+    finally:
+        _WRITING.pop(str(tmp), None)
     if not tmp.exists():
         raise OutputError(f"{dst}: nothing was written")
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -19,6 +20,7 @@ import cv2
 import numpy as np
 
 from streamanon.errors import InputError, OutputError
+from streamanon.io.atomic import shown_name
 from streamanon.io.sources import ffmpeg_path, is_camera, url_scheme
 from streamanon.types import Frame
 
@@ -44,6 +46,20 @@ _DEFAULT_CODEC = {
     ".webm": "libvpx-vp9",
     ".gif": "gif",
 }
+
+
+# The quality scale each encoder takes for --crf (x264/x265 stop at 51; the VPx/AV1 ones at 63).
+CRF_RANGES = {
+    "libx264": (0, 51), "libx264rgb": (0, 51), "libx265": (0, 51), "libvpx-vp9": (0, 63),
+    "libvpx": (4, 63), "libaom-av1": (0, 63), "libsvtav1": (0, 63),
+}  # fmt: skip
+
+
+def check_crf(codec: str, crf: int | None) -> None:
+    """An InputError (one line, before any work) for a --crf the encoder does not take."""
+    lo, hi = CRF_RANGES.get(codec, (0, 63))
+    if crf is not None and not lo <= crf <= hi:
+        raise InputError(f"--crf {crf}: {codec} takes {lo} to {hi}")
 
 
 @dataclass(slots=True)
@@ -122,6 +138,9 @@ class VideoReader:
     ) -> None:
         self.source = str(source)
         local = format is None and url_scheme(self.source) is None and not is_camera(self.source)
+        self._read_timeout = timeout[1] if isinstance(timeout, tuple) else timeout
+        open_timeout = timeout[0] if isinstance(timeout, tuple) else timeout
+        t0 = time.monotonic()
         try:
             self.container = av.open(
                 ffmpeg_path(self.source) if local else self.source,
@@ -132,9 +151,21 @@ class VideoReader:
             )
         except FileNotFoundError:
             raise InputError(f"{self.source}: no such file") from None
-        except (av.error.InvalidDataError, av.error.EOFError):
-            raise InputError(f"{self.source}: not a video or image file PyAV can read") from None
         except av.error.FFmpegError as exc:
+            waited = time.monotonic() - t0
+            # PyAV's timeout ends a silent open with ExitError; a protocol's own socket timeout
+            # (RTSP's) with "invalid data" once the time is up: both mean nobody answered.
+            if not local and (
+                isinstance(exc, av.error.ExitError)
+                or (open_timeout and waited >= 0.9 * open_timeout)
+            ):
+                raise InputError(
+                    f"{self.source}: no answer within {waited:.0f} s (nothing sent a stream;"
+                    " check the URL and that the camera is on, or raise --timeout)"
+                ) from None
+            if isinstance(exc, (av.error.InvalidDataError, av.error.EOFError)):
+                what = "a video or image file" if local else "a stream"
+                raise InputError(f"{self.source}: not {what} PyAV can read") from None
             raise InputError(f"{self.source}: cannot open ({_ffmsg(exc)})") from None
         vstreams = self.container.streams.video
         if not vstreams:
@@ -246,6 +277,10 @@ class VideoReader:
                     ftb = vf.time_base or tb
                     yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb, rotation)
                     index += 1
+        except av.error.ExitError:
+            # Only PyAV's read timeout interrupts a read: the source went quiet.
+            quiet = f" for {self._read_timeout:g} s" if self._read_timeout else ""
+            raise InputError(f"{self.source}: no data{quiet} (the stream went silent)") from None
         except av.error.FFmpegError as exc:
             raise InputError(f"{self.source}: read failed ({_ffmsg(exc)})") from None
 
@@ -285,9 +320,12 @@ class VideoWriter:
         fps: float | Fraction | None = None,
     ) -> None:
         self.target = str(target)
+        self.shown = shown_name(self.target)  # the output's name, not its temporary file's
         self.info = reader_info
         ext = Path(self.target).suffix.lower()
         self.codec = codec or _DEFAULT_CODEC.get(ext, "libx264")
+        if bit_rate is None:
+            check_crf(self.codec, crf)
         self.crf, self.preset, self.bit_rate = crf, preset, bit_rate
         self.pix_fmt = pix_fmt
         self.codec_options = dict(codec_options or {})
@@ -303,14 +341,14 @@ class VideoWriter:
                 options=options or {},
             )
         except av.error.FFmpegError as exc:
-            raise OutputError(f"{self.target}: cannot write ({_ffmsg(exc)})") from None
+            raise OutputError(f"{self.shown}: cannot write ({_ffmsg(exc)})") from None
         except ValueError:  # PyAV: "Could not determine output format"
             raise OutputError(
-                f"{self.target}: unknown video format {ext or '(no extension)'!r}; "
+                f"{self.shown}: unknown video format {ext or '(no extension)'!r}; "
                 "name the output .mp4, .mkv, .mov or .webm"
             ) from None
         except (PermissionError, IsADirectoryError, FileNotFoundError) as exc:
-            raise OutputError(f"{self.target}: cannot write ({exc.strerror})") from None
+            raise OutputError(f"{self.shown}: cannot write ({exc.strerror})") from None
         tags = reader_info.metadata if reader_info else {}
         for k, v in scrub_metadata(tags, keep_metadata).items():
             if k.lower() not in ("major_brand", "minor_version", "compatible_brands", "encoder"):
@@ -335,7 +373,7 @@ class VideoWriter:
             stream = self.container.add_stream(self.codec, rate=rate)
         except (ValueError, av.error.FFmpegError, av.codec.codec.UnknownCodecError) as exc:
             raise OutputError(
-                f"{self.target}: encoder {self.codec!r} unavailable ({exc})"
+                f"{self.shown}: encoder {self.codec!r} unavailable ({exc})"
             ) from None
         stream.width, stream.height = w - w % 2, h - h % 2
         supported = [f.name for f in (stream.codec_context.codec.video_formats or [])]
@@ -379,7 +417,7 @@ class VideoWriter:
                     out = self.container.add_stream_from_template(a)
                 except (ValueError, av.error.FFmpegError) as exc:
                     log.warning(
-                        "audio stream %d cannot go into %s (%s): dropped", a.index, self.target, exc
+                        "audio stream %d cannot go into %s (%s): dropped", a.index, self.shown, exc
                     )
                     continue
                 for k, v in scrub_metadata(dict(a.metadata), self._keep_metadata).items():
@@ -413,7 +451,7 @@ class VideoWriter:
             for p in stream.encode(vf):
                 self.container.mux(p)
         except av.error.FFmpegError as exc:
-            raise OutputError(f"{self.target}: encoding failed ({_ffmsg(exc)})") from None
+            raise OutputError(f"{self.shown}: encoding failed ({_ffmsg(exc)})") from None
         self.frames_written += 1
 
     def write_audio(self, item: AudioPacket) -> None:
@@ -448,7 +486,7 @@ class VideoWriter:
                 for p in self.stream.encode(None):
                     self.container.mux(p)
         except av.error.FFmpegError as exc:
-            raise OutputError(f"{self.target}: finishing the file failed ({_ffmsg(exc)})") from None
+            raise OutputError(f"{self.shown}: finishing the file failed ({_ffmsg(exc)})") from None
         finally:
             self.container.close()
 
