@@ -130,6 +130,8 @@ def anonymize_main(argv: list[str]) -> int:
             shared[0].reset()
         return shared[0]
 
+    if any(kind != "stream" for _, kind in kinds):
+        anonymizer()  # models load (and a bad --plate-model is refused) before any work
     for src, kind in kinds:
         try:
             if kind == "stream":

@@ -320,3 +320,45 @@ def test_a_stream_that_never_answers_is_a_timeout(tmp_path, scheme) -> None:
     finally:
         server.kill()
         server.wait()
+
+
+# ---------------------------------------------------------------- --plate-model
+
+
+def _onnx(path: Path, in_shape: list[int], out: str, elem: str = "FLOAT") -> Path:
+    """A valid ONNX graph that is not a plate detector: Identity, or a mean over H and W."""
+    from onnx import TensorProto, helper, save
+
+    et = getattr(TensorProto, elem)
+    x = helper.make_tensor_value_info("images", et, in_shape)
+    if out == "identity":
+        node = helper.make_node("Identity", ["images"], ["y"])
+        y = helper.make_tensor_value_info("y", et, in_shape)
+    else:
+        node = helper.make_node("ReduceMean", ["images"], ["y"], axes=[2, 3], keepdims=0)
+        y = helper.make_tensor_value_info("y", et, in_shape[:2])
+    graph = helper.make_graph([node], "not_plates", [x], [y])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    save(model, str(path))
+    return path
+
+
+@pytest.mark.parametrize(
+    "in_shape, out, elem, message",
+    [
+        ([1, 3, 64, 64], "identity", "FLOAT", "output of shape (1, 3, 64, 64) is not a YOLOv9"),
+        ([1, 3, 64, 64], "mean", "FLOAT", "output of shape (1, 3) is not a YOLOv9"),
+        ([1, 3, 64, 64], "identity", "UINT8", "does not run on a (1, 3, H, W) float image"),
+        ([1, 1, 64, 64], "identity", "FLOAT", "expected one fixed (1, 3, S, S) input"),
+    ],
+)
+def test_a_plate_model_of_the_wrong_shape_is_refused_before_any_work(
+    tmp_path, clip, in_shape, out, elem, message
+) -> None:
+    model = _onnx(tmp_path / "plates.onnx", in_shape, out, elem)
+    dst = tmp_path / "out.mp4"
+    r = run(str(clip), "-o", str(dst), "--dashcam", "--plate-model", str(model), "-m", "blur")
+    line = one_line(r, 2)
+    assert line.startswith(f"streamanon: error: --plate-model {model}: ") and message in line
+    assert not dst.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]

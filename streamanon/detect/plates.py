@@ -241,14 +241,45 @@ class YoloV9Plates:
             self.session = _session(str(path), threads)
         except Exception as exc:  # noqa: BLE001 - any ORT load error is a bad model file
             raise InputError(f"--plate-model {path}: not a loadable ONNX model ({exc})") from None
-        inp = self.session.get_inputs()[0]
-        shape = inp.shape
-        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+        ins = self.session.get_inputs()
+        shape = ins[0].shape
+        if (
+            len(ins) != 1
+            or len(shape) != 4
+            or shape[1] != 3
+            or not all(isinstance(d, int) and d > 0 for d in shape[2:])
+        ):
+            got = [(i.name, i.shape) for i in ins]
             raise InputError(
-                f"--plate-model {path}: expected a fixed (1, 3, S, S) input, got {shape}"
+                f"--plate-model {path}: expected one fixed (1, 3, S, S) input, got {got}"
             )
-        self.input_name, self.size = inp.name, (int(shape[2]), int(shape[3]))
+        self.input_name, self.size = ins[0].name, (int(shape[2]), int(shape[3]))
         self.low_thresh, self.nms_iou, self.pad = low_thresh, nms_iou, pad
+        # One run on a blank frame at load: a valid ONNX of another shape or type is refused
+        # here, in one line, before any work (issue 24), not by a crash mid-run.
+        try:
+            self._outputs(np.zeros((1, 3, *self.size), np.float32))
+        except InputError as exc:
+            raise InputError(f"--plate-model {path}: {exc}") from None
+
+    def _outputs(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(boxes xyxy in the letterboxed frame, scores) from the model's first output."""
+        try:
+            out = np.asarray(self.session.run(None, {self.input_name: blob})[0], np.float32)
+        except Exception as exc:  # noqa: BLE001 - ORT's errors for inputs the graph rejects
+            msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(
+                f"the model does not run on a (1, 3, H, W) float image ({msg})"
+            ) from None
+        if out.ndim == 2 and out.shape[1] == 7:  # end-to-end: NMS done in the graph
+            return out[:, 1:5], out[:, 6]
+        if out.ndim == 3 and out.shape[0] == 1 and out.shape[1] >= 5:  # raw heads
+            pred = out[0].T  # (anchors, 4 + classes)
+            c, wh = pred[:, :2], pred[:, 2:4]
+            return np.hstack([c - wh / 2, c + wh / 2]), pred[:, 4:].max(axis=1)
+        raise InputError(
+            f"output of shape {out.shape} is not a YOLOv9 format ((N, 7) or (1, 4 + classes, N))"
+        )
 
     def _letterbox(self, image: np.ndarray) -> tuple[np.ndarray, float, tuple[float, float]]:
         h, w = image.shape[:2]
@@ -266,16 +297,7 @@ class YoloV9Plates:
         image = check_image(image_bgr)
         boxed, r, (dx, dy) = self._letterbox(image)
         blob = (boxed[:, :, ::-1].transpose(2, 0, 1)[None] / 255.0).astype(np.float32)
-        out = np.asarray(self.session.run(None, {self.input_name: blob})[0], np.float32)
-        if out.ndim == 2 and out.shape[1] == 7:  # end-to-end: NMS done in the graph
-            boxes, score = out[:, 1:5], out[:, 6]
-        elif out.ndim == 3 and out.shape[0] == 1 and out.shape[1] >= 5:  # raw heads
-            pred = out[0].T  # (anchors, 4 + classes)
-            score = pred[:, 4:].max(axis=1)
-            c, wh = pred[:, :2], pred[:, 2:4]
-            boxes = np.hstack([c - wh / 2, c + wh / 2])
-        else:
-            raise InputError(f"plate model output of shape {out.shape} is not a YOLOv9 format")
+        boxes, score = self._outputs(blob)
         keep = score >= self.low_thresh
         boxes, score = boxes[keep], score[keep]
         boxes = (boxes - np.array([dx, dy, dx, dy], np.float32)) / r
