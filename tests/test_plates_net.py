@@ -23,7 +23,6 @@ import pytest
 
 torch = pytest.importorskip("torch")
 
-from streamanon.anonymize.objects import ObjectStage, make_plate_detector  # noqa: E402
 from streamanon.detect.plates import (  # noqa: E402
     PLATENET_NAME,
     PlateNetONNX,
@@ -31,9 +30,11 @@ from streamanon.detect.plates import (  # noqa: E402
 )
 from streamanon.errors import InputError  # noqa: E402
 from streamanon.eval import plates as PE  # noqa: E402
+from streamanon.objects import plate_stage  # noqa: E402
 from streamanon.plates import train as T  # noqa: E402
 from streamanon.plates.data import split_of  # noqa: E402
 from streamanon.plates.model import PlateNet  # noqa: E402
+from streamanon.registry import make_plate_detector  # noqa: E402
 from streamanon.types import Detections, Frame  # noqa: E402
 
 DATA = Path(__file__).parent / "data" / "plates"
@@ -160,6 +161,53 @@ def test_samples_hold_plates_inside():
         assert ((boxes[:, 3] - boxes[:, 1]) >= T.MIN_TRAIN_H).all()
 
 
+def test_samples_paste_real_train_plates_and_badges():
+    """Real train-split plates are cut out for pasting; badges are drawn as negatives."""
+    from streamanon.plates import render
+
+    src = T.Sources(None, None)
+    src.crops = [np.full((20, 80, 3), 200, np.uint8)]  # one stand-in 'real' crop
+    pasted = 0
+    for i in range(20):
+        _, boxes, _ = T.make_sample(src, np.random.default_rng([5, i]), 128)
+        pasted += len(boxes)
+    assert pasted > 0
+    canvas = np.full((96, 128, 3), 90, np.uint8)
+    render._paste_badge(canvas, np.random.default_rng(1), 30.0, 64.0, 48.0)
+    assert (canvas != 90).any()
+
+
+def test_pad_and_threshold_travel_in_the_model(tmp_path, exported):
+    """The export writes its padding into the metadata and the detector uses it."""
+    model, _ = exported
+    path = tmp_path / "padded.onnx"
+    T.export_onnx(model, path, {"format": 1, "stride": 4, "thresh": 0.45, "pad": [0.05, 0.1]})
+    det = PlateNetONNX(path, threads=1)
+    assert det.pad == (0.05, 0.1) and det.thresh == 0.45
+    assert PlateNetONNX(path, threads=1, pad=(0.2, 0.3)).pad == (0.2, 0.3)
+
+
+def test_needed_pad_and_closeups_on_real_photos():
+    """needed_pad: a box shrunk by 10 % a side needs about 0.125 of its size per side;
+    closeups: the plate stays inside the cut and fills 55-95 % of its width."""
+    from streamanon.plates.valset import closeups
+
+    data = [d for d in PE.load_labelled(DATA)[:12] if len(d[2]) == 1]
+    raw = []
+    for _, _, gt in data:
+        w, h = gt[:, 2] - gt[:, 0], gt[:, 3] - gt[:, 1]
+        shrunk = gt + np.stack([w, h, -w, -h], 1) * 0.1
+        raw.append(Detections(shrunk.astype(np.float32), np.ones(len(gt), np.float32)))
+    px, py = T.needed_pad(raw, data, 0.5)
+    assert 0.12 <= px <= 0.13 and 0.12 <= py <= 0.13
+    for _, image, box in closeups(data):
+        x1, y1, x2, y2 = box[0]
+        assert (
+            x1 >= -0.5 and y1 >= -0.5 and x2 <= image.shape[1] + 0.5 and y2 <= image.shape[0] + 0.5
+        )
+        assert 0.5 <= (x2 - x1) / image.shape[1] <= 1.0
+
+
 # -- tight boxes over time --------------------------------------------------------------------
 
 
@@ -193,7 +241,7 @@ def _area(b):
 
 def test_plate_box_follows_approaching_plate_without_growing():
     det = _Approach()
-    stage = ObjectStage(detector=det)
+    stage = plate_stage(detector=det)
     image = np.zeros((720, 1280, 3), np.uint8)
     for i in range(30):
         frame = Frame(image, i, i, Fraction(1, 25))
@@ -209,7 +257,7 @@ def test_plate_box_follows_approaching_plate_without_growing():
 
 def test_plate_cadence_runs_the_detector_every_n_frames():
     det = _Approach()
-    stage = ObjectStage(detector=det, every=3)
+    stage = plate_stage(detector=det, every=3)
     image = np.zeros((720, 1280, 3), np.uint8)
     for i in range(9):
         boxes = stage.track(Frame(image, i, i, Fraction(1, 25)), i / 25).xyxy

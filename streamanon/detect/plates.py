@@ -310,6 +310,7 @@ PLATENET_NAME = "plate_net.onnx"
 # Longest side of the frame at each level. Close-up plates (as wide as the photo) are found at
 # the small level; 20-40 px plates at the large one.
 PLATENET_LEVELS = (320, 640)
+# Box padding when the model's metadata carries none (the first model's, from its tune split).
 PLATENET_PAD = (0.09, 0.16)
 PLATENET_MEAN = 114
 # Large frames (longest side >= HIRES_FROM x the largest level) are also searched at this
@@ -420,7 +421,7 @@ class PlateNetONNX:
         levels: tuple[int, ...] = PLATENET_LEVELS,
         low_thresh: float = 0.1,
         nms_iou: float = 0.4,
-        pad: tuple[float, float] = PLATENET_PAD,
+        pad: tuple[float, float] | None = None,
         hires: int | None = PLATENET_HIRES,
         threads: int | None = None,
     ) -> None:
@@ -435,7 +436,10 @@ class PlateNetONNX:
             raise InputError(f"plate model {path}: not a loadable ONNX model ({exc})") from None
         self.meta = check_platenet(self.session, path)
         self.levels, self.low_thresh, self.nms_iou = tuple(levels), low_thresh, nms_iou
-        self.pad, self.hires = pad, hires
+        # The padding the model was exported with (chosen on its validation photos) unless
+        # the caller gives one.
+        self.pad = tuple(pad or self.meta.get("pad") or PLATENET_PAD)
+        self.hires = hires
         self.thresh = float(self.meta.get("thresh", 0.3))
 
     def infer(self, blob: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -7,7 +7,7 @@ characters in DejaVu (when the system has it) or OpenCV Hershey fonts. `paste_pl
 it with a random perspective into a background and returns the plate's box; `photometric`
 adds blur, noise, night, glare and JPEG artefacts to the whole sample. `paste_negative` adds
 things a plate detector must not fire on: text painted straight on walls and signs of
-non-plate shapes, tail lights, window grids.
+non-plate shapes, car badges and emblems, date/time overlays, tail lights, window grids.
 
 Nothing here is copied from a plate generator; the formats are drawn from their public
 descriptions (sizes and colours).
@@ -45,6 +45,11 @@ STATES = ("TEXAS", "ARIZONA", "OHIO", "FLORIDA", "CALIFORNIA", "NEW YORK", "QUEB
 WORDS = ("HOTEL", "PHARMACY", "OPEN", "BAKERY", "EXIT", "CAFE", "BANK", "PARKING", "SALE",
          "POLICE", "TAXI", "STOP", "BUS", "MARKET", "BAR", "SHOP", "RESTAURANT", "KEBAB",
          "BOULANGERIE", "APOTHEKE", "STRASSE", "AVENUE", "30", "24H", "NO 12", "WC")  # fmt: skip
+
+
+BADGES = ("TDI", "GTI", "2.0 TDI", "HYBRID", "4MOTION", "QUATTRO", "ALTIMA", "CAMRY", "COROLLA",
+          "AVIATOR", "GOL", "CIVIC", "AMG", "XDRIVE", "SPORT", "TURBO", "AWD", "4X4", "LIMITED",
+          "FORD", "TOYOTA", "HONDA", "KIA", "FIAT", "JEEP", "DODGE", "RENAULT", "DIESEL", "V6")  # fmt: skip
 
 
 @lru_cache(maxsize=64)
@@ -109,7 +114,7 @@ def _jitter(color, rng: np.random.Generator, amount: int = 20) -> tuple[int, int
 
 
 FORMATS = ("eu", "eu_yellow", "uk", "us", "india", "mideast", "black", "two_line", "moto",
-           "china", "plain")  # fmt: skip
+           "china", "plain", "india_band", "china_green", "india_two")  # fmt: skip
 
 
 def render_plate(rng: np.random.Generator, fmt: str | None = None) -> np.ndarray:
@@ -143,6 +148,13 @@ def render_plate(rng: np.random.Generator, fmt: str | None = None) -> np.ndarray
         bg = white if rng.random() < 0.6 else yellow
     elif fmt == "china":
         bg, fg, aspect = (160, 60, 10), (245, 245, 245), 3.1
+    elif fmt == "india_band":  # white, a blue band on the left (the IND hologram plate)
+        aspect, band = 4.4, True
+    elif fmt == "china_green":  # new-energy plates: light green, dark characters
+        bg, aspect = (150, 225, 170), 3.5
+    elif fmt == "india_two":  # two-line white or yellow plate, sometimes with the band
+        aspect, lines, band = 1.8, 2, rng.random() < 0.4
+        bg = white if rng.random() < 0.7 else yellow
     else:  # plain: random colours
         bg = tuple(int(v) for v in rng.integers(0, 256, 3))
         fg = tuple(int(255 - v) for v in bg)
@@ -241,7 +253,7 @@ def paste_negative(image: np.ndarray, rng: np.random.Generator, scale: float) ->
     H, W = image.shape[:2]
     kind = rng.random()
     cx, cy = rng.uniform(0, W), rng.uniform(0, H)
-    if kind < 0.4:  # text painted on a wall / shop sign (letters straight on the scene)
+    if kind < 0.3:  # text painted on a wall / shop sign (letters straight on the scene)
         word = WORDS[int(rng.integers(len(WORDS)))]
         if rng.random() < 0.3:
             word += " " + WORDS[int(rng.integers(len(WORDS)))]
@@ -257,7 +269,19 @@ def paste_negative(image: np.ndarray, rng: np.random.Generator, scale: float) ->
                 bg = tuple(int(v) for v in rng.integers(0, 256, 3))
                 cv2.rectangle(image, (x1 - pad * 3, y1 - pad), (x2 + pad * 3, y2 + pad), bg, -1)
             draw_text(image, word, (x1, y1, x2, y2), col, rng)
-    elif kind < 0.7:  # tail / head lights: bright red / orange / white blobs, often a pair
+    elif kind < 0.5:  # car badges: chrome model names, oval / round emblems, dealer stickers
+        _paste_badge(image, rng, scale, cx, cy)
+    elif kind < 0.55:  # a camera's date / time overlay
+        text = f"20{rng.integers(10, 27)}-{rng.integers(1, 13):02d}-{rng.integers(1, 29):02d}"
+        if rng.random() < 0.6:
+            hms = rng.integers(0, [24, 60, 60])
+            text += f" {hms[0]:02d}:{hms[1]:02d}:{hms[2]:02d}"
+        th = scale * rng.uniform(0.3, 0.8)
+        x1, y1 = int(max(0, cx)), int(max(0, cy))
+        x2, y2 = min(W, int(x1 + th * len(text) * 0.6)), min(H, int(y1 + th))
+        if x2 - x1 > 6 and y2 - y1 > 4:
+            draw_text(image, text, (x1, y1, x2, y2), _jitter((235, 235, 235), rng, 20), rng)
+    elif kind < 0.75:  # tail / head lights: bright red / orange / white blobs, often a pair
         r = scale * rng.uniform(0.3, 1.0)
         col = [(30, 30, 230), (20, 120, 255), (230, 230, 240)][int(rng.integers(3))]
         gap = r * rng.uniform(4, 12)
@@ -275,6 +299,41 @@ def paste_negative(image: np.ndarray, rng: np.random.Generator, scale: float) ->
                 x = int(cx + i * cell * 1.5)
                 y = int(cy + j * cell * 1.3)
                 cv2.rectangle(image, (x, y), (int(x + cell), int(y + cell * 0.8)), col, -1)
+
+
+def _paste_badge(
+    image: np.ndarray, rng: np.random.Generator, scale: float, cx: float, cy: float
+) -> None:
+    """A car badge in place: silver letters with a dark edge, or an emblem (a chrome ring
+    around letters or a dark disc), about `scale` px tall. The plate detector's false boxes on
+    real cars are mostly these."""
+    H, W = image.shape[:2]
+    silver = _jitter((200, 200, 205), rng, 40)
+    kind = rng.random()
+    if kind < 0.5:  # chrome model name
+        word = BADGES[int(rng.integers(len(BADGES)))]
+        th = scale * rng.uniform(0.3, 0.8)
+        tw = th * len(word) * rng.uniform(0.55, 0.9)
+        x1, y1 = int(max(0, cx - tw / 2)), int(max(0, cy - th / 2))
+        x2, y2 = min(W, int(x1 + tw)), min(H, int(y1 + th))
+        if x2 - x1 > 6 and y2 - y1 > 4:
+            off = max(1, int(th * 0.08))
+            if y2 + off < H and x2 + off < W:
+                draw_text(image, word, (x1 + off, y1 + off, x2 + off, y2 + off), (20, 20, 20), rng)
+            draw_text(image, word, (x1, y1, x2, y2), silver, rng)
+    else:  # emblem: oval or round ring, letters or a dark disc inside
+        r = scale * rng.uniform(0.4, 1.0)
+        ax = (max(2, int(r * rng.uniform(1.0, 2.0))), max(2, int(r)))
+        c = (int(cx), int(cy))
+        inner = _jitter((40, 40, 60), rng, 40) if rng.random() < 0.6 else silver
+        cv2.ellipse(image, c, ax, 0, 0, 360, inner, -1, cv2.LINE_AA)
+        cv2.ellipse(image, c, ax, 0, 0, 360, silver, max(1, int(r * 0.15)), cv2.LINE_AA)
+        if rng.random() < 0.7:
+            word = BADGES[int(rng.integers(len(BADGES)))][:4]
+            x1, y1 = int(cx - ax[0] * 0.7), int(cy - ax[1] * 0.5)
+            x2, y2 = int(cx + ax[0] * 0.7), int(cy + ax[1] * 0.5)
+            if x1 >= 0 and y1 >= 0 and x2 < W and y2 < H and x2 - x1 > 6 and y2 - y1 > 4:
+                draw_text(image, word, (x1, y1, x2, y2), silver, rng)
 
 
 def photometric(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
