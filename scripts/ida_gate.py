@@ -124,8 +124,8 @@ def pool(rows: list[dict]) -> dict:
 
 def face_crops(src: Path, outs: dict[str, Path], idx: list[int]) -> list[dict]:
     """The largest face of each sampled frame, cut from the original and every output."""
-    from streamanon.detect import make_detector
     from streamanon.eval.sheet import face_crop
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface")
     frames = {

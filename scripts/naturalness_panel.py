@@ -77,13 +77,13 @@ def run_panel(method: str, seed: int = 0, limit: int | None = None) -> dict:
     import cv2
 
     from streamanon.anonymizer import Anonymizer
-    from streamanon.detect import make_detector
     from streamanon.detect.landmarks import Landmarks68
     from streamanon.eval import naturalness as N
     from streamanon.eval.facenet import FaceNetJudge
     from streamanon.eval.metrics import mouth_opening
     from streamanon.eval.recognizers import DlibRecognizer
     from streamanon.eval.sheet import face_crop
+    from streamanon.registry import make_detector
     from streamanon.visual.pose import face_pose
 
     det = make_detector("centerface", thresh=0.5, landmarks=True, low_thresh=0.5)

@@ -29,12 +29,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from streamanon.anonymize.classic import METHODS as CLASSIC_METHODS  # noqa: E402
 from streamanon.anonymizer import Anonymizer, Options  # noqa: E402
 from streamanon.eval.evaluate import EvalConfig, evaluate  # noqa: E402
 from streamanon.eval.pairs import make_pairs  # noqa: E402
 from streamanon.eval.recognizers import available_recognizers  # noqa: E402
 from streamanon.eval.report import privacy_table, utility_table, video_table  # noqa: E402
+from streamanon.registry import REDACTORS  # noqa: E402
 from streamanon.run import anonymize_folder, anonymize_video  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "data"
@@ -45,7 +45,7 @@ BEGIN, END = "<!-- tables:begin -->", "<!-- tables:end -->"
 
 
 def methods_available() -> list[str]:
-    ms = list(CLASSIC_METHODS)
+    ms = list(REDACTORS.names())
     try:
         from streamanon.anonymize.generative import generator_available
 

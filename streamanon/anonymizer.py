@@ -1,32 +1,28 @@
-"""`Anonymizer`: detector + tracker + face anonymizer, one frame at a time.
+"""`Anonymizer`: a list of stages (faces, plates), one frame at a time.
 
-This is the object people embed in their own loop (`anon(frame_bgr)`), and the pipeline uses
-its two halves on separate threads: `track()` (stateful, in frame order) and `apply()`.
+Each `streamanon.stage.Stage` is detector -> tracker -> method for one class of object; the
+parts come from `streamanon.registry` by name. This is the object people embed in their own
+loop (`anon(frame_bgr)`), and the frame loop (`streamanon.pipeline.run_frames`) runs its two
+halves on separate threads: `track()` (stateful, in frame order) and `apply()`.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
 
-from streamanon.anonymize.registry import (
-    FaceMethod,
-    fallback_redactor,
-    get_spec,
-    make_method,
-    method_names,
-)
-from streamanon.motion import CameraMotion
+from streamanon.detect.base import Detector
+from streamanon.objects import parse_objects, plate_stages
+from streamanon.registry import fallback_redactor, get_spec, make_detector, make_method
+from streamanon.stage import FACE, Counters, Stage
+from streamanon.track import FaceTracker
 from streamanon.types import Detections, Frame
 
 log = logging.getLogger(__name__)
-
-# Kept for callers of the old names; the registry is the source of truth.
-METHODS = method_names()
 
 
 @dataclass
@@ -55,7 +51,7 @@ class Options:
     keep_appearance: bool = False
     keep_geometry: bool = False
     # The one cover for faces the method cannot serve (it declined them, or it raised):
-    # a classic method (see anonymize/registry.py).
+    # a classic redactor (see registry.py).
     fallback: str = "blur"
 
     # Classes to anonymize: "face", "plate" or both ("face,plate"); plates: docs/plates.md.
@@ -79,22 +75,6 @@ class Options:
         return get_spec(self.method).needs_landmarks
 
 
-@dataclass
-class Counters:
-    frames: int = 0
-    faces: int = 0
-    detections: int = 0
-    coasted: int = 0
-    fallbacks: int = 0
-    track_ids: set[int] = field(default_factory=set)
-
-    def as_dict(self) -> dict:
-        d = asdict(self)
-        d["tracks"] = len(self.track_ids)
-        del d["track_ids"]
-        return d
-
-
 def _reid_function():
     """The recognizer's embedding as the tracker's re-identification hook (needs torch)."""
     from streamanon.identity.embed import reid_embeddings
@@ -112,7 +92,7 @@ def _reid_function():
 
 
 class Anonymizer:
-    """Anonymize faces in BGR frames.
+    """Anonymize faces (and plates) in BGR frames.
 
     >>> anon = Anonymizer(method="blur")
     >>> out = anon(frame_bgr)            # a new, anonymized image
@@ -120,142 +100,92 @@ class Anonymizer:
 
     fps_hint = 30.0
 
-    def __init__(self, options: Options | None = None, /, **kwargs) -> None:
-        from streamanon.detect import make_detector
-
+    def __init__(
+        self,
+        options: Options | None = None,
+        /,
+        *,
+        detectors_from: Anonymizer | None = None,
+        **kwargs,
+    ) -> None:
+        """``kwargs``: `Options` fields. ``detectors_from``: reuse that anonymizer's detectors
+        (reset: no state crosses into this one) instead of building them again (batch
+        workers: an ONNX session costs 60-150 ms to build); same options required."""
         opts = options or Options()
         for k, v in kwargs.items():
             if not hasattr(opts, k):
                 raise TypeError(f"unknown option {k!r}")
             setattr(opts, k, v)
         self.options = opts
-        low = min(opts.low_thresh, opts.thresh)
-        self.detector = make_detector(
-            opts.detector.replace("-", "_"),  # dlib-hog (README) and dlib_hog both work
-            thresh=opts.thresh,
-            low_thresh=low,
-            input_size=opts.input_size,
-            landmarks=opts.needs_landmarks(),
-            threads=opts.threads,
-            min_face=opts.min_face,
-            tiles_per_frame=opts.tiles_per_frame,
-        )
-        self._reid = _reid_function() if opts.wants_reid() else None
-        self.tracker = self._new_tracker()
-        self._camera = CameraMotion()  # a panning camera moves coasting tracks too
-        self._base_detector = self._multiscale()
-        self._cover = fallback_redactor(opts)  # validated before the (slow) method is built
-        self.face_anonymizer: FaceMethod = make_method(opts)
-        self.counters = Counters()
-        self._init_objects(opts)
+        want = parse_objects(opts.objects)
+        shared = {s.kind: s.detector for s in detectors_from.stages} if detectors_from else {}
+        for det in shared.values():
+            det.reset()
+        # Faces last: where a face and a plate overlap, the face's method is applied on top.
+        self.stages: list[Stage] = plate_stages(opts, shared.get("plate"))
+        self.faces: Stage | None = None
+        if FACE in want:
+            self.faces = face_stage(opts, shared.get(FACE))
+        if self.faces is not None:
+            self.stages.append(self.faces)
         self._lock = threading.Lock()
         self._next_index = 0
         self._last_t = float("-inf")
 
-    def _new_tracker(self):
-        from streamanon.track import FaceTracker
+    # The face stage's parts, for callers that look inside.
+    @property
+    def detector(self):
+        return self.faces.detector if self.faces is not None else None
 
-        o = self.options
-        low = min(o.low_thresh, o.thresh)
-        # footprint: faces half hidden by an object (a pole) stay covered (issue 22).
-        return FaceTracker(
-            thresh=o.thresh, low_thresh=low, coast_s=o.coast_s, reid=self._reid, footprint=True
-        )
+    @property
+    def tracker(self) -> FaceTracker | None:
+        return self.faces.tracker if self.faces is not None else None
 
-    def _multiscale(self):
-        """The detector behind its wrappers (landmarks, score cut), if it keeps state."""
-        det = self.detector
-        while True:
-            inner = getattr(det, "inner", None) or getattr(det, "detector", None)
-            if inner is None:
-                return det
-            det = inner
+    @property
+    def face_anonymizer(self):
+        return self.faces.method if self.faces is not None else None
 
-    def _camera_shift(self, image: np.ndarray) -> tuple[float, float]:
-        """The scene's shift since the last frame: the multi-scale detector has just measured
-        it on this frame, so it is reused rather than computed a second time."""
-        if hasattr(self._base_detector, "camera_shift"):
-            return self._base_detector.camera_shift
-        return self._camera(image)
+    @property
+    def counters(self) -> Counters:
+        """The face stage's counters (the first stage's when faces are off)."""
+        return (self.faces or self.stages[0]).counters
 
     def reset(self) -> None:
         """Start over for an unrelated input (the next file of a folder): no track, identity
-        or count is carried over; the detector and the method's models are kept."""
+        or count is carried over; the detectors and the methods' models are kept."""
         with self._lock:
-            self.face_anonymizer.forget(sorted(self.counters.track_ids))
-            self.tracker = self._new_tracker()
-            self._camera = CameraMotion()
-            for stage in self.object_stages:
+            for stage in self.stages:
                 stage.reset()
-            reset_detector = getattr(self._base_detector, "reset", None)
-            if reset_detector is not None:
-                reset_detector()
-            self.counters = Counters()
             self._next_index = 0
             self._last_t = float("-inf")
 
     def track(self, frame: Frame) -> Frame:
-        """Detect and track; stores every face to anonymize on ``frame.faces``. In frame order."""
-        dets = self.detector(frame.image)
-        # The tracker's clock must not run backwards, whatever the source's timestamps do.
+        """Detect and track every stage; stores what to cover on the frame. In frame order."""
+        # The trackers' clock must not run backwards, whatever the source's timestamps do.
         t = max(frame.time, self._last_t)
         self._last_t = t
-        faces = self.tracker.update(
-            dets,
-            t,
-            image=frame.image if self.tracker.reid else None,
-            camera_shift=self._camera_shift(frame.image),
-        )
-        ended = self.tracker.pop_ended()
-        if ended:
-            self.face_anonymizer.forget([t.id for t in ended])
-        frame.faces = faces
-        for stage in self.object_stages:
+        for stage in self.stages:
             stage.track(frame, t)
-        c = self.counters
-        c.frames += 1
-        c.detections += int((dets.score >= self.options.thresh).sum()) if len(dets) else 0
-        c.faces += len(faces)
-        if faces.coasting is not None:
-            c.coasted += int(faces.coasting.sum())
-        if faces.track_id is not None:
-            c.track_ids.update(int(i) for i in faces.track_id if i >= 0)
         return frame
 
     def apply(self, frame: Frame) -> Frame:
-        """Anonymize ``frame.faces`` in place. Any failure covers the faces (fail closed)."""
-        for stage in self.object_stages:
+        """Cover what `track` stored, in place. Any failure covers the boxes (fail closed)."""
+        for stage in self.stages:
             stage.apply(frame)
-        faces = frame.faces
-        if len(faces) == 0:
-            return frame
-        try:
-            self.face_anonymizer.apply(frame.image, faces)
-        except Exception as exc:  # noqa: BLE001 - never let a face through unanonymized
-            log.warning(
-                "frame %d: %s failed (%s); faces covered", frame.index, self.options.method, exc
-            )
-            self.counters.fallbacks += len(faces)
-            self._cover.apply(frame.image, faces)
         return frame
-
-    def _init_objects(self, opts: Options) -> None:
-        from streamanon.anonymize.objects import make_object_stages, parse_objects
-
-        self.object_stages = make_object_stages(opts)
-        if "face" not in parse_objects(opts.objects):
-            self.detector = lambda image: Detections.empty()  # plates only
 
     def object_report(self) -> dict:
         """Counts per non-face class, e.g. ``{"plate": {"covered": ..., "tracks": ...}}``."""
-        return {s.kind: s.report() for s in self.object_stages}
+        return {s.kind: s.report() for s in self.stages if s.kind != FACE}
 
     def method_report(self) -> dict:
         """The method's report, with every fallback (declined or failed) counted by reason."""
-        rep = dict(self.face_anonymizer.report())
+        if self.faces is None:
+            return {}
+        rep = dict(self.faces.method.report())
         reasons = dict(rep.get("fallbacks") or {})
-        if self.counters.fallbacks:
-            reasons["error"] = reasons.get("error", 0) + self.counters.fallbacks
+        if self.faces.counters.fallbacks:
+            reasons["error"] = reasons.get("error", 0) + self.faces.counters.fallbacks
         if reasons:
             rep["fallbacks"] = reasons
         return rep
@@ -269,3 +199,33 @@ class Anonymizer:
             t = idx / self.fps_hint  # no clock given: assume a steady frame rate
         frame = Frame(image.copy(), idx, round(t * 1_000_000), Fraction(1, 1_000_000))
         return self.apply(self.track(frame)).image
+
+
+def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
+    """Faces: the detector (unless given), tracker and method ``opts`` name."""
+    low = min(opts.low_thresh, opts.thresh)
+    if detector is None:
+        detector = make_detector(
+            opts.detector,
+            thresh=opts.thresh,
+            low_thresh=low,
+            input_size=opts.input_size,
+            landmarks=opts.needs_landmarks(),
+            threads=opts.threads,
+            min_face=opts.min_face,
+            tiles_per_frame=opts.tiles_per_frame,
+        )
+    reid = _reid_function() if opts.wants_reid() else None
+    cover = fallback_redactor(opts)  # validated before the (slow) method is built
+    method = make_method(opts)
+
+    def new_tracker() -> FaceTracker:
+        # footprint: faces half hidden by an object (a pole) stay covered (issue 22).
+        return FaceTracker(
+            thresh=opts.thresh, low_thresh=low, coast_s=opts.coast_s, reid=reid, footprint=True
+        )
+
+    return Stage(
+        FACE, detector, new_tracker, method, cover, thresh=opts.thresh, camera=True,
+        reid=reid is not None,
+    )  # fmt: skip

@@ -276,7 +276,7 @@ def main(argv: list[str] | None = None) -> int:
             module, func, _ = SUBCOMMANDS[argv[0]]
             extra = SUBCOMMAND_EXTRAS.get(argv[0])
             if extra is not None:
-                from streamanon.anonymize.registry import require_extra
+                from streamanon.registry import require_extra
 
                 require_extra(extra, f"streamanon {argv[0]}")
             try:
@@ -294,7 +294,7 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except ModuleNotFoundError as exc:
         # A lazily imported optional dependency: name the extra that brings it.
-        from streamanon.anonymize.registry import EXTRAS
+        from streamanon.registry import EXTRAS
 
         extra = next((e for e, mods in EXTRAS.items() if exc.name in mods), None)
         if extra is None:

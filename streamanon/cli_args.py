@@ -39,9 +39,14 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamanon.anonymize.classic import METHODS as CLASSIC
-    from streamanon.anonymize.registry import method_help, method_names
     from streamanon.anonymizer import Options
+    from streamanon.registry import (
+        DETECTORS,
+        REDACTORS,
+        method_help,
+        method_names,
+        plate_detector_choices,
+    )
 
     d = Options()
     subs = "\n".join(f"  {k:<10} {v[2]}" for k, v in SUBCOMMANDS.items())
@@ -74,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--fallback",
-        choices=CLASSIC,
+        choices=REDACTORS.names(),
         default=d.fallback,
         help="cover for faces the method cannot serve or fails on (default: %(default)s)",
     )
@@ -115,7 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--detector",
         default=d.detector,
-        help="centerface (default), dlib-hog, dlib-mmod, scrfd (your insightface model file)",
+        help=DETECTORS.help(),
     )
     g.add_argument(
         "-t",
@@ -177,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--plate-detector",
-        choices=("auto", "net", "ssd"),
+        choices=plate_detector_choices(),
         default=d.plate_detector,
         help="shipped plate detector: net (trained here), ssd (HyperLPR) or auto (the one that"
         " scores best on the held-out photos; docs/plates.md) (default: %(default)s)",
@@ -409,7 +414,7 @@ def _options(args: argparse.Namespace):
 
 def _plate_options(args: argparse.Namespace) -> dict:
     """--objects / --dashcam / --plate-*: plates are on with --dashcam or when asked for."""
-    from streamanon.anonymize.objects import parse_objects
+    from streamanon.objects import parse_objects
 
     objects = args.objects or ("face,plate" if args.dashcam else "face")
     levels = None

@@ -2,8 +2,12 @@
 
 One cache pattern for all of them: `cached(key, build)` builds a model the first time it is
 asked for (under a per-key lock, so two threads never build the same model twice) and hands
-the same object out afterwards. Detectors and landmark predictors built per image in folder
-mode, or once per module as before, all come from here now.
+the same object out afterwards (dlib's models, Ψ, the codebook, the delegate bank, FaceNet).
+
+One ONNX Runtime session factory for every ONNX model (`onnx_session`): one provider policy
+(the best this install has: CUDA when the GPU build and a GPU are there, else the CPU; or the
+providers a caller names, e.g. the CPU for the evaluation's judges), one thread setting, one
+log line per model; ``cache=True`` shares one session per model and settings.
 
 Where the files come from (nothing is ever downloaded):
 - dlib's models (HOG is built into dlib; MMOD, the 5- and 68-point predictors, the 128-D
@@ -20,7 +24,7 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -56,10 +60,55 @@ def cached(key: str, build: Callable[[], T]) -> T:
         return _cache[key]
 
 
-def clear_cache() -> None:
-    """Forget every loaded model (tests; a long-lived process that wants memory back)."""
-    with _guard:
-        _cache.clear()
+# -- ONNX Runtime -----------------------------------------------------------------------------
+
+PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+CPU = ("CPUExecutionProvider",)
+_logged: set[str] = set()
+
+
+def onnx_session(
+    model: str | Path | bytes,
+    name: str,
+    threads: int | None = None,
+    *,
+    providers: Sequence[str | tuple] | None = None,
+    fallback: bool = True,
+    cache: bool = False,
+):  # -> onnxruntime.InferenceSession
+    """An ONNX Runtime session for ``model`` (a file or the model's bytes).
+
+    providers: None = the best this install has (`PREFERRED_PROVIDERS`); `CPU` for the
+    judges, whose figures must not depend on the machine. fallback: a GPU provider that fails
+    to start falls back to the CPU. threads: intra-op threads (None: ONNX Runtime's default).
+    cache: one shared session per (model file, name, threads, providers); bytes are never
+    cached. The provider used is said once per ``name`` (aloud only when it is news).
+    """
+    if cache and not isinstance(model, bytes):
+        key = f"onnx/{name}/{model}/{threads}/{providers}"
+        return cached(key, lambda: onnx_session(model, name, threads=threads, providers=providers))
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    if threads is not None:
+        opts.intra_op_num_threads = int(threads)
+    if providers is None:
+        available = set(ort.get_available_providers())
+        providers = [p for p in PREFERRED_PROVIDERS if p in available] or list(CPU)
+    src = model if isinstance(model, bytes) else str(model)
+    try:
+        session = ort.InferenceSession(src, sess_options=opts, providers=list(providers))
+    except Exception:  # noqa: BLE001 - a GPU provider that fails to start: fall back to CPU
+        if not fallback or list(providers) == list(CPU):
+            raise
+        session = ort.InferenceSession(src, sess_options=opts, providers=list(CPU))
+    if name not in _logged:
+        _logged.add(name)
+        used = session.get_providers()[0]
+        level = logging.DEBUG if used == CPU[0] else logging.INFO
+        log.log(level, "%s runs on %s", name, used)
+    return session
 
 
 # -- files ------------------------------------------------------------------------------------

@@ -8,10 +8,13 @@ import cv2
 import numpy as np
 import pytest
 
-from streamanon.anonymize.classic import METHODS, Redactor, make_redactor
+from streamanon.anonymize.classic import MaskRedactor, Redactor
 from streamanon.anonymize.regions import face_polygon, head_boxes
 from streamanon.errors import InputError
+from streamanon.registry import REDACTORS, make_redactor
 from streamanon.types import Detections
+
+METHODS = REDACTORS.names()
 
 PHOTOS = [
     ("misc", "deepface_couple.jpg"),
@@ -32,7 +35,7 @@ PHOTOS = [
 
 @pytest.fixture(scope="module")
 def detector():
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     return make_detector("centerface", landmarks=True)
 
@@ -149,7 +152,7 @@ def test_bad_arguments_are_rejected() -> None:
     with pytest.raises(InputError, match="mask_scale"):
         make_redactor("blur", mask_scale=0)
     with pytest.raises(InputError, match="fill"):
-        make_redactor("mask", fill="noise")
+        MaskRedactor(fill="noise")
     with pytest.raises(InputError, match="uint8"):
         make_redactor("blur").apply(np.zeros((10, 10, 3), np.float32), faces)
     ro = np.zeros((10, 10, 3), np.uint8)
@@ -199,7 +202,7 @@ def test_detect_track_blur_leaves_no_face_in_a_real_video(shared_data: Path) -> 
     """Frame by frame, detector + tracker + blur: re-detection finds no face anywhere."""
     import av
 
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
     from streamanon.track import FaceTracker
 
     det = make_detector("centerface", landmarks=False, input_size=None)

@@ -125,7 +125,7 @@ def _fill(img: np.ndarray, x1: int, y1: int, x2: int, y2: int, how: str = "solid
 
 def _manipulated(img: np.ndarray, face, case: str) -> np.ndarray:
     """The output of one row of the table for the face (xyxy box) in ``img``."""
-    from streamanon.anonymize.classic import make_redactor
+    from streamanon.registry import make_redactor
 
     x1, y1, x2, y2 = np.round(face.xyxy[0]).astype(int)
     w, h = x2 - x1, y2 - y1
@@ -287,7 +287,7 @@ def test_rotated_phone_clip_leaves_no_face(sideways_clip, tmp_path: Path, method
 def test_sideways_faces_are_missed_unless_turned(sideways_clip) -> None:
     """Why rotation must come first: on the stored (sideways) picture the detector finds far
     fewer faces than on the picture as shown."""
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     _, upright, _ = sideways_clip
     det = make_detector("centerface", landmarks=False)

@@ -9,10 +9,10 @@ import cv2
 import numpy as np
 import pytest
 
-from streamanon.detect import box_iou, make_detector, nms
-from streamanon.detect.base import Detector, pad_to_multiple
+from streamanon.detect.base import Detector, box_iou, nms, pad_to_multiple
 from streamanon.detect.centerface import decode
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.registry import make_detector
 
 
 def _annotated(root: Path, xml_name: str) -> list[tuple[Path, np.ndarray, np.ndarray | None]]:

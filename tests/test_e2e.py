@@ -130,7 +130,7 @@ def test_demo_clip_runs_from_the_repo(tmp_path: Path) -> None:
     assert a["frames"] == b["frames"] and b["audio"] == ["aac"]
     with av.open(str(dst)) as c:
         assert not any("location" in k for k in c.metadata)  # the fake GPS tag is stripped
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", thresh=0.5, landmarks=False)
     left = sum(int((det(img).score >= 0.5).sum()) for img in decode_all(dst, every=10))

@@ -48,7 +48,7 @@ def test_identical_input_reid_100_and_ssim_1(dlib_rec, facenet_rec):
 
 def test_heavy_blur_drops_detection_and_reid_but_not_background(dlib_rec, facenet_rec):
     img = _face("fr_obama", "obama.jpg")
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     box = make_detector("centerface", landmarks=False)(img).xyxy[0]
     out = img.copy()
@@ -66,7 +66,7 @@ def test_heavy_blur_drops_detection_and_reid_but_not_background(dlib_rec, facene
 def test_different_person_low_similarity(dlib_rec):
     a, b = _face("fr_obama", "obama.jpg"), _face("fr_biden", "biden.jpg")
     c = _face("fr_obama", "obama2.jpg")
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", landmarks=False)
     ea = dlib_rec.embed(a, det(a).xyxy[:1])
@@ -78,7 +78,7 @@ def test_different_person_low_similarity(dlib_rec):
 
 def test_eval_cli_folders_with_labels(tmp_path, dlib_rec):
     # Anonymized "photos" that are each the other person: ReID vs original 0, swap 100%.
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", landmarks=False)
 

@@ -267,8 +267,7 @@ def test_facenet_tells_people_apart_on_held_out_identities(held_out_embeddings) 
 
 
 def test_facenet_no_longer_knows_a_blurred_face() -> None:
-    from streamanon.anonymize.classic import make_redactor
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector, make_redactor
 
     img = cv2.imread(str(needs_shared("faces", "identities", "fr_obama", "obama.jpg")))
     faces = make_detector("centerface", thresh=0.5, landmarks=True)(img)

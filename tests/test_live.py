@@ -240,7 +240,7 @@ def _assert_anonymized(faces_out: int, checked: int, faces_per_input_frame: floa
 
 
 def _decode_times_and_faces(path: Path, every: int = 4, limit: int = 12):
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", thresh=0.5, landmarks=False)
     times, faces, checked = [], 0, 0
@@ -257,7 +257,7 @@ def _decode_times_and_faces(path: Path, every: int = 4, limit: int = 12):
 @pytest.fixture(scope="module")
 def input_has_faces() -> float:
     """Mean faces per frame of the source clip (every 30th frame)."""
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", thresh=0.5, landmarks=False)
     counts = []

@@ -129,7 +129,7 @@ def _real_pairs() -> list[tuple[str, str]]:
 
 @pytest.fixture(scope="module")
 def detector():
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     return make_detector("centerface", thresh=0.5, landmarks=True, low_thresh=0.5)
 

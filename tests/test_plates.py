@@ -17,13 +17,6 @@ import cv2
 import numpy as np
 import pytest
 
-from streamanon.anonymize.objects import (
-    DEFAULT_PLATE_DETECTOR,
-    BoxRedactor,
-    ObjectStage,
-    parse_objects,
-    plate_method,
-)
 from streamanon.detect.plate_convert import (
     CaffeFormatError,
     build_onnx,
@@ -33,6 +26,8 @@ from streamanon.detect.plate_convert import (
 from streamanon.detect.plates import PlateSSD, SSDPriors, YoloV9Plates, pad_boxes, tiles
 from streamanon.errors import InputError, ModelMissingError
 from streamanon.eval import plates as PE
+from streamanon.objects import parse_objects, plate_stage
+from streamanon.registry import DEFAULT_PLATE_DETECTOR, box_redactor_for, make_redactor
 from streamanon.types import Detections, Frame
 from tests.conftest import needs_shared
 
@@ -278,7 +273,7 @@ def _frame(i: int, image=None) -> Frame:
 
 def test_missed_plate_stays_covered_while_coasting_then_ends():
     box = [50, 40, 110, 60]
-    stage = ObjectStage(detector=_Script([[box], [], [], []]), coast_s=0.1)
+    stage = plate_stage(detector=_Script([[box], [], [], []]), coast_s=0.1)
     covered = []
     for i in range(4):
         f = _frame(i)
@@ -294,7 +289,7 @@ def test_box_redactor_changes_only_the_box(method):
     rng = np.random.default_rng(1)
     img = rng.integers(0, 256, (60, 80, 3), dtype=np.uint8)
     out = img.copy()
-    BoxRedactor(method).apply(out, Detections([[10.2, 20.7, 50, 40]], [1.0]))
+    make_redactor(method, exact=True).apply(out, Detections([[10.2, 20.7, 50, 40]], [1.0]))
     inside = np.zeros(img.shape[:2], bool)
     inside[20:40, 10:50] = True
     assert (out[~inside] == img[~inside]).all()
@@ -302,7 +297,7 @@ def test_box_redactor_changes_only_the_box(method):
 
 
 def test_realistic_methods_blur_plates_and_objects_parse():
-    assert [plate_method(m) for m in ("blur", "pixelate", "solid", "mask", "swap", "ida")] == [
+    assert [box_redactor_for(m) for m in ("blur", "pixelate", "solid", "mask", "swap", "ida")] == [
         "blur", "pixelate", "solid", "blur", "blur", "blur",
     ]  # fmt: skip
     assert parse_objects("plate, face,plate") == ("plate", "face")
@@ -311,7 +306,7 @@ def test_realistic_methods_blur_plates_and_objects_parse():
 
 
 def test_plate_redaction_failure_fills_the_plate():
-    stage = ObjectStage(detector=_Script([[[20, 20, 60, 40]]]))
+    stage = plate_stage(detector=_Script([[[20, 20, 60, 40]]]))
     f = _frame(0, np.full((80, 100, 3), 200, np.uint8))
     stage.track(f, 0.0)
 
@@ -319,7 +314,7 @@ def test_plate_redaction_failure_fills_the_plate():
         def apply(self, image, boxes):
             raise RuntimeError("boom")
 
-    stage.redactor = Boom()
+    stage.method = Boom()
     stage.apply(f)
     assert (f.image[20:40, 20:60] == 0).all() and stage.report()["fallbacks"] == 1
 

@@ -1,4 +1,4 @@
-"""The face-method registry: one table drives the Anonymizer, the CLI and Options."""
+"""The registry of parts: its tables drive the Anonymizer's stages, the CLI and Options."""
 
 from __future__ import annotations
 
@@ -10,10 +10,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from streamanon.anonymize import registry
-from streamanon.anonymize.registry import FaceMethod, MethodSpec, get_spec, method_names
+from streamanon import registry
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError
+from streamanon.registry import FaceMethod, MethodSpec, get_spec, method_names
 from streamanon.types import Detections, Frame
 
 
@@ -60,7 +60,7 @@ def test_a_registered_method_is_used_and_its_failures_are_one_counted_fallback(
     monkeypatch,
 ) -> None:
     spec = MethodSpec("exploding", lambda opts: _Exploding(), help="raises")
-    monkeypatch.setitem(registry._REGISTRY, "exploding", spec)
+    monkeypatch.setitem(registry.METHODS._specs, "exploding", spec)
     anon = Anonymizer(method="exploding", fallback="solid")
     img = np.full((120, 160, 3), 200, np.uint8)
     frame = Frame(img.copy(), 0)
@@ -176,3 +176,70 @@ def test_reset_starts_over_but_keeps_the_models(monkeypatch) -> None:
     assert anon.tracker.tracks == [] and anon.detector is detector
     anon(img)
     assert anon.counters.frames == 1 and len(anon.counters.track_ids) == 2
+
+
+def test_cli_choices_come_from_the_registry() -> None:
+    from streamanon.cli_args import build_parser
+
+    actions = {a.dest: a for a in build_parser()._actions}
+    assert tuple(actions["method"].choices) == registry.METHODS.names()
+    assert tuple(actions["fallback"].choices) == registry.REDACTORS.names()
+    assert tuple(actions["plate_detector"].choices) == registry.plate_detector_choices()
+    assert set(registry.plate_detector_choices()) == {"auto", "net", "ssd"}
+    for name in registry.DETECTORS.names():
+        assert name in actions["detector"].help
+
+
+def test_one_box_redactor_covers_faces_head_region_and_plates_exact_box() -> None:
+    from streamanon.anonymize.classic import BlurRedactor
+
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    box = Detections(np.array([[40.0, 40, 80, 80]]), np.array([0.9]))
+    face, plate = img.copy(), img.copy()
+    registry.fallback_redactor(Options(fallback="blur")).apply(face, box)
+    registry.make_redactor("blur", exact=True).apply(plate, box)
+    assert type(registry.fallback_redactor(Options())) is BlurRedactor
+    changed_face = (face != img).any(2)
+    changed_plate = (plate != img).any(2)
+    assert not changed_plate[:40].any() and not changed_plate[:, 80:].any()  # box-exact
+    assert changed_face[30:40, 45:75].any()  # the head region reaches above the face box
+    assert (
+        registry.box_redactor_for("mask") == "blur"
+        and registry.box_redactor_for("solid") == "solid"
+    )
+    with pytest.raises(InputError, match="plain box"):
+        registry.make_redactor("mask", exact=True)
+
+
+def test_unknown_parts_are_one_line_input_errors_naming_the_choices() -> None:
+    with pytest.raises(InputError, match="unknown detector 'yolo' .choose from centerface"):
+        registry.make_detector("yolo")
+    with pytest.raises(InputError, match="choose from auto, net, ssd"):
+        registry.make_plate_detector(kind="tiny")
+    with pytest.raises(InputError, match="fallback 'swap' must be one of blur"):
+        registry.fallback_redactor(Options(fallback="swap"))
+
+
+def test_detectors_follow_the_protocol_and_shared_ones_are_reset(monkeypatch) -> None:
+    """Batch workers reuse one anonymizer's detectors; each new anonymizer resets them (the
+    multi-scale detector keeps small faces, the sweep position and the camera per input)."""
+    from streamanon.detect.base import Detector
+    from streamanon.detect.multiscale import MultiScaleDetector
+
+    first = Anonymizer(method="blur")
+    det = first.detector
+    assert isinstance(det, Detector) and isinstance(det.backend, MultiScaleDetector)
+    img = np.full((360, 640, 3), 90, np.uint8)
+    first(img)
+    first(np.roll(img, 7, axis=1))
+    assert det.camera_shift is not None
+    resets: list[int] = []
+    monkeypatch.setattr(det.backend, "reset", lambda: resets.append(1))
+    second = Anonymizer(method="blur", detectors_from=first)
+    assert second.detector is det and resets == [1]
+    assert second.tracker is not first.tracker and second.counters.frames == 0
+    # A backend without state or motion measurement: reset is a no-op, no camera shift.
+    native = registry.make_detector(input_size=None, landmarks=False)
+    native.reset()
+    assert native.camera_shift is None

@@ -271,7 +271,7 @@ def test_points_filter_converges_to_constant_velocity() -> None:
 def _run_video(path: Path, max_frames: int, input_size: int | None) -> tuple[set[int], list[int]]:
     import av
 
-    from streamanon.detect import make_detector
+    from streamanon.registry import make_detector
 
     det = make_detector("centerface", landmarks=False, input_size=input_size)
     tracker = FaceTracker()

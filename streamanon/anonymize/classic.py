@@ -1,7 +1,9 @@
 """Classic redaction: blur, pixelate, solid box, face-shaped mask.
 
 Every redactor changes the image in place over each face's head box (hairline to chin, see
-`regions`), so one call covers detections and coasting predictions alike. Speed: blurring
+`regions`), so one call covers detections and coasting predictions alike; with ``exact=True``
+the box redactors cover the boxes as given instead (plates, whose detector pads its boxes).
+Redactors are chosen by name in `streamanon.registry` (``REDACTORS``). Speed: blurring
 is done by shrinking the head to a few pixels and enlarging it back, which costs about the
 same for any face size, unlike a kernel as wide as the face.
 """
@@ -19,7 +21,6 @@ from streamanon.anonymize.regions import clip_boxes, face_polygon, head_boxes, h
 from streamanon.errors import InputError
 from streamanon.types import Detections
 
-METHODS = ("blur", "pixelate", "solid", "mask")
 # Head boxes are shrunk to this many pixels along their longer side before the blur. 6 px
 # leaves no identity (and no face CenterFace can find); see tests/test_classic.py.
 BLUR_PIXELS = 6
@@ -82,9 +83,9 @@ class _Stateless:
 
 
 class _BoxRedactor(_Stateless, ABC):
-    def __init__(self, mask_scale: float = 1.3) -> None:
+    def __init__(self, mask_scale: float = 1.3, exact: bool = False) -> None:
         head_boxes_xyxy(np.zeros((0, 4)), mask_scale)  # validates
-        self.mask_scale = mask_scale
+        self.mask_scale, self.exact = mask_scale, exact
 
     @abstractmethod
     def _fill(self, roi: np.ndarray) -> None:
@@ -92,7 +93,11 @@ class _BoxRedactor(_Stateless, ABC):
 
     def apply(self, image_bgr: np.ndarray, faces: Detections) -> None:
         _check(image_bgr)
-        for x1, y1, x2, y2 in head_boxes(faces, image_bgr.shape, self.mask_scale).tolist():
+        if self.exact:
+            boxes = clip_boxes(faces.xyxy, image_bgr.shape)
+        else:
+            boxes = head_boxes(faces, image_bgr.shape, self.mask_scale)
+        for x1, y1, x2, y2 in boxes.tolist():
             if x2 > x1 and y2 > y1:  # empty after clipping: face entirely off-frame
                 self._fill(image_bgr[y1:y2, x1:x2])
 
@@ -102,8 +107,10 @@ class BlurRedactor(_BoxRedactor):
 
     name = "blur"
 
-    def __init__(self, mask_scale: float = 1.3, pixels: int = BLUR_PIXELS) -> None:
-        super().__init__(mask_scale)
+    def __init__(
+        self, mask_scale: float = 1.3, pixels: int = BLUR_PIXELS, *, exact: bool = False
+    ) -> None:
+        super().__init__(mask_scale, exact)
         if pixels < 1:
             raise InputError(f"blur pixels must be >= 1, got {pixels}")
         self.pixels = pixels
@@ -117,8 +124,10 @@ class PixelateRedactor(_BoxRedactor):
 
     name = "pixelate"
 
-    def __init__(self, mask_scale: float = 1.3, blocks: int = PIXELATE_BLOCKS) -> None:
-        super().__init__(mask_scale)
+    def __init__(
+        self, mask_scale: float = 1.3, blocks: int = PIXELATE_BLOCKS, *, exact: bool = False
+    ) -> None:
+        super().__init__(mask_scale, exact)
         if blocks < 1:
             raise InputError(f"pixelate blocks must be >= 1, got {blocks}")
         self.blocks = blocks
@@ -132,8 +141,14 @@ class SolidRedactor(_BoxRedactor):
 
     name = "solid"
 
-    def __init__(self, mask_scale: float = 1.3, color: tuple[int, int, int] = (0, 0, 0)) -> None:
-        super().__init__(mask_scale)
+    def __init__(
+        self,
+        mask_scale: float = 1.3,
+        color: tuple[int, int, int] = (0, 0, 0),
+        *,
+        exact: bool = False,
+    ) -> None:
+        super().__init__(mask_scale, exact)
         self.color = np.array(color, dtype=np.uint8)
 
     def _fill(self, roi: np.ndarray) -> None:
@@ -204,27 +219,3 @@ def _fill_ellipse(mask: np.ndarray, box: np.ndarray) -> None:
     centre = (round((x1 + x2) / 2 * 16), round((y1 + y2) / 2 * 16))
     axes = (max(round((x2 - x1) / 2 * 16), 1), max(round((y2 - y1) / 2 * 16), 1))
     cv2.ellipse(mask, centre, axes, 0, 0, 360, 255, thickness=-1, lineType=cv2.LINE_8, shift=4)
-
-
-def make_redactor(
-    method: str,
-    *,
-    mask_scale: float = 1.3,
-    color: tuple[int, int, int] = (0, 0, 0),
-    strength: int | None = None,
-    fill: str = "blur",
-) -> Redactor:
-    """A redactor by name: blur | pixelate | solid | mask.
-
-    strength: pixels along the head's longer side after shrinking (blur, mask with blur fill)
-    or blocks (pixelate); lower is stronger. fill: "blur" or "solid" for the mask method.
-    """
-    if method == "blur":
-        return BlurRedactor(mask_scale, strength or BLUR_PIXELS)
-    if method == "pixelate":
-        return PixelateRedactor(mask_scale, strength or PIXELATE_BLOCKS)
-    if method == "solid":
-        return SolidRedactor(mask_scale, color)
-    if method == "mask":
-        return MaskRedactor(mask_scale, fill, color, strength or BLUR_PIXELS)
-    raise InputError(f"unknown redaction method {method!r}; choose one of {', '.join(METHODS)}")

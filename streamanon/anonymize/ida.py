@@ -21,6 +21,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.generative import GENERATOR_FILE, generator_gate
 from streamanon.anonymize.identity_state import FaceJob, TrackState
 from streamanon.anonymize.swap import SwapMethod
@@ -119,16 +120,16 @@ def refine(runtime: RefinerRuntime, render: np.ndarray, crop: np.ndarray, mask: 
 
 
 class IdaMethod(SwapMethod):
-    """The `ida` face method (`FaceMethod` of `anonymize.registry`)."""
+    """The `ida` face method (a `FaceMethod` of `streamanon.registry`)."""
 
     name = "ida"
 
-    def __init__(self, opts, model: str | Path | None = None) -> None:
+    def __init__(self, opts, model: str | Path | None = None, *, fallback: Redactor) -> None:
         path = Path(model) if model else engine_file(GENERATOR_FILE)
         ok, why = generator_gate()
         if not ok:
             log.info("ida: %s has not passed its release gate: %s", path.name, why)
-        super().__init__(opts)
+        super().__init__(opts, fallback=fallback)
         self.runtime = RefinerRuntime(path, threads=getattr(opts, "threads", None))
         log.info("ida: generator %s on %s", path.name, self.runtime.name)
 

@@ -46,6 +46,7 @@ from streamanon.anonymize.blend import (
     skin_mask,
     transfer_colour,
 )
+from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
 from streamanon.types import Detections
 from streamanon.visual.attributes import mouth_open_ratio
@@ -189,18 +190,18 @@ def render_delegate(
 
 
 class SwapMethod:
-    """The `swap` face method (`FaceMethod` of `anonymize.registry`)."""
+    """The `swap` face method (a `FaceMethod` of `streamanon.registry`)."""
 
     name = "swap"
 
-    def __init__(self, opts) -> None:
-        from streamanon.anonymize.registry import fallback_redactor
+    def __init__(self, opts, *, fallback: Redactor) -> None:
+        """``fallback``: the cover for faces this method declines (`registry.fallback_redactor`)."""
         from streamanon.visual.align import GEN_SIZE
 
         self.opts = opts
         self.size = GEN_SIZE
         self.ids = IdentityState(opts)
-        self._fallback = fallback_redactor(opts)
+        self._fallback = fallback
         self.fallback_reasons = self.ids.fallback_reasons
         self._source = lru_cache(maxsize=64)(self.ids.bank.crop)
         self._source_stats = lru_cache(maxsize=64)(self._skin_stats)

@@ -198,8 +198,8 @@ def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> 
     config = WorkerConfig(opts, encode, log_level=logging.WARNING if not args.verbose else level)
     chunk_seconds = args.chunk_seconds
     if args.ray is not None:
-        from streamanon.anonymize.registry import get_spec
         from streamanon.batch.ray_backend import RayBackend
+        from streamanon.registry import get_spec
 
         backend = RayBackend(
             config, args.ray, workers=args.workers, threads=args.threads,

@@ -2,9 +2,11 @@
 
 The same code runs in a local pool process and in a Ray worker. Per process, `setup` divides
 the machine's threads, imports everything and builds one `Anonymizer`, so models are loaded
-once (the detector is shared by `_share_detectors`, the rest stays in `streamanon.models`'
-per-process cache); each task then gets a fresh `Anonymizer` (a new tracker and method state:
-nothing about a person crosses files).
+once; each task then gets a fresh `Anonymizer` (a new tracker and method state: nothing about
+a person crosses files) that reuses the first one's detectors (``detectors_from``), which are
+`reset()` for it: the multi-scale face detector keeps state between frames (small faces, the
+tile sweep, the camera), so it must not carry one file's into the next. The other models
+stay in `streamanon.models`' per-process cache.
 
 A task never raises for a bad input: it returns ``{"ok": False, "error": ...}``. Exceptions
 that escape are bugs or interrupts; a process that dies is seen by the driver, which retries.
@@ -90,45 +92,14 @@ def setup(config: WorkerConfig) -> None:
     enc.codec_options.setdefault("threads", n)
     from streamanon.anonymizer import Anonymizer
 
-    _share_detectors()
-    Anonymizer(deepcopy(opts))  # fail here (model missing) rather than once per file
+    # Built once: a missing model fails here rather than once per file, and every task's
+    # anonymizer reuses its detectors.
+    first = Anonymizer(deepcopy(opts))
     if "torch" in __import__("sys").modules:
         import torch
 
         torch.set_num_threads(max(1, config.threads))
-    _state.update(key=config.key, options=opts, encode=enc)
-
-
-def _share_detectors() -> None:
-    """Detectors are built once per worker process, not once per file.
-
-    Each file gets a fresh `Anonymizer` (its tracker and method state must not cross files),
-    but the detector inside is stateless between frames and costly to build (an ONNX Runtime
-    session: 60-150 ms here, more on a GPU). In a worker process, which only ever runs one
-    file at a time, `make_detector` hands out the detector it built for the same arguments.
-    """
-    import streamanon.anonymizer as anonymizer_mod
-    import streamanon.detect as detect
-
-    build = detect.make_detector
-    if getattr(build, "shared_by_batch", False):
-        return
-    memo: dict = {}
-
-    def shared(name: str = "centerface", **kwargs):
-        key = (name, tuple(sorted(kwargs.items())))
-        try:
-            hash(key)
-        except TypeError:  # an unhashable argument: build as usual
-            return build(name, **kwargs)
-        if key not in memo:
-            memo[key] = build(name, **kwargs)
-        return memo[key]
-
-    shared.shared_by_batch = True  # type: ignore[attr-defined]
-    detect.make_detector = shared
-    if hasattr(anonymizer_mod, "make_detector"):  # imported at module level one day
-        anonymizer_mod.make_detector = shared
+    _state.update(key=config.key, options=opts, encode=enc, anonymizer=first)
 
 
 def run_task(
@@ -144,7 +115,7 @@ def run_task(
     t0 = time.perf_counter()
     remove_partials(Path(task.dst))
     try:
-        anon = Anonymizer(deepcopy(opts))
+        anon = Anonymizer(deepcopy(opts), detectors_from=_state["anonymizer"])
         if task.kind == "image":
             report = anonymize_image(
                 task.src, task.dst, anon, overwrite=True, keep_metadata=enc.keep_metadata

@@ -13,44 +13,81 @@ from streamanon.types import Detections
 
 
 @runtime_checkable
-class Detector(Protocol):
-    """Finds faces in one BGR uint8 image; boxes and landmarks are in that image's pixels."""
+class Backend(Protocol):
+    """A detector network or algorithm: finds faces in one BGR uint8 image; boxes and landmarks
+    are in that image's pixels. A backend that keeps state between frames (the multi-scale
+    detector) also has ``reset()``, and one that measures the camera's motion ``camera_shift``."""
 
     name: str
 
     def __call__(self, image_bgr: np.ndarray) -> Detections: ...
 
 
-_PREFERRED = ("CUDAExecutionProvider", "CPUExecutionProvider")
-_logged: set[str] = set()
+@runtime_checkable
+class Stateful(Protocol):
+    def reset(self) -> None:
+        """Forget everything learnt from earlier frames (the next, unrelated input)."""
+        ...
 
 
-def onnx_session(model: str | bytes, name: str, threads: int | None = None):
-    """An ONNX Runtime session on the best provider this install has (CUDA when the GPU
-    build of onnxruntime and a GPU are present, else the CPU), said once per model name."""
-    import logging
+@runtime_checkable
+class MeasuresMotion(Protocol):
+    @property
+    def camera_shift(self) -> tuple[float, float]:
+        """How far the scene moved between the last two frames (px)."""
+        ...
 
-    import onnxruntime as ort
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    available = set(ort.get_available_providers())
-    providers = [p for p in _PREFERRED if p in available] or ["CPUExecutionProvider"]
-    try:
-        session = ort.InferenceSession(model, sess_options=opts, providers=providers)
-    except Exception:  # noqa: BLE001 - a GPU provider that fails to start: fall back to CPU
-        if providers == ["CPUExecutionProvider"]:
-            raise
-        session = ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
-    if name not in _logged:
-        _logged.add(name)
-        used = session.get_providers()[0]
-        # Said aloud only when it is news (an accelerator); the CPU is the quiet default.
-        level = logging.DEBUG if used == "CPUExecutionProvider" else logging.INFO
-        logging.getLogger("streamanon.detect").log(level, "%s runs on %s", name, used)
-    return session
+@runtime_checkable
+class Detector(Protocol):
+    """What a stage calls: ``detector(image) -> Detections`` at least ``low_thresh``;
+    ``thresh`` is the score from which a detection counts on its own; ``reset()`` between
+    unrelated inputs; ``camera_shift``: the scene's shift measured on the last frame, or None
+    when the detector does not measure it."""
+
+    name: str
+    thresh: float
+
+    def __call__(self, image_bgr: np.ndarray) -> Detections: ...
+
+    def reset(self) -> None: ...
+
+    @property
+    def camera_shift(self) -> tuple[float, float] | None: ...
+
+
+class FaceDetector:
+    """A backend, then (optionally) the 68-point landmarks, then one score cut at
+    ``low_thresh`` the same way for every backend: the `Detector` a face stage uses."""
+
+    def __init__(
+        self,
+        backend: Backend,
+        landmarks68=None,  # streamanon.detect.landmarks.Landmarks68, or None
+        *,
+        thresh: float = 0.5,
+        low_thresh: float = 0.1,
+    ) -> None:
+        self.backend, self.landmarks68 = backend, landmarks68
+        self.thresh, self.low_thresh = thresh, low_thresh
+        self.name = backend.name + ("+landmarks68" if landmarks68 is not None else "")
+        self._stateful = isinstance(backend, Stateful)
+        self._motion = isinstance(backend, MeasuresMotion)
+
+    def __call__(self, image_bgr: np.ndarray) -> Detections:
+        dets = self.backend(image_bgr)
+        if self.landmarks68 is not None:
+            dets.landmarks68 = self.landmarks68(image_bgr, dets)
+        keep = dets.score >= self.low_thresh
+        return dets if keep.all() else dets[keep]
+
+    def reset(self) -> None:
+        if self._stateful:
+            self.backend.reset()  # type: ignore[attr-defined]
+
+    @property
+    def camera_shift(self) -> tuple[float, float] | None:
+        return self.backend.camera_shift if self._motion else None  # type: ignore[attr-defined]
 
 
 def check_image(image: np.ndarray) -> np.ndarray:

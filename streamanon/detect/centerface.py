@@ -21,11 +21,11 @@ from streamanon.detect.base import (
     check_image,
     clip_detections,
     nms,
-    onnx_session,
     pad_to_multiple,
     resize_scale,
 )
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.models import onnx_session
 from streamanon.types import Detections
 
 _INPUT = "input.1"

@@ -33,6 +33,7 @@ import numpy as np
 
 from streamanon.errors import InputError
 from streamanon.eval import metrics as M
+from streamanon.registry import REDACTORS
 from streamanon.types import Frame
 
 COVERED_DETAIL = 0.35
@@ -154,9 +155,9 @@ def measure_coverage(
 ) -> dict:
     """Per output: coverage per face-size bin against the independent reference, and the
     share of reference faces the reference CenterFace still finds (re-detected)."""
-    from streamanon.detect import make_detector
     from streamanon.eval import coverage as C
     from streamanon.io.video import VideoReader
+    from streamanon.registry import make_detector
 
     with VideoReader(plain, audio=False) as r:
         total = r.info.frames or sum(1 for _ in r)
@@ -462,7 +463,6 @@ def _scale(text: str | None) -> tuple[int, int] | None:
 
 
 def bench_main(argv: list[str]) -> int:
-    from streamanon.anonymize.classic import METHODS as CLASSIC_METHODS
 
     p = argparse.ArgumentParser(
         prog="streamanon bench",
@@ -471,7 +471,7 @@ def bench_main(argv: list[str]) -> int:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("clip", help="video file to benchmark on")
-    p.add_argument("--methods", default=",".join(CLASSIC_METHODS), help="comma-separated")
+    p.add_argument("--methods", default=",".join(REDACTORS.names()), help="comma-separated")
     p.add_argument("--deface", action="store_true", help="also run deface 1.5.0 (if installed)")
     p.add_argument(
         "--deface-scale", default="640x360", help="also run deface at this detection size ('' = no)"

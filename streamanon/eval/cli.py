@@ -80,7 +80,7 @@ def _write_sheets(args, ev: Evaluator, config: EvalConfig) -> None:
         )
     if args.ab:
         # The same reference faces, cropped from the second version.
-        from streamanon.detect import make_detector
+        from streamanon.registry import make_detector
 
         det = make_detector(config.detector, thresh=config.thresh, input_size=config.input_size,
                             landmarks=False, low_thresh=config.thresh)  # fmt: skip

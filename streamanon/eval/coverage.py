@@ -232,9 +232,9 @@ def reference_detector(
     """image BGR -> reference faces with five landmarks each (RetinaFace + CenterFace native
     + dlib MMOD, merged in that order). ``retina=False`` is the old CenterFace-based
     reference, kept only to compare the two."""
-    from streamanon.detect import make_detector
     from streamanon.detect.landmarks import Landmarks68
     from streamanon.identity.align import five_points_from_68
+    from streamanon.registry import make_detector
 
     rf = None
     if retina:

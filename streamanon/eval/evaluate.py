@@ -91,8 +91,8 @@ class Evaluator:
         labels: dict[str, str] | None = None,
         config: EvalConfig | None = None,
     ) -> None:
-        from streamanon.detect import make_detector
         from streamanon.detect.landmarks import Landmarks68
+        from streamanon.registry import make_detector
 
         self.config = config or EvalConfig()
         self.recognizers = list(recognizers)

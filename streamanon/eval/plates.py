@@ -360,8 +360,8 @@ def read_backgrounds(video: str | Path, count: int = 50) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamanon.anonymize.objects import make_plate_detector
     from streamanon.anonymizer import Anonymizer
+    from streamanon.registry import make_plate_detector
 
     p = argparse.ArgumentParser(prog="python -m streamanon.eval.plates")
     p.add_argument("--background", help="street video for the composed clip")
@@ -372,14 +372,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument(
         "--negatives", help="folder of photos without readable plates: detections there are false"
     )
+    p.add_argument(
+        "--valset",
+        help="openalpr/benchmarks export (streamanon.plates.valset): also measure its photos "
+        "(every 2nd) and close-up cuts (every 4th)",
+    )
+    p.add_argument("--no-heldout", action="store_true", help="skip the held-out photos")
     args = p.parse_args(argv)
-    data = load_labelled()
+    data = [] if args.no_heldout else load_labelled()
+    if args.sheet:
+        Path(args.sheet).mkdir(parents=True, exist_ok=True)
     negatives = load_unlabelled(args.negatives) if args.negatives else []
     res: dict = {}
     kinds = ["yolov9"] if args.plate_model else [k.strip() for k in args.detector.split(",")]
     for kind in kinds:
         det = make_plate_detector(args.plate_model, "auto" if args.plate_model else kind, threads=1)
         th = args.thresh or float(getattr(det, "thresh", 0.2))
+        if args.valset:
+            from streamanon.plates.valset import closeups, load_openalpr
+
+            sets = {"val": load_openalpr(args.valset, every=2)}
+            sets["val_closeups"] = closeups(load_openalpr(args.valset, every=4))
+            for name, vdata in sets.items():
+                t0 = time.perf_counter()
+                vd = [det(image) for _, image, _ in vdata]
+                ms = 1000.0 * (time.perf_counter() - t0) / max(len(vdata), 1)
+                for t in sorted({0.3, th, 0.5}):
+                    res[f"{kind}_{name}@{t:g}"] = score_set(vd, vdata, t, ms).as_dict()
+                if args.sheet:
+                    out = Path(args.sheet) / f"plates_errors_{kind}_{name}.png"
+                    res[f"{kind}_{name}_errors"] = error_sheet(vdata, vd, th, out)
+        if not data:
+            continue
         dets, seconds = [], 0.0
         for _, image, _ in data:
             t0 = time.perf_counter()

@@ -1,6 +1,8 @@
 """Constant-velocity Kalman filters in continuous time (dt in seconds, any frame rate).
 
-Boxes use filterpy's KalmanFilter on [cx, cy, w, h, vcx, vcy, vw, vh]. `PointsFilter` runs
+Boxes use `BoxFilter` (filterpy's KalmanFilter on [cx, cy, w, h, vcx, vcy, vw, vh]); the
+tracker sees only its small interface (`predict`, `update`, `shift`, `state`, `velocity`), so
+another box filter is one factory passed to `FaceTracker(box_filter=...)`. `PointsFilter` runs
 many identical constant-velocity filters at once (the 68 landmarks, see `landmarks.py`): every
 coordinate has the same model and is measured at the same moments, so all share one 2x2
 covariance and one gain, and an update is a few numpy operations. Box noise levels are
@@ -81,6 +83,38 @@ def update_box(kf: KalmanFilter, box: np.ndarray) -> None:
     kf.R = np.eye(4) * (BOX_MEAS_STD * face_size(z)) ** 2
     kf.update(z)
     kf.x[2:4, 0] = np.clip(kf.x[2:4, 0], 0.0, None)
+
+
+class BoxFilter:
+    """The tracker's box filter: constant velocity on [cx, cy, w, h], noise relative to size."""
+
+    def __init__(self, box: np.ndarray) -> None:
+        self._kf = make_box_filter(box)
+
+    def predict(self, dt: float) -> None:
+        predict_box(self._kf, dt)
+
+    def update(self, box: np.ndarray) -> None:
+        update_box(self._kf, box)
+
+    def shift(self, d: np.ndarray) -> None:
+        """Move the centre by ``d`` (dx, dy) px: the camera moved."""
+        self._kf.x[0:2, 0] += d
+
+    @property
+    def state(self) -> np.ndarray:
+        """[cx, cy, w, h] now (a view: copy before changing it)."""
+        return self._kf.x[:4, 0]
+
+    @property
+    def box(self) -> np.ndarray:
+        """The filtered box, xyxy."""
+        return z_to_xyxy(self._kf.x[:4, 0])
+
+    @property
+    def velocity(self) -> np.ndarray:
+        """(vcx, vcy) in px per second."""
+        return self._kf.x[4:6, 0]
 
 
 class PointsFilter:

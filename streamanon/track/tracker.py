@@ -24,16 +24,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
-from filterpy.kalman import KalmanFilter
 
 from streamanon.detect.base import box_iou
 from streamanon.errors import InputError
 from streamanon.track.association import match_iou
 from streamanon.track.kalman import (
+    BoxFilter,
     face_size,
-    make_box_filter,
-    predict_box,
-    update_box,
     xyxy_to_z,
     z_to_xyxy,
 )
@@ -62,7 +59,7 @@ class Track:
     coasting: bool = False
     embedding: np.ndarray | None = None  # set only when the tracker has a reid function
     # Internal filter state.
-    kf: KalmanFilter | None = field(default=None, repr=False)
+    filter: BoxFilter | None = field(default=None, repr=False)
     state_t: float = field(default=0.0, repr=False)
     lm_filter: LandmarkSmoother | None = field(default=None, repr=False)
     hit_box: np.ndarray | None = field(default=None, repr=False)
@@ -83,7 +80,7 @@ def _move_with_box(
 
 def _shift_track(tr: Track, d: np.ndarray) -> None:
     """Move a track with the camera: filter state, boxes and landmarks by `d` (dx, dy)."""
-    tr.kf.x[0:2, 0] += d
+    tr.filter.shift(d)
     d4 = np.tile(d, 2).astype(np.float32)
     tr.box = tr.box + d4
     if tr.hit_box is not None:
@@ -127,6 +124,7 @@ class FaceTracker:
     reid / reid_window_s / reid_max_dist: optional re-identification. When `reid` is given and
     `update` gets the image, a new face whose embedding is within `reid_max_dist` of a track
     that ended less than `reid_window_s` ago gets that track back (id and cache).
+    box_filter: box -> filter with `BoxFilter`'s interface (predict/update/shift/state/velocity).
     """
 
     def __init__(
@@ -145,6 +143,7 @@ class FaceTracker:
         reid: ReidFn | None = None,
         reid_window_s: float = 10.0,
         reid_max_dist: float = 0.6,
+        box_filter: Callable[[np.ndarray], BoxFilter] = BoxFilter,
     ) -> None:
         if not 0.0 <= low_thresh <= thresh <= 1.0:
             raise InputError(f"need 0 <= low_thresh <= thresh <= 1, got {low_thresh}, {thresh}")
@@ -156,6 +155,7 @@ class FaceTracker:
         self.stretch, self.union_filtered = (float(stretch[0]), float(stretch[1])), union_filtered
         self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
         self.footprint = footprint
+        self.box_filter = box_filter  # xyxy box -> a filter started there (norfair-style)
         self._footprints: list[tuple[float, np.ndarray]] = []  # (t, detected box) of recent hits
         self._tracks: list[Track] = []
         self._lost: list[Track] = []  # ended, waiting for re-identification
@@ -210,9 +210,9 @@ class FaceTracker:
             d4 = np.tile(np.asarray(camera_shift, np.float32), 2)
             self._footprints = [(ft, b + d4) for ft, b in self._footprints]
         for tr in self._tracks:
-            predict_box(tr.kf, t - tr.state_t)
+            tr.filter.predict(t - tr.state_t)
             tr.state_t = t
-        pred = np.array([z_to_xyxy(tr.kf.x[:4, 0]) for tr in self._tracks]).reshape(-1, 4)
+        pred = np.array([tr.filter.box for tr in self._tracks]).reshape(-1, 4)
 
         idx = np.arange(len(dets))
         high = idx[dets.score >= self.thresh]
@@ -281,8 +281,8 @@ class FaceTracker:
     def _hit(self, tr: Track, dets: Detections, di: int, t: float, fresh: bool = False) -> None:
         box = dets.xyxy[di]
         if not fresh:  # a fresh filter already sits on this box
-            update_box(tr.kf, box)
-        tr.box = z_to_xyxy(tr.kf.x[:4, 0]).astype(np.float32)
+            tr.filter.update(box)
+        tr.box = tr.filter.box.astype(np.float32)
         tr.hit_box = tr.box.copy()
         tr.hit_wh = tr.box[2:] - tr.box[:2]
         tr.score = float(dets.score[di])
@@ -316,7 +316,7 @@ class FaceTracker:
             first_t=t,
             last_hit_t=t,
         )
-        tr.kf, tr.state_t = make_box_filter(box), t
+        tr.filter, tr.state_t = self.box_filter(box), t
         self._hit(tr, dets, di, t, fresh=True)
         return tr
 
@@ -343,7 +343,7 @@ class FaceTracker:
         for k, di in enumerate(rows):
             if k in revived:
                 tr = revived[k]
-                tr.kf, tr.state_t, tr.lm_filter = make_box_filter(dets.xyxy[di]), t, None
+                tr.filter, tr.state_t, tr.lm_filter = self.box_filter(dets.xyxy[di]), t, None
                 self._hit(tr, dets, di, t, fresh=True)
             else:
                 tr = self._new_track(dets, di, t)
@@ -353,7 +353,7 @@ class FaceTracker:
         return out
 
     def _coast(self, tr: Track, t: float) -> None:
-        z = tr.kf.x[:4, 0].copy()
+        z = tr.filter.state.copy()
         predicted = z_to_xyxy(z)
         # Never smaller than at the last hit, and growing with the time since it.
         z[2:4] = np.maximum(z[2:4], tr.hit_wh) * (1.0 + self.coast_grow * (t - tr.last_hit_t))
@@ -402,7 +402,7 @@ class FaceTracker:
             detected[ok, 2:] = np.maximum(detected[ok, 2:], filtered[ok, 2:])
         xyxy = np.concatenate([detected, np.array([tr.box for tr in coasting]).reshape(-1, 4)])
         # A moving head: cover where it is going and the smear it leaves (one frame's travel).
-        vel = np.array([tr.kf.x[4:6, 0] if tr.hits > 1 else (0.0, 0.0) for tr in tracks])
+        vel = np.array([tr.filter.velocity if tr.hits > 1 else (0.0, 0.0) for tr in tracks])
         xyxy = stretch_along_motion(xyxy, vel.reshape(-1, 2), self._dt, *self.stretch)
         score = np.concatenate(
             [dets.score[rows], np.array([tr.score for tr in coasting], np.float32)]

@@ -1,0 +1,182 @@
+"""`Stage`: one class of object (faces, plates) as detector -> tracker -> method, frame by frame.
+
+The `Anonymizer` is a list of stages; faces and plates are two instances of this one class
+(built by `streamanon.anonymizer.face_stage` and `streamanon.objects.plate_stage`).
+A stage works in two halves, as the threaded frame loop runs them:
+
+- `track(frame, t)` (stateful, in frame order): detect when the cadence says so, track, and
+  store the boxes to cover on the frame (``frame.faces`` or ``frame.objects[kind]``);
+  `update(frame, t, None)` is a frame that is not detected: the tracker predicts only;
+- `apply(frame)`: cover those boxes with the method; if the method raises, the boxes are
+  covered by the stage's ``cover`` (fail closed) and counted as fallbacks.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import numpy as np
+
+from streamanon.motion import CameraMotion
+from streamanon.track import FaceTracker
+from streamanon.types import Detections, Frame
+
+if TYPE_CHECKING:
+    from streamanon.detect.base import Detector
+    from streamanon.registry import FaceMethod
+
+log = logging.getLogger(__name__)
+
+FACE = "face"
+
+
+@dataclass
+class Counters:
+    """Per stage: frames seen, boxes covered (detected + coasting), detections at or above
+    the stage's threshold, coasting boxes, boxes covered by the fallback, tracks."""
+
+    frames: int = 0
+    covered: int = 0
+    detections: int = 0
+    coasted: int = 0
+    fallbacks: int = 0
+    track_ids: set[int] = field(default_factory=set)
+
+    @property
+    def faces(self) -> int:
+        """The face stage's name for ``covered``."""
+        return self.covered
+
+    def count(self, dets: Detections | None, boxes: Detections, thresh: float) -> None:
+        self.frames += 1
+        if dets is not None and len(dets):
+            self.detections += int((dets.score >= thresh).sum())
+        self.covered += len(boxes)
+        if boxes.coasting is not None:
+            self.coasted += int(boxes.coasting.sum())
+        if boxes.track_id is not None:
+            self.track_ids.update(int(i) for i in boxes.track_id if i >= 0)
+
+    def as_dict(self) -> dict:
+        return {
+            "covered": self.covered,
+            "detections": self.detections,
+            "coasted": self.coasted,
+            "tracks": len(self.track_ids),
+            "fallbacks": self.fallbacks,
+        }
+
+
+@runtime_checkable
+class Scans(Protocol):
+    """A detector with high-resolution windows to cycle through on video (PlateNet)."""
+
+    def scan(self, image_bgr: np.ndarray, index: int) -> Detections: ...
+
+
+class Stage:
+    """detector -> tracker -> method for the objects of one ``kind``.
+
+    new_tracker: builds the tracker (again at `reset`). every: run the detector on every
+    N-th frame, the tracker predicts in between. camera: move the tracks with the scene
+    (the detector's own measurement when it has one, else a `CameraMotion` of the stage).
+    reid: pass the image to the tracker (its re-identification embeds new faces).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        detector: Detector,
+        new_tracker: Callable[[], FaceTracker],
+        method: FaceMethod,
+        cover: FaceMethod,
+        *,
+        thresh: float,
+        every: int = 1,
+        camera: bool = False,
+        reid: bool = False,
+    ) -> None:
+        self.kind, self.detector, self.method, self.cover = kind, detector, method, cover
+        self.new_tracker, self.thresh, self.every = new_tracker, thresh, int(every)
+        self.camera, self.reid = camera, reid
+        self._scans = isinstance(detector, Scans)
+        self.tracker = new_tracker()
+        self._motion = CameraMotion() if camera else None
+        self.counters = Counters()
+        self._frames = 0
+
+    def reset(self) -> None:
+        """Start over for an unrelated input: no track, per-track state or count is kept;
+        the detector (its state reset) and the method's models are."""
+        self.method.forget(sorted(self.counters.track_ids))
+        self.tracker = self.new_tracker()
+        self._motion = CameraMotion() if self.camera else None
+        self.detector.reset()
+        self.counters = Counters()
+        self._frames = 0
+
+    def due(self) -> bool:
+        """Whether the detector runs on the next frame (the cadence ``every``)."""
+        return self._frames % self.every == 0
+
+    def track(self, frame: Frame, t: float) -> Detections:
+        """Detect (when due) and track at time ``t``; the boxes to cover are stored on the
+        frame and returned. In frame order."""
+        if not self.due():
+            return self.update(frame, t, None)
+        if self._scans:  # high-resolution windows, one per detected frame
+            dets = self.detector.scan(frame.image, (self._frames + 1) // self.every)
+        else:
+            dets = self.detector(frame.image)
+        return self.update(frame, t, dets)
+
+    def update(self, frame: Frame, t: float, dets: Detections | None) -> Detections:
+        """Track with this frame's detections; ``None``: the frame was not detected, the
+        tracker predicts (and keeps covering) the boxes it believes in."""
+        self._frames += 1
+        shift = None
+        if self._motion is not None:
+            # The detector measured the scene's shift on this frame when it ran on it.
+            shift = self.detector.camera_shift if dets is not None else None
+            if shift is None:
+                shift = self._motion(frame.image)
+        boxes = self.tracker.update(
+            Detections.empty() if dets is None else dets,
+            t,
+            image=frame.image if self.reid else None,
+            camera_shift=shift,
+        )
+        ended = self.tracker.pop_ended()
+        if ended:
+            self.method.forget([tr.id for tr in ended])
+        if self.kind == FACE:
+            frame.faces = boxes
+        else:
+            frame.objects[self.kind] = boxes
+        self.counters.count(dets, boxes, self.thresh)
+        return boxes
+
+    def boxes(self, frame: Frame) -> Detections | None:
+        return frame.faces if self.kind == FACE else frame.objects.get(self.kind)
+
+    def apply(self, frame: Frame) -> None:
+        """Cover the frame's boxes in place; any failure covers them with ``cover``."""
+        boxes = self.boxes(frame)
+        if boxes is None or len(boxes) == 0:
+            return
+        try:
+            self.method.apply(frame.image, boxes)
+        except Exception as exc:  # noqa: BLE001 - never let an object through uncovered
+            log.warning(
+                "frame %d: %s on %s failed (%s); covered by %s",
+                frame.index, getattr(self.method, "name", type(self.method).__name__), self.kind,
+                exc, self.cover.name,
+            )  # fmt: skip
+            self.counters.fallbacks += len(boxes)
+            self.cover.apply(frame.image, boxes)
+
+    def report(self) -> dict:
+        return self.counters.as_dict()
