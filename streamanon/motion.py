@@ -18,14 +18,18 @@ MIN_RESPONSE = 0.05  # below this the peak is noise (a cut, a flat frame): no sh
 
 class CameraMotion:
     """``motion(image_bgr) -> (dx, dy)``: how far the scene moved since the previous call, in
-    pixels of `image_bgr` (0, 0 on the first frame, after a cut or a size change)."""
+    pixels of `image_bgr` (0, 0 on the first frame, after a cut or a size change).
+
+    ``motion(small, scale)``: the same, measured on a copy of the frame already shrunk by
+    `scale` (the detector's base-pass image, so the frame is not shrunk twice); the shift is
+    still in the frame's pixels."""
 
     def __init__(self, thumb: int = THUMB) -> None:
         self.thumb = thumb
         self._prev: np.ndarray | None = None
         self._window: np.ndarray | None = None
 
-    def __call__(self, image_bgr: np.ndarray) -> tuple[float, float]:
+    def __call__(self, image_bgr: np.ndarray, scale: float = 1.0) -> tuple[float, float]:
         h, w = image_bgr.shape[:2]
         s = min(1.0, self.thumb / max(h, w))
         small = cv2.resize(image_bgr, (max(8, round(w * s)), max(8, round(h * s))),
@@ -39,4 +43,4 @@ class CameraMotion:
         (dx, dy), response = cv2.phaseCorrelate(prev, grey, self._window)
         if response < MIN_RESPONSE or not np.isfinite([dx, dy]).all():
             return 0.0, 0.0
-        return float(dx / s), float(dy / s)
+        return float(dx / s / scale), float(dy / s / scale)

@@ -2,7 +2,7 @@
 
 The shipped graph has a fixed 32x32 input; it is rewritten once at load with dynamic spatial
 dimensions (and its weights are taken out of the graph inputs so ONNX Runtime can fold them).
-Decoding and NMS are vectorised numpy.
+Decoding is vectorised numpy; NMS runs in OpenCV (fast_nms).
 
 Scores: every face scoring at least ``low_thresh`` is returned, not only those above
 ``thresh``. The tracker's second association stage (ByteTrack) extends existing tracks with
@@ -20,12 +20,12 @@ import numpy as np
 from streamanon.detect.base import (
     check_image,
     clip_detections,
-    nms,
+    onnx_session,
     pad_to_multiple,
     resize_scale,
 )
+from streamanon.detect.fast_nms import nms
 from streamanon.errors import InputError, ModelMissingError
-from streamanon.models import onnx_session
 from streamanon.types import Detections
 
 _INPUT = "input.1"
@@ -91,6 +91,16 @@ def decode(
     return boxes[keep], score[keep], pts[keep]
 
 
+def resized(image: np.ndarray, s: float) -> np.ndarray:
+    """`image` scaled by `s` (area-averaged when shrinking); `image` itself when s == 1."""
+    if s == 1.0:
+        return image
+    h, w = image.shape[:2]
+    size = (max(1, round(w * s)), max(1, round(h * s)))
+    interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(image, size, interpolation=interp)
+
+
 class CenterFace:
     """CenterFace detector: ``CenterFace()(image_bgr) -> Detections`` (boxes, scores, 5 landmarks)."""
 
@@ -123,28 +133,26 @@ class CenterFace:
     def detect_scaled(self, image: np.ndarray, s: float) -> Detections:
         """Faces in `image` (BGR uint8) detected on a copy resized by factor `s`; boxes and
         landmarks in `image`'s pixels."""
-        if s != 1.0:
-            h, w = image.shape[:2]
-            size = (max(1, round(w * s)), max(1, round(h * s)))
-            interp = cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
-            small = cv2.resize(image, size, interpolation=interp)
-        else:
-            small = image
+        return self.detect_resized(resized(image, s), image.shape)
+
+    def detect_resized(self, small: np.ndarray, shape: tuple[int, ...]) -> Detections:
+        """Faces on `small`, an image of `shape` already resized (by `resized`), in the
+        pixels of the image of `shape` (the caller reuses `small` for other work)."""
         (dets,) = self.detect_batch([pad_to_multiple(small, 32)])
         # Map back to the original image with the per-axis resize factors.
-        fx = image.shape[1] / small.shape[1]
-        fy = image.shape[0] / small.shape[0]
+        fx = shape[1] / small.shape[1]
+        fy = shape[0] / small.shape[0]
         dets.xyxy *= np.array([fx, fy, fx, fy], dtype=np.float32)
         dets.landmarks5 *= np.array([fx, fy], dtype=np.float32)
-        return clip_detections(dets, image.shape)
+        return clip_detections(dets, shape)
 
     def detect_batch(self, images: list[np.ndarray]) -> list[Detections]:
         """Run the network once on equally sized BGR images (sides multiples of 32); boxes in
         each image's own pixels, unclipped."""
         if not images:
             return []
-        # The network takes RGB 0..255 NCHW float.
-        blob = np.stack([im[:, :, ::-1].transpose(2, 0, 1) for im in images]).astype(np.float32)
+        # The network takes RGB 0..255 NCHW float (OpenCV's C++ packing: 2x numpy's speed).
+        blob = cv2.dnn.blobFromImages(images, scalefactor=1.0, swapRB=True, crop=False)
         heat, scale, offset, lms = self.session.run(_OUTPUTS, {_INPUT: blob})
         out = []
         for i in range(len(images)):

@@ -33,11 +33,11 @@ from streamanon.detect.base import (
     box_iou,
     check_image,
     clip_detections,
-    nms,
     pad_to_multiple,
     resize_scale,
 )
-from streamanon.detect.centerface import CenterFace
+from streamanon.detect.centerface import CenterFace, resized
+from streamanon.detect.fast_nms import nms
 from streamanon.errors import InputError
 from streamanon.motion import CameraMotion
 from streamanon.types import Detections
@@ -143,12 +143,14 @@ class MultiScaleDetector:
         image = check_image(image_bgr)
         base_s = resize_scale(image.shape, self.input_size)
         hi = self.hires_scale()
-        self._shift = self._camera(image)
-        parts = [self.net.detect_scaled(image, base_s)]
+        # One shrink of the frame serves the base pass, the camera motion and the cut test.
+        small = resized(image, base_s)
+        self._shift = self._camera(small, base_s)
+        parts = [self.net.detect_resized(small, image.shape)]
         self.stats["base"] += 1
         if hi > base_s * 1.2:  # the base pass is not already fine enough
             base = parts[0]
-            parts += self._sweep(image, hi)
+            parts += self._sweep(image, hi, small)
             if self.refresh:
                 # Faces the base pass or this frame's tiles already found need no window.
                 fresh = [base.xyxy[base.score >= 0.5]] + [p.xyxy[p.score >= 0.3] for p in parts[1:]]
@@ -159,7 +161,7 @@ class MultiScaleDetector:
         self._frame += 1
         return dets
 
-    def _sweep(self, image: np.ndarray, hi: float) -> list[Detections]:
+    def _sweep(self, image: np.ndarray, hi: float, small: np.ndarray) -> list[Detections]:
         h, w = image.shape[:2]
         # Overlap: any face small enough to be missed by the base pass fits whole in a tile.
         overlap = math.ceil(self.small_limit(image.shape) * 1.3)
@@ -172,7 +174,7 @@ class MultiScaleDetector:
             # Fractional rates (4 tiles in 8 frames) are paid as whole tiles on some frames.
             self._credit += len(grid) / SWEEP_FRAMES
             per_frame, self._credit = int(self._credit), self._credit - int(self._credit)
-        n = len(grid) if self._cut(image) else per_frame
+        n = len(grid) if self._cut(small) else per_frame
         regions = [grid[(self._next_tile + k) % len(grid)] for k in range(min(n, len(grid)))]
         self._next_tile += len(regions)
         if n < len(grid):

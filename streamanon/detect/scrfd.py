@@ -12,9 +12,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamanon.detect.base import check_image, clip_detections, nms, resize_scale
+from streamanon.detect.base import check_image, clip_detections, onnx_session, resize_scale
+from streamanon.detect.fast_nms import nms
 from streamanon.errors import InputError, ModelMissingError
-from streamanon.models import onnx_session
 from streamanon.types import Detections
 
 DEFAULT_MODEL = Path("~/.insightface/models/buffalo_l/det_10g.onnx")
