@@ -20,12 +20,12 @@ import numpy as np
 from streamanon.detect.base import (
     check_image,
     clip_detections,
-    onnx_session,
     pad_to_multiple,
     resize_scale,
 )
 from streamanon.detect.fast_nms import nms
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.models import onnx_session
 from streamanon.types import Detections
 
 _INPUT = "input.1"
@@ -124,7 +124,7 @@ class CenterFace:
         self.input_size = input_size
         self.low_thresh = low_thresh
         self.nms_iou = nms_iou
-        self.session = onnx_session(_dynamic_model_bytes(path), "CenterFace", threads)
+        self.session = onnx_session(_dynamic_model_bytes(path), "CenterFace", threads=threads)
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         image = check_image(image_bgr)

@@ -12,9 +12,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from streamanon.detect.base import check_image, clip_detections, onnx_session, resize_scale
+from streamanon.detect.base import check_image, clip_detections, resize_scale
 from streamanon.detect.fast_nms import nms
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.models import onnx_session
 from streamanon.types import Detections
 
 DEFAULT_MODEL = Path("~/.insightface/models/buffalo_l/det_10g.onnx")
@@ -81,7 +82,7 @@ class SCRFD:
             raise InputError(f"low_thresh must be in (0, 1], got {low_thresh}")
         resize_scale((1, 1), input_size)
         self.input_size, self.low_thresh, self.nms_iou = input_size, low_thresh, nms_iou
-        self.session = onnx_session(str(path), "SCRFD", threads)
+        self.session = onnx_session(str(path), "SCRFD", threads=threads)
         self._input = self.session.get_inputs()[0].name
         if len(self.session.get_outputs()) != 9:
             raise InputError(f"{path} is not an SCRFD model with keypoints (expected 9 outputs)")
