@@ -24,3 +24,21 @@ def match_iou(iou: np.ndarray, min_iou: float) -> tuple[np.ndarray, np.ndarray, 
     free_rows = np.setdiff1d(np.arange(n_rows), pairs[:, 0])
     free_cols = np.setdiff1d(np.arange(n_cols), pairs[:, 1])
     return pairs, free_rows, free_cols
+
+
+def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (len(a), len(b)) of xyxy boxes, one coordinate at a time: the same values as
+    `detect.base.box_iou` (same float64 operations; zero-area pairs give 0) without its
+    (n, m, 2) intermediates and reductions, so a crowd's hundreds of boxes against thousands
+    of recent footprints cost a few milliseconds."""
+    a = np.asarray(a, np.float64).reshape(-1, 4)
+    b = np.asarray(b, np.float64).reshape(-1, 4)
+    iw = np.minimum(a[:, None, 2], b[None, :, 2]) - np.maximum(a[:, None, 0], b[None, :, 0])
+    ih = np.minimum(a[:, None, 3], b[None, :, 3]) - np.maximum(a[:, None, 1], b[None, :, 1])
+    np.clip(iw, 0, None, out=iw)
+    np.clip(ih, 0, None, out=ih)
+    inter = iw * ih
+    area_a = np.clip(a[:, 2] - a[:, 0], 0, None) * np.clip(a[:, 3] - a[:, 1], 0, None)
+    area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
+    union = area_a[:, None] + area_b[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)

@@ -25,9 +25,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from streamanon.detect.base import box_iou
 from streamanon.errors import InputError
-from streamanon.track.association import match_iou
+from streamanon.track.association import iou_matrix, match_iou
 from streamanon.track.kalman import (
     BoxFilter,
     face_size,
@@ -74,21 +73,22 @@ def _move_with_box(
     if points is None:
         return None
     s = np.maximum(src[2:] - src[:2], 1e-6)
-    d = np.clip(dst[2:] - dst[:2], 0.0, None)
+    d = np.maximum(dst[2:] - dst[:2], 0.0)
     return ((points - src[:2]) / s * d + dst[:2]).astype(np.float32)
 
 
-def _shift_track(tr: Track, d: np.ndarray) -> None:
-    """Move a track with the camera: filter state, boxes and landmarks by `d` (dx, dy)."""
+def _shift_track(tr: Track, d: np.ndarray, d4: np.ndarray) -> None:
+    """Move a track with the camera: filter state, boxes and landmarks by `d` (dx, dy);
+    `d4` is (dx, dy, dx, dy) as float32 (made once per frame, not per track)."""
     tr.filter.shift(d)
-    d4 = np.tile(d, 2).astype(np.float32)
+    d2 = d4[:2]
     tr.box = tr.box + d4
     if tr.hit_box is not None:
         tr.hit_box = tr.hit_box + d4
     if tr.landmarks68 is not None:
-        tr.landmarks68 = tr.landmarks68 + d.astype(np.float32)
+        tr.landmarks68 = tr.landmarks68 + d2
     if tr.hit_landmarks5 is not None:
-        tr.hit_landmarks5 = tr.hit_landmarks5 + d.astype(np.float32)
+        tr.hit_landmarks5 = tr.hit_landmarks5 + d2
     if tr.lm_filter is not None:
         tr.lm_filter.center.pos += d
 
@@ -156,7 +156,9 @@ class FaceTracker:
         self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
         self.footprint = footprint
         self.box_filter = box_filter  # xyxy box -> a filter started there (norfair-style)
-        self._footprints: list[tuple[float, np.ndarray]] = []  # (t, detected box) of recent hits
+        # Recent hits: when (t) and where (detected box) some face was, as arrays.
+        self._fp_t = np.zeros(0)
+        self._fp_box = np.zeros((0, 4), np.float32)
         self._tracks: list[Track] = []
         self._lost: list[Track] = []  # ended, waiting for re-identification
         self._ended: list[Track] = []
@@ -205,10 +207,11 @@ class FaceTracker:
         self._dt = 0.0 if self._t is None else t - self._t
         self._t = t
         if camera_shift is not None and any(camera_shift):
-            for tr in self._tracks:
-                _shift_track(tr, np.asarray(camera_shift, np.float64))
+            d = np.asarray(camera_shift, np.float64)
             d4 = np.tile(np.asarray(camera_shift, np.float32), 2)
-            self._footprints = [(ft, b + d4) for ft, b in self._footprints]
+            for tr in self._tracks:
+                _shift_track(tr, d, d4)
+            self._fp_box = self._fp_box + d4
         for tr in self._tracks:
             tr.filter.predict(t - tr.state_t)
             tr.state_t = t
@@ -218,10 +221,10 @@ class FaceTracker:
         high = idx[dets.score >= self.thresh]
         low = idx[(dets.score >= self.low_thresh) & (dets.score < self.thresh)]
         # Stage 1: confident detections against all tracks.
-        pairs1, free_tr, free_hi = match_iou(box_iou(pred, dets.xyxy[high]), self.match_iou)
+        pairs1, free_tr, free_hi = match_iou(iou_matrix(pred, dets.xyxy[high]), self.match_iou)
         matches = [(int(a), int(high[b])) for a, b in pairs1]
         # Stage 2: weak detections against the tracks still free (ByteTrack).
-        pairs2, _, _ = match_iou(box_iou(pred[free_tr], dets.xyxy[low]), self.match_iou)
+        pairs2, _, _ = match_iou(iou_matrix(pred[free_tr], dets.xyxy[low]), self.match_iou)
         matches += [(int(free_tr[a]), int(low[b])) for a, b in pairs2]
 
         row_track: dict[int, Track] = {}
@@ -252,8 +255,12 @@ class FaceTracker:
         self._tracks = live + [tr for tr in row_track.values() if id(tr) not in known]
         self._expire_lost(t)
         if self.footprint:
-            self._footprints = [(ft, b) for ft, b in self._footprints if t - ft <= self.coast_s]
-            self._footprints += [(t, dets.xyxy[di].copy()) for di in row_track]
+            keep = t - self._fp_t <= self.coast_s
+            rows = list(row_track)
+            self._fp_t = np.concatenate([self._fp_t[keep], np.full(len(rows), t)])
+            self._fp_box = np.concatenate(
+                [self._fp_box[keep], dets.xyxy[rows].reshape(-1, 4).astype(np.float32)]
+            )
         return self._output(dets, row_track)
 
     def _weak_in_footprint(
@@ -261,19 +268,29 @@ class FaceTracker:
     ) -> list[int]:
         """Weak detections on no track that overlap where a face was detected lately and are
         not a second box of a face already output this frame."""
-        recent = [b for ft, b in self._footprints if t - ft <= self.coast_s + 1e-9]
-        free = [int(di) for di in low if int(di) not in taken]
-        if not recent or not free:
+        recent = self._fp_box[t - self._fp_t <= self.coast_s + 1e-9]
+        free = np.array([int(di) for di in low if int(di) not in taken], np.int64)
+        if not len(recent) or not len(free):
             return []
-        near = box_iou(dets.xyxy[free], np.array(recent)).max(axis=1) >= self.match_iou
+        near = iou_matrix(dets.xyxy[free], recent).max(axis=1) >= self.match_iou
+        cand = free[near]
+        if not len(cand):
+            return []
+        # In order, a candidate is kept unless it is a second box of a face already output
+        # (taken) or of a candidate kept before it.
+        taken_rows = np.array(sorted(taken), np.int64)
+        blocked = np.zeros(len(cand), bool)
+        if len(taken_rows):
+            blocked = (
+                iou_matrix(dets.xyxy[cand], dets.xyxy[taken_rows]).max(axis=1) >= self.match_iou
+            )
+        same = iou_matrix(dets.xyxy[cand], dets.xyxy[cand]) >= self.match_iou
         out = []
-        for di, ok in zip(free, near, strict=True):
-            if not ok:
+        for k in range(len(cand)):
+            if blocked[k]:
                 continue
-            kept = [*taken, *out]
-            if kept and box_iou(dets.xyxy[[di]], dets.xyxy[kept]).max() >= self.match_iou:
-                continue
-            out.append(di)
+            out.append(int(cand[k]))
+            blocked[k + 1 :] |= same[k, k + 1 :]
         return out
 
     # -- life cycle -------------------------------------------------------------------------
