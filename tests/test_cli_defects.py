@@ -169,18 +169,19 @@ def test_journal_with_bad_bytes_and_a_torn_last_line_goes_on(tmp_path, small_src
     journal = out / JOURNAL_NAME
     lines = journal.read_bytes().splitlines(keepends=True)
     assert len(lines) == 2
-    b_mtime = (out / "b.mp4").stat().st_mtime_ns
-    # What a crash leaves: b.mp4 in place, its line half-written; plus a line of junk bytes.
+    first, last = (json.loads(x)["file"] for x in lines)  # in the order they finished
+    mtime = (out / last).stat().st_mtime_ns
+    # What a crash leaves: the last output in place, its line half-written; plus junk bytes.
     journal.write_bytes(lines[0] + b"\xff\xfe junk\n" + lines[1][:30])
     r = run("batch", str(small_src), "-o", str(out), "-m", "blur")
     assert r.returncode == 0, r.stderr
     assert "Traceback" not in r.stderr
-    assert r.stderr.count("cut short") == 1 and "b.mp4 is done again" in r.stderr
-    assert (out / "b.mp4").stat().st_mtime_ns != b_mtime  # redone, not refused
+    assert r.stderr.count("cut short") == 1 and f"{last} is done again" in r.stderr
+    assert (out / last).stat().st_mtime_ns != mtime  # redone, not refused
     text = journal.read_bytes()
     assert text.endswith(b"\n")
     good = [json.loads(x) for x in text.splitlines() if x.startswith(b"{")]
-    assert [x["file"] for x in good] == ["a.mp4", "b.mp4"]  # the torn line was cut off
+    assert [x["file"] for x in good] == [first, last]  # the torn line was cut off
 
 
 def test_other_options_message_names_the_file(tmp_path, small_src) -> None:
@@ -362,3 +363,165 @@ def test_a_plate_model_of_the_wrong_shape_is_refused_before_any_work(
     line = one_line(r, 2)
     assert line.startswith(f"streamanon: error: --plate-model {model}: ") and message in line
     assert not dst.exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+
+
+# ---------------------------------------------------------------- nothing changed silently
+
+
+def _encode(path: Path, codec: str, pix_fmt: str, size: tuple[int, int], n: int = 10) -> Path:
+    """``n`` frames of a moving gradient (no face: only the format is under test)."""
+    import av
+
+    w, h = size
+    with av.open(str(path), "w") as c:
+        s = c.add_stream(codec, rate=25)
+        s.width, s.height, s.pix_fmt = w, h, pix_fmt
+        for i in range(n):
+            img = np.zeros((h, w, 3), np.uint8)
+            img[:, :, 1] = (np.arange(w)[None, :] + 5 * i) % 256
+            img[:, :, 2] = (np.arange(h)[:, None] * 2) % 256
+            f = av.VideoFrame.from_ndarray(img, format="bgr24")
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    return path
+
+
+def _probe(path: Path) -> dict:
+    import av
+
+    with av.open(str(path)) as c:
+        v = c.streams.video[0]
+        frame = next(c.decode(v))
+        return {
+            "size": (frame.width, frame.height),
+            "pix_fmt": frame.format.name,
+            "field_order": v.codec_context.field_order,
+            "interlaced": frame.interlaced_frame,
+            "streams": [s.type for s in c.streams],
+        }
+
+
+def test_ten_bit_video_stays_ten_bit(tmp_path) -> None:
+    src = _encode(tmp_path / "p10.mkv", "libx264", "yuv420p10le", (160, 96))
+    out = tmp_path / "out.mp4"
+    r = run(str(src), "-o", str(out), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert _probe(out)["pix_fmt"] == "yuv420p10le"
+    assert "8-bit" not in r.stderr
+    # An encoder without a deeper format: written as 8-bit, and said so (once).
+    r = run(str(src), "-o", str(tmp_path / "out.avi"), "--codec", "mpeg4", "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("10-bit source written as 8-bit: mpeg4") == 1
+
+
+def test_an_odd_size_is_kept(tmp_path) -> None:
+    src = _encode(tmp_path / "odd.mkv", "ffv1", "yuv420p", (161, 97))
+    out = tmp_path / "out.mp4"  # x264 cannot do 4:2:0 at odd sizes: 4:4:4, said once
+    r = run(str(src), "-o", str(out), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert _probe(out)["size"] == (161, 97)
+    assert r.stderr.count("odd size 161x97 kept by encoding 4:4:4") == 1
+    webm = tmp_path / "out.webm"  # VP9 takes odd sizes in 4:2:0: nothing to say
+    r = run(str(src), "-o", str(webm), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert _probe(webm)["size"] == (161, 97) and _probe(webm)["pix_fmt"] == "yuv420p"
+    assert "odd size" not in r.stderr and "cropped" not in r.stderr
+    r = run(str(src), "-o", str(tmp_path / "out.avi"), "--codec", "mpeg4", "-m", "blur")
+    assert r.returncode == 0, r.stderr  # mpeg4 has no 4:4:4: cropped, and said so
+    assert r.stderr.count("cropped from 161x97 to 160x96: mpeg4 needs even sizes") == 1
+
+
+def test_video_alpha_that_cannot_be_kept_is_said(tmp_path) -> None:
+    src = _encode(tmp_path / "alpha.mov", "qtrle", "argb", (64, 48))
+    r = run(str(src), "-o", str(tmp_path / "out.mp4"), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert r.stderr.count("alpha channel (argb) is not kept") == 1
+
+
+def _ffmpeg(*args: str) -> None:
+    from tests.conftest import needs_ffmpeg
+
+    subprocess.run([needs_ffmpeg(), "-v", "error", "-y", *args], check=True, timeout=120)
+
+
+def test_subtitles_are_copied(tmp_path) -> None:
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,000 --> 00:00:00,300\nhello\n")
+    src = tmp_path / "subs.mkv"
+    _ffmpeg("-f", "lavfi", "-t", "0.4", "-i", "testsrc=size=160x96:rate=25", "-i", str(srt),
+            "-c:v", "libx264", "-pix_fmt", "yuv420p", "-c:s", "srt", str(src))  # fmt: skip
+    out = tmp_path / "out.mkv"
+    r = run(str(src), "-o", str(out), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    assert _probe(out)["streams"] == ["video", "subtitle"]
+    import av
+
+    with av.open(str(out)) as c:
+        texts = [bytes(p) for p in c.demux(c.streams.subtitles[0]) if p.size]
+    assert texts == [b"hello"]
+    # MP4 cannot hold SubRip: the stream is dropped, and that is said.
+    r = run(str(src), "-o", str(tmp_path / "out.mp4"), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    assert "subtitle stream 1 cannot go into" in r.stderr and "dropped" in r.stderr
+
+
+def test_interlaced_video_stays_interlaced(tmp_path) -> None:
+    src = tmp_path / "interlaced.mp4"
+    _ffmpeg("-f", "lavfi", "-t", "0.4", "-i", "testsrc=size=160x96:rate=25", "-vf", "setfield=tff",
+            "-flags", "+ildct+ilme", "-c:v", "libx264", "-x264-params", "tff=1",
+            "-pix_fmt", "yuv420p", str(src))  # fmt: skip
+    assert _probe(src)["interlaced"]
+    out = tmp_path / "out.mkv"
+    r = run(str(src), "-o", str(out), "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+    got = _probe(out)
+    assert got["interlaced"] and got["field_order"] == 2  # top field first, as the source
+    r = run(str(src), "-o", str(tmp_path / "out.webm"), "-m", "blur", "-q")
+    assert r.returncode == 0 and "written as progressive frames" in r.stderr
+
+
+@pytest.mark.parametrize(
+    "kind, ext, keeps",
+    [
+        ("rgba", ".png", "alpha"),
+        ("rgba", ".webp", "alpha"),
+        ("rgba", ".jpg", None),
+        ("deep", ".png", "16-bit"),
+        ("grey16", ".png", "16-bit grey"),
+    ],
+)
+def test_image_alpha_and_depth_are_kept(tmp_path, kind, ext, keeps) -> None:
+    face = cv2.imread(str(needs_shared("groups", "misc", "face_recognition_two_people.jpg")))
+    h, w = face.shape[:2]
+    alpha = np.full((h, w), 255, np.uint8)
+    alpha[: h // 5] = 0
+    stored = {
+        "rgba": np.dstack([face, alpha]),
+        "deep": face.astype(np.uint16) * 256 + 77,  # low bits that 8 bits cannot carry
+        "grey16": cv2.cvtColor(face, cv2.COLOR_BGR2GRAY).astype(np.uint16) * 256 + 77,
+    }[kind]
+    src = tmp_path / f"{kind}{'.webp' if ext == '.webp' else '.png'}"
+    cv2.imwrite(str(src), stored, [cv2.IMWRITE_WEBP_QUALITY, 101] if ext == ".webp" else [])
+    out = tmp_path / f"out{ext}"
+    r = run(str(src), "-o", str(out), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    got = cv2.imread(str(out), cv2.IMREAD_UNCHANGED)
+    plain = cv2.imread(str(src), cv2.IMREAD_COLOR)
+    anonymized = cv2.imread(str(out), cv2.IMREAD_COLOR)
+    assert np.mean(np.any(anonymized != plain, axis=2)) > 0.02  # the faces were blurred
+    if keeps is None:
+        assert got.ndim == 3 and got.shape[2] == 3
+        assert r.stderr.count("alpha channel (.jpg has none) not kept") == 1
+        return
+    assert "not kept" not in r.stderr
+    source = cv2.imread(str(src), cv2.IMREAD_UNCHANGED)
+    assert got.dtype == source.dtype and got.shape == source.shape
+    if kind == "rgba":
+        assert np.array_equal(got[:, :, 3], source[:, :, 3])
+    else:
+        # Away from the faces every 16-bit value is the source's own, low bits included.
+        same = got == source
+        assert np.mean(same) > 0.7 and np.all(got[same] % 256 == 77)

@@ -10,14 +10,19 @@ header): a 2.6 MB PNG of 30000² pixels would otherwise take ~5.6 GB of memory.
 
 from __future__ import annotations
 
+import logging
 import os
 import struct
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from streamanon.errors import InputError, OutputError
+from streamanon.io.atomic import shown_name
+
+log = logging.getLogger(__name__)
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".jp2", ".pgm", ".ppm"}
 # 100 megapixels: a 12000 x 8000 photo (the largest phone and camera sensors) fits; a decoded
@@ -142,9 +147,129 @@ def read_image(path: str | Path, limit: int | None = None) -> np.ndarray:
     return image
 
 
-def write_image(path: str | Path, image: np.ndarray, quality: int = 95) -> None:
+@dataclass
+class Original:
+    """What an 8-bit BGR copy of a still image loses: its alpha, its bit depth, its greyness.
+
+    ``pixels``: the image as stored (cv2.IMREAD_UNCHANGED, orientation applied); ``base``: the
+    8-bit BGR copy the anonymizer saw.
+    """
+
+    pixels: np.ndarray
+    base: np.ndarray
+
+    @property
+    def alpha(self) -> bool:
+        return self.pixels.ndim == 3 and self.pixels.shape[2] == 4
+
+    @property
+    def deep(self) -> bool:
+        return self.pixels.dtype != np.uint8
+
+    @property
+    def grey(self) -> bool:
+        return self.pixels.ndim == 2 or self.pixels.shape[2] == 1
+
+
+# What each output format can hold of an Original (alpha, more than 8 bits per channel).
+_HOLDS = {
+    ".png": (True, True), ".tif": (True, True), ".tiff": (True, True), ".webp": (True, False),
+    ".jp2": (False, True), ".pgm": (False, True), ".ppm": (False, True), ".bmp": (False, False),
+}  # fmt: skip
+
+
+def read_image_kept(
+    path: str | Path, limit: int | None = None
+) -> tuple[np.ndarray, Original | None]:
+    """`read_image`, plus what its 8-bit BGR copy dropped (None when nothing was: an 8-bit
+    colour image without alpha), for `write_image` to put back."""
+    image = read_image(path, limit)
+    raw = cv2.imdecode(np.fromfile(Path(path), dtype=np.uint8), cv2.IMREAD_UNCHANGED)
+    if raw is None or raw.shape[:2] != image.shape[:2]:
+        return image, None  # rotated by EXIF (JPEG: 8-bit colour anyway) or unreadable as is
+    if raw.dtype == np.uint8 and raw.ndim == 3 and raw.shape[2] == 3:
+        return image, None
+    if raw.dtype not in (np.uint8, np.uint16):
+        return image, None  # float TIFFs and the like: written as 8-bit
+    # Only when the stored pixels are the ones read (no orientation tag turned them).
+    colour = raw if raw.ndim == 3 else raw[:, :, None]
+    eight = (colour[:, :, :3] >> 8).astype(np.uint8) if raw.dtype == np.uint16 else colour[:, :, :3]
+    if eight.shape[2] == 1:
+        eight = np.repeat(eight, 3, axis=2)
+    if np.abs(eight.astype(np.int16) - image.astype(np.int16)).mean() > 2.0:
+        log.warning("%s: alpha / bit depth not kept (stored turned by an orientation tag)", path)
+        return image, None
+    return image, Original(raw, image)
+
+
+def _changed_boxes(out: np.ndarray, base: np.ndarray, grow: int = 4) -> np.ndarray:
+    """Mask of the boxes around every region the anonymizer changed (grown a little): inside
+    them the output's own pixels are used whole, so no detail of a face survives in the bits
+    an 8-bit copy does not see."""
+    changed = np.any(out != base, axis=2).astype(np.uint8)
+    mask = np.zeros_like(changed, dtype=bool)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(changed, connectivity=8)
+    h, w = changed.shape
+    for x, y, bw, bh, _area in stats[1:n]:
+        mask[max(0, y - grow) : min(h, y + bh + grow), max(0, x - grow) : min(w, x + bw + grow)] = (
+            True
+        )
+    return mask
+
+
+def restore(out: np.ndarray, original: Original, ext: str) -> tuple[np.ndarray, list[str]]:
+    """``out`` (8-bit BGR, anonymized) in the original's form as far as ``ext`` holds it;
+    returns it and what could not be kept."""
+    alpha_ok, deep_ok = _HOLDS.get(ext, (False, False))
+    lost = []
+    px = original.pixels
+    img = out
+    if original.deep:
+        if deep_ok:
+            colour = px if px.ndim == 3 else px[:, :, None]
+            colour = colour[:, :, :3] if colour.shape[2] >= 3 else colour
+            if colour.shape[2] == 1:
+                colour = np.repeat(colour, 3, axis=2)
+            img = colour.copy()
+            mask = _changed_boxes(out, original.base)
+            img[mask] = out[mask].astype(np.uint16) * 257
+        else:
+            lost.append(
+                f"{px.dtype.itemsize * 8}-bit depth (written as 8-bit: {ext} holds no more)"
+            )
+    if (
+        original.grey
+        and np.array_equal(img[:, :, 0], img[:, :, 1])
+        and np.array_equal(img[:, :, 1], img[:, :, 2])
+    ):
+        img = img[:, :, 0]  # still grey after anonymizing: stays a grey image
+    if original.alpha:
+        if alpha_ok and img.ndim == 3:
+            a = px[:, :, 3]
+            if a.dtype != img.dtype:
+                a = (
+                    (a // 257).astype(np.uint8)
+                    if img.dtype == np.uint8
+                    else a.astype(np.uint16) * 257
+                )
+            img = np.dstack([img, a])
+        else:
+            lost.append(f"alpha channel ({ext} has none)" if not alpha_ok else "alpha channel")
+    return img, lost
+
+
+def write_image(
+    path: str | Path, image: np.ndarray, quality: int = 95, original: Original | None = None
+) -> None:
+    """Encode ``image`` by ``path``'s extension; with ``original`` (from `read_image_kept`),
+    its alpha, bit depth and greyness are put back where the format holds them, and what it
+    cannot hold is said once."""
     p = Path(path)
     ext = p.suffix.lower()
+    if original is not None:
+        image, lost = restore(image, original, ext)
+        for what in lost:
+            log.warning("%s: %s not kept", shown_name(p), what)
     params: list[int] = []
     if ext in (".jpg", ".jpeg"):
         params = [cv2.IMWRITE_JPEG_QUALITY, quality]

@@ -55,6 +55,74 @@ CRF_RANGES = {
 }  # fmt: skip
 
 
+# Encoders that code interlaced video (field order and interlaced DCT/ME from the context).
+INTERLACED_CODECS = {"libx264", "mpeg2video", "mpeg4", "libx264rgb"}
+# Encoders that take any frame size in subsampled chroma (x264, x265, mpeg4, ... want even).
+ODD_SIZES_OK = {"libvpx-vp9", "libvpx", "libaom-av1", "ffv1", "png", "qtrle", "gif", "rawvideo"}
+
+
+def _bits(fmt: av.VideoFormat) -> int:
+    return max((c.bits for c in fmt.components), default=8)
+
+
+def _alpha(fmt: av.VideoFormat) -> bool:
+    return any(c.is_alpha for c in fmt.components)
+
+
+def _subsampled(fmt: av.VideoFormat) -> tuple[bool, bool]:
+    """(width, height) halved in chroma: such formats need even sizes from most encoders."""
+    return fmt.chroma_width(2) < 2, fmt.chroma_height(2) < 2
+
+
+def choose_format(
+    codec: str, supported: list[str], asked: str | None, source: str | None, w: int, h: int
+) -> tuple[str, tuple[int, int], list[str]]:
+    """The pixel format and size to encode: the source's bit depth where the encoder has it,
+    its exact size (4:4:4 when an encoder needs even sizes for 4:2:0), and a line for each
+    thing that could not be kept (alpha, depth, an odd size). ``asked``: the user's format."""
+    notes: list[str] = []
+    wanted = asked or "yuv420p"
+    src = None
+    if source:
+        try:
+            src = av.VideoFormat(source)
+        except (ValueError, av.error.FFmpegError):
+            src = None
+    if asked is None and src is not None:
+        if _alpha(src):
+            notes.append(f"the source's alpha channel ({source}) is not kept: video is"
+                         " anonymized and written opaque")  # fmt: skip
+        depth = _bits(src)
+        if depth > 8:
+            deep = [
+                f for f in supported
+                if f.startswith("yuv") and not _alpha(av.VideoFormat(f))
+                and _bits(av.VideoFormat(f)) > 8
+            ]  # fmt: skip
+            same = _subsampled(src)
+            deep.sort(key=lambda f: (_subsampled(av.VideoFormat(f)) != same,
+                                     abs(_bits(av.VideoFormat(f)) - depth)))  # fmt: skip
+            if deep:
+                wanted = deep[0]
+            else:
+                notes.append(f"{depth}-bit source written as 8-bit: {codec} has no deeper format")
+    if supported and wanted not in supported:
+        wanted = supported[0]
+    ow, oh = w, h
+    if codec not in ODD_SIZES_OK:
+        half_w, half_h = _subsampled(av.VideoFormat(wanted))
+        if (half_w and w % 2) or (half_h and h % 2):
+            full = wanted.replace("420", "444").replace("422", "444")
+            if full != wanted and full in supported:
+                notes.append(f"odd size {w}x{h} kept by encoding 4:4:4 ({full}), which some"
+                             " players (browsers, phones) cannot play")  # fmt: skip
+                wanted = full
+            else:
+                ow, oh = w - w % 2 * half_w, h - h % 2 * half_h
+                notes.append(f"cropped from {w}x{h} to {ow}x{oh}: {codec} needs even sizes")
+    return wanted, (ow, oh), notes
+
+
 def check_crf(codec: str, crf: int | None) -> None:
     """An InputError (one line, before any work) for a --crf the encoder does not take."""
     lo, hi = CRF_RANGES.get(codec, (0, 63))
@@ -90,6 +158,8 @@ class VideoInfo:
     pix_fmt: str | None
     metadata: dict[str, str]
     audio_streams: list[int] = field(default_factory=list)
+    # FFmpeg's AVFieldOrder: 0 unknown, 1 progressive, 2 tt, 3 bb, 4 tb, 5 bt.
+    field_order: int = 0
 
 
 def normalize_rotation(degrees: float) -> int:
@@ -183,9 +253,12 @@ class VideoReader:
             self.container.close()
             raise InputError(f"{self.source}: unsupported or unreadable video stream")
         self.audio_streams = list(self.container.streams.audio) if audio else []
+        # Subtitles ride with the audio (copied, never decoded); --no-audio keeps video only.
+        self.subtitle_streams = list(self.container.streams.subtitles) if audio else []
         self.corrupt_packets = 0
         self.fixed_timestamps = 0
         self.rotation = 0
+        self.field_order = int(self.stream.codec_context.field_order or 0)
         self._last_pts: int | None = None
         # A gap longer than this between two frames is taken as a corrupt timestamp. Files
         # cannot jump past their own length; live sources may pause, so they get a minute.
@@ -241,11 +314,12 @@ class VideoReader:
             pix_fmt=ctx.pix_fmt,
             metadata=dict(self.container.metadata),
             audio_streams=[a.index for a in self.audio_streams],
+            field_order=self.field_order,
         )
 
     def __iter__(self) -> Iterator[Frame | AudioPacket]:
         index = 0
-        streams = [self.stream, *self.audio_streams]
+        streams = [self.stream, *self.audio_streams, *self.subtitle_streams]
         tb = self.stream.time_base
         try:
             packets = self.container.demux(streams)
@@ -263,6 +337,10 @@ class VideoReader:
                     if packet.dts is not None and packet.size:
                         yield AudioPacket(packet, packet.stream.index)
                     continue
+                if packet.stream.type == "subtitle":
+                    if packet.size and (packet.pts is not None or packet.dts is not None):
+                        yield AudioPacket(packet, packet.stream.index)
+                    continue
                 try:
                     frames = packet.decode()
                 except (av.error.InvalidDataError, av.error.UndefinedError, ValueError) as exc:
@@ -273,6 +351,11 @@ class VideoReader:
                     rotation = normalize_rotation(getattr(vf, "rotation", 0) or 0)
                     if index == 0:
                         self.rotation = rotation
+                        if vf.interlaced_frame and self.field_order < 2:
+                            # Interlaced pictures in a container that did not say so: the
+                            # decoder knows the order; top field first when it does not.
+                            order = int(self.stream.codec_context.field_order or 0)
+                            self.field_order = order if order >= 2 else 2
                     image = upright(vf.to_ndarray(format="bgr24"), rotation)
                     ftb = vf.time_base or tb
                     yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb, rotation)
@@ -356,12 +439,17 @@ class VideoWriter:
         # Audio streams are added after the video stream (so video stays stream 0).
         self._audio_from = audio_from
         self._keep_metadata = keep_metadata
-        self._audio_wanted = {a.index for a in audio_from.audio_streams} if audio_from else set()
+        self._audio_wanted = (
+            {a.index for a in (*audio_from.audio_streams, *audio_from.subtitle_streams)}
+            if audio_from
+            else set()
+        )
         self.audio_map: dict[int, av.stream.Stream] = {}
         self.stream: av.video.stream.VideoStream | None = None
         self._pending: list[AudioPacket] = []
         self._tb: Fraction | None = None
         self._last_pts: int | None = None
+        self._fields: av.filter.Graph | None = None  # marks frames interlaced (tff/bff)
         self.frames_written = 0
 
     def _open_stream(self, frame: Frame) -> None:
@@ -372,17 +460,16 @@ class VideoWriter:
         try:
             stream = self.container.add_stream(self.codec, rate=rate)
         except (ValueError, av.error.FFmpegError, av.codec.codec.UnknownCodecError) as exc:
-            raise OutputError(
-                f"{self.shown}: encoder {self.codec!r} unavailable ({exc})"
-            ) from None
-        stream.width, stream.height = w - w % 2, h - h % 2
+            raise OutputError(f"{self.shown}: encoder {self.codec!r} unavailable ({exc})") from None
         supported = [f.name for f in (stream.codec_context.codec.video_formats or [])]
-        wanted = self.pix_fmt or "yuv420p"
-        if supported and wanted not in supported:
-            wanted = supported[0]
+        wanted, (ow, oh), notes = choose_format(
+            self.codec, supported, self.pix_fmt, self.info.pix_fmt if self.info else None, w, h
+        )
+        for note in notes:  # each once per output: what could not be kept, and why
+            log.warning("%s: %s", self.shown, note)
+        stream.width, stream.height = ow, oh
         stream.pix_fmt = wanted
-        if self.codec in ("gif",):
-            stream.width, stream.height = w, h
+        self._keep_fields(stream, ow, oh)
         tb = (
             frame.time_base
             if frame.time_base is not None
@@ -408,17 +495,20 @@ class VideoWriter:
                 # Without the tag the upright picture is written as is: still shown upright.
                 log.warning("rotation %d° not kept (%s); writing upright", self.rotation, exc)
                 h, w = frame.image.shape[:2]
-                stream.width, stream.height = w - w % 2, h - h % 2
+                _, (ow, oh), _ = choose_format(self.codec, supported, wanted, wanted, w, h)
+                stream.width, stream.height = ow, oh
         self.stream = stream
         self._tb = tb
         if self._audio_from is not None:
-            for a in self._audio_from.audio_streams:
+            src = self._audio_from
+            for a in (*src.audio_streams, *src.subtitle_streams):
                 try:
                     out = self.container.add_stream_from_template(a)
                 except (ValueError, av.error.FFmpegError) as exc:
                     log.warning(
-                        "audio stream %d cannot go into %s (%s): dropped", a.index, self.shown, exc
-                    )
+                        "%s stream %d cannot go into %s (%s): dropped",
+                        a.type, a.index, self.shown, exc,
+                    )  # fmt: skip
                     continue
                 for k, v in scrub_metadata(dict(a.metadata), self._keep_metadata).items():
                     out.metadata[k] = v
@@ -436,6 +526,9 @@ class VideoWriter:
         if img.shape[1] != stream.width or img.shape[0] != stream.height:
             img = img[: stream.height, : stream.width]
         vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        if self._fields is not None:
+            self._fields.push(vf)
+            vf = self._fields.pull()
         pts = frame.pts
         if pts is None or self._tb is None or frame.time_base != self._tb:
             pts = None if self._last_pts is None else self._last_pts + 1
@@ -453,6 +546,32 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.shown}: encoding failed ({_ffmsg(exc)})") from None
         self.frames_written += 1
+
+    def _keep_fields(self, stream: av.video.stream.VideoStream, w: int, h: int) -> None:
+        """An interlaced source stays interlaced: field order in the container, fields coded
+        as fields, each frame marked with its field order (x264 reads it from the frame)."""
+        src = self._audio_from
+        order = src.field_order if src is not None else (self.info.field_order if self.info else 0)
+        if order < 2:
+            return
+        if self.codec not in INTERLACED_CODECS:
+            log.warning(
+                "%s: the interlaced source is written as progressive frames (fields woven as"
+                " they are): %s does not code interlaced video; use --codec libx264",
+                self.shown, self.codec,
+            )  # fmt: skip
+            return
+        ctx = stream.codec_context
+        ctx.field_order = order
+        ctx.flags |= av.codec.context.Flags.interlaced_dct | av.codec.context.Flags.interlaced_me
+        graph = av.filter.Graph()
+        tb = self.info.time_base if self.info else Fraction(1, 25)
+        buf = graph.add_buffer(width=w, height=h, format="bgr24", time_base=tb)
+        mark = graph.add("setfield", "tff" if order in (2, 4) else "bff")
+        buf.link_to(mark)
+        mark.link_to(graph.add("buffersink"))
+        graph.configure()
+        self._fields = graph
 
     def write_audio(self, item: AudioPacket) -> None:
         if self.stream is None:
