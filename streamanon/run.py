@@ -24,8 +24,8 @@ from streamanon.errors import InputError, OutputError, StreamanonError
 from streamanon.io.atomic import atomic_output, check_output
 from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image_kept, write_image
 from streamanon.io.sources import VIDEO_EXTS, is_live_source, url_scheme
-from streamanon.io.video import AudioPacket, VideoInfo, VideoReader, VideoWriter
-from streamanon.pipeline import Cancelled, FrameWork, StageTimes, run_frames
+from streamanon.io.video import AudioPacket, VideoReader, VideoWriter
+from streamanon.pipeline import StageTimes, run_pipeline
 from streamanon.types import Frame
 
 log = logging.getLogger(__name__)
