@@ -1,0 +1,114 @@
+"""Frames until a new face is covered with detection on one frame in N (issue 23, item 4).
+
+The reference is the same detector on every frame with the same tracker; a face "appears"
+on the first frame its reference track is detected with a score >= 0.6. The delay is the
+number of frames from there until the cadence output holds the face box (>= 90 % of it inside
+one output box; the anonymizer then still adds the head region's margins). Real clips only.
+
+    python benchmarks/new_face_delay.py --every 2,3,4 [--frames 275]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from streamanon.detect.base import box_iou  # noqa: E402
+from streamanon.detect.cadence import CadenceDetector  # noqa: E402
+from streamanon.detect.multiscale import MultiScaleDetector  # noqa: E402
+from streamanon.io.video import VideoReader  # noqa: E402
+from streamanon.track import FaceTracker  # noqa: E402
+
+SHARED = Path(os.environ.get("STREAMANON_SHARED", REPO.parent / "shared" / "data"))
+CLIPS = ["face_recognition_short_hamilton_clip.mp4", "intel_sample_videos_classroom.mp4"]
+
+
+def inside(face: np.ndarray, boxes: np.ndarray) -> float:
+    if len(boxes) == 0:
+        return 0.0
+    x1, y1 = np.maximum(face[:2], boxes[:, :2]).T
+    x2, y2 = np.minimum(face[2:], boxes[:, 2:]).T
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return float((inter / max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)).max())
+
+
+def run(frames: list[np.ndarray], every: int, fps: float) -> tuple[list, list, dict]:
+    det = CadenceDetector(MultiScaleDetector(), every=every)
+    tracker = FaceTracker(coast_s=0.5, footprint=True)
+    raw, outs = [], []
+    for i, im in enumerate(frames):
+        d = det(im)
+        raw.append(d)
+        outs.append(tracker.update(d, i / fps, camera_shift=det.camera_shift))
+    return raw, outs, det.stats
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--every", default="1,2,3,4")
+    p.add_argument("--frames", type=int, default=275)
+    args = p.parse_args()
+    result = {}
+    for name in CLIPS:
+        with VideoReader(SHARED / "videos" / name, audio=False) as r:
+            fps = float(r.info.average_rate or 25)
+            frames = [f.image.copy() for _, f in zip(range(args.frames), r, strict=False)]
+        ref_raw, ref_out, _ = run(frames, 1, fps)
+        first: dict[int, int] = {}
+        for i, o in enumerate(ref_out):
+            for tid in o.track_id:
+                first.setdefault(int(tid), i)
+        for every in [int(x) for x in args.every.split(",")]:
+            _, outs, stats = run(frames, every, fps)
+            delays, never = [], 0
+            for tid, i0 in first.items():
+                # The face of this track on the frames it was detected (score >= 0.6).
+                hits = []
+                for i in range(i0, min(i0 + 25, len(frames))):
+                    o = ref_out[i]
+                    rows = np.flatnonzero(o.track_id == tid)
+                    d = ref_raw[i]
+                    if not len(rows) or not len(d):
+                        continue
+                    iou = box_iou(o.xyxy[rows], d.xyxy)[0]
+                    if iou.max() > 0.5 and d.score[iou.argmax()] >= 0.6:
+                        hits.append((i, d.xyxy[iou.argmax()]))
+                if not hits:
+                    continue
+                # From the first frame the face is detected with confidence on.
+                late = next(
+                    (i - hits[0][0] for i, f in hits if inside(f, outs[i].xyxy) >= 0.9), None
+                )
+                if late is None:
+                    never += 1
+                else:
+                    delays.append(late)
+            d = np.array(delays)
+            row = {
+                "fps": round(fps, 2),
+                "frames": len(frames),
+                "detected_frames": stats["detections"],
+                "cuts": stats["cuts"],
+                "new_faces": len(delays) + never,
+                "covered_at_once": int((d == 0).sum()),
+                "delay_frames_max": int(d.max()) if len(d) else None,
+                "delay_frames_mean": round(float(d.mean()), 2) if len(d) else None,
+                "not_within_25_frames": never,
+            }
+            result[f"{name} every={every}"] = row
+            print(name, every, json.dumps(row), flush=True)
+    out = REPO / "benchmarks" / "results" / "new_face_delay.json"
+    out.write_text(json.dumps(result, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
