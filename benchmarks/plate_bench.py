@@ -65,15 +65,13 @@ def main(argv: list[str] | None = None) -> int:
         "dashcam net": dict(objects="face,plate", plate_detector="net"),
         "dashcam net every 2": dict(objects="face,plate", plate_detector="net", plate_every=2),
     }
-    plain = transcode(clip, work / "plain.mp4", [])
+    plain = transcode(clip, work / "plain.mp4")
     res = {"machine": f"{platform.processor() or platform.machine()}, {platform.node()}",
            "decode+encode": {"fps": round(plain.fps, 1)}}  # fmt: skip
     print(f"decode+encode: {plain.fps:.1f} fps", flush=True)
     for name, kw in configs.items():
         anon = Anonymizer(Options(method="blur", **kw))
-        e = transcode(
-            clip, work / f"{name}.mp4", [("detect", anon.track), ("anonymize", anon.apply)]
-        )
+        e = transcode(clip, work / f"{name}.mp4", anon)
         res[name] = {
             "fps": round(e.fps, 1), "share_of_decode_encode": round(e.fps / plain.fps, 3),
             "ms_per_frame": {k: round(v, 1) for k, v in e.ms_per_frame.items()},

@@ -5,9 +5,12 @@
 
 Nodes are the subpackages (``detect``, ``track``, ...) and the root modules (``run``,
 ``anonymizer``, ...). An edge A → B means some module of A imports one of B, at module level or
-inside a function (a lazy import is still a dependency). Cycles are reported at two levels:
-between modules counting only module-level imports (these break at import time), and between
-the nodes of the drawing counting every import (these blur what depends on what).
+inside a function (a lazy import is still a dependency). Cycles are reported at three
+levels, none allowed: between modules counting module-level imports (these break at import
+time), between modules counting every import (a lazy import only hides the circle), and
+between the nodes of the drawing counting every import (these blur what depends on what).
+Function-level imports are for optional dependencies (torch, ray, ...) and for modules that
+must load after the environment is set (batch workers); `lazy_imports` lists them.
 """
 
 from __future__ import annotations
@@ -109,6 +112,30 @@ def find_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
     return out
 
 
+def module_graph_all() -> dict[str, set[str]]:
+    """Module -> the streamanon modules it imports, at module level or inside a function."""
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    graph: dict[str, set[str]] = defaultdict(set)
+    for name, path in modules.items():
+        for target, _ in imports(path):
+            t = target if target in modules else target.rsplit(".", 1)[0]
+            if t in modules and t != name and not name.startswith(t + "."):
+                graph[name].add(t)
+    return graph
+
+
+def lazy_imports() -> list[tuple[str, str]]:
+    """(module, imported streamanon module) for every import inside a function."""
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    out = set()
+    for name, path in modules.items():
+        for target, level in imports(path):
+            t = target if target in modules else target.rsplit(".", 1)[0]
+            if not level and t in modules and t != name:
+                out.add((name, t))
+    return sorted(out)
+
+
 def build() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:
     modules = {module_name(p): p for p in PKG.rglob("*.py")}
     mod_graph: dict[str, set[str]] = defaultdict(set)  # module-level imports only
@@ -135,7 +162,7 @@ def build() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str
     return mod_graph, node_graph, lazy_edges
 
 
-def render(node_graph, lazy_edges, mod_cycles, node_cycles) -> str:
+def render(node_graph, lazy_edges, mod_cycles, node_cycles, all_cycles=(), n_lazy=0) -> str:
     lines = [
         "# streamanon: import graph",
         "",
@@ -161,10 +188,18 @@ def render(node_graph, lazy_edges, mod_cycles, node_cycles) -> str:
         lines.append("- between modules, module-level imports: none")
     for c in mod_cycles:
         lines.append(f"- between modules: {' ↔ '.join(c)}")
+    if not all_cycles:
+        lines.append("- between modules, all imports (function-level too): none")
+    for c in all_cycles:
+        lines.append(f"- between modules (all imports): {' ↔ '.join(c)}")
     if not node_cycles:
         lines.append("- between the nodes above, all imports: none")
     for c in node_cycles:
         lines.append(f"- between nodes (all imports): {' ↔ '.join(c)}")
+    lines.append("")
+    lines.append(
+        f"Imports of streamanon modules inside functions: {n_lazy} (module, target) pairs."
+    )
     lines.append("")
     return "\n".join(lines)
 
@@ -172,16 +207,20 @@ def render(node_graph, lazy_edges, mod_cycles, node_cycles) -> str:
 def main(argv: list[str]) -> int:
     mod_graph, node_graph, lazy_edges = build()
     mod_cycles = find_cycles(mod_graph)
+    all_cycles = find_cycles(module_graph_all())
     node_cycles = find_cycles(node_graph)
+    n_lazy = len(lazy_imports())
     if "--check" not in argv:
         out = ROOT / "docs" / "imports.md"
-        out.write_text(render(node_graph, lazy_edges, mod_cycles, node_cycles))
+        out.write_text(render(node_graph, lazy_edges, mod_cycles, node_cycles, all_cycles, n_lazy))
         print(f"wrote {out.relative_to(ROOT)}")
     for c in mod_cycles:
         print("module cycle:", " ↔ ".join(c))
+    for c in all_cycles:
+        print("module cycle (all imports):", " ↔ ".join(c))
     for c in node_cycles:
         print("node cycle:", " ↔ ".join(c))
-    return 1 if mod_cycles or node_cycles else 0
+    return 1 if mod_cycles or all_cycles or node_cycles else 0
 
 
 if __name__ == "__main__":

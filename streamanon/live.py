@@ -1,11 +1,12 @@
 """Anonymize a live stream or camera in real time: `run_live(src, output, opts, encode)`.
 
 Source (`streamanon.io.stream.LiveSource`) → detect+track → anonymize → `LiveOutput`, on the
-threaded pipeline with small queues. When the anonymizer is slower than the source, frames are
-dropped before detection (counted in the report); after detection every frame is anonymized or
-not emitted. While no anonymized frame arrives (source lost, reconnecting, or a stall) the
-output repeats the last anonymized frame (or black) at the nominal rate, so clients stay on.
-Output timestamps are the wall-clock capture times, made strictly increasing.
+one frame loop (`pipeline.run_frames`) with small queues. When the anonymizer is slower than
+the source, frames are dropped before detection (counted in the report); after detection
+every frame is anonymized or not emitted. While no anonymized frame arrives (source lost,
+reconnecting, or a stall) the output repeats the last anonymized frame (or black) at the
+nominal rate, so clients stay on. Output timestamps are the wall-clock capture times, made
+strictly increasing.
 """
 
 from __future__ import annotations
@@ -20,14 +21,9 @@ from pathlib import Path
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError
 from streamanon.io.atomic import check_output
-from streamanon.io.live_output import (  # noqa: F401 - LatencyStats, OutputSpec re-exported
-    LatencyStats,
-    LiveOutput,
-    OutputSpec,
-    output_spec,
-)
+from streamanon.io.live_output import LiveOutput, output_spec
 from streamanon.io.stream import LiveSource
-from streamanon.pipeline import Cancelled, StageTimes, run_pipeline
+from streamanon.pipeline import Cancelled, StageTimes, run_frames
 from streamanon.run import EncodeOptions, RunReport, report_for
 from streamanon.types import Frame
 
@@ -124,9 +120,9 @@ def run_live(
     t0 = time.perf_counter()
     stopped = False
     try:
-        run_pipeline(
+        run_frames(
             source,
-            [("detect", anonymizer.track), ("anonymize", anonymizer.apply)],
+            anonymizer,
             out.write,
             queue_size=live.queue_size,
             drop_when_busy=True,

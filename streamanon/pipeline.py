@@ -1,4 +1,8 @@
-"""The threaded stage graph: source → detect+track → anonymize → sink.
+"""The one frame loop: source → detect+track → anonymize → sink (`run_frames`).
+
+Files (`run.encode_video`), batch chunks (`batch.chunks`), live streams (`live`) and the
+benchmark (`eval.bench`, through `run.encode_video`) all run their frames through
+`run_frames`, on the threaded stage graph below (`run_pipeline`).
 
 Each stage runs on its own thread and talks to the next through a bounded queue, so a slow
 stage applies backpressure instead of letting frames pile up. Decode/encode (PyAV) and
@@ -20,7 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from streamanon.types import Frame
 
@@ -45,6 +49,52 @@ class StageTimes:
 
 class Cancelled(Exception):
     """Raised in the caller's thread when the run was stopped (Ctrl-C, SIGTERM)."""
+
+
+class FrameWork(Protocol):
+    """The per-frame work of the loop (an `Anonymizer`): ``track`` runs in frame order on
+    one thread, ``apply`` on the next."""
+
+    def track(self, frame: Frame) -> Frame: ...
+
+    def apply(self, frame: Frame) -> Frame: ...
+
+
+def run_frames(
+    source: Iterable[Any],
+    work: FrameWork,
+    sink: Callable[[Any], None],
+    *,
+    shown: Callable[[Frame], bool] | None = None,
+    queue_size: int = 8,
+    drop_when_busy: bool = False,
+    stop: threading.Event | None = None,
+    times: StageTimes | None = None,
+) -> StageTimes:
+    """Every frame of ``source`` through ``work.track`` then ``work.apply`` into ``sink``:
+    decoding, tracking, anonymizing and encoding overlap on their own threads, joined by
+    bounded queues (``queue_size``), frames stay in order, and a frame reaches the sink only
+    after ``apply`` covered everything ``track`` found in it (fail closed).
+
+    shown: frames for which it is False are tracked but not anonymized (a chunk's warm-up
+    frames, which its sink does not write). drop_when_busy: a live source may drop frames
+    before detection. Raises `Cancelled` when ``stop`` was set.
+    """
+    apply = work.apply
+    if shown is not None:
+
+        def apply(frame: Frame) -> Frame:
+            return work.apply(frame) if shown(frame) else frame
+
+    return run_pipeline(
+        source,
+        [("detect", work.track), ("anonymize", apply)],
+        sink,
+        queue_size=queue_size,
+        drop_when_busy=drop_when_busy,
+        stop=stop,
+        times=times,
+    )
 
 
 def run_pipeline(

@@ -22,10 +22,10 @@ from pathlib import Path
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError, OutputError, StreamanonError
 from streamanon.io.atomic import atomic_output, check_output
-from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image_kept, write_image
+from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image, write_image
 from streamanon.io.sources import VIDEO_EXTS, is_live_source, url_scheme
-from streamanon.io.video import AudioPacket, VideoReader, VideoWriter
-from streamanon.pipeline import StageTimes, run_pipeline
+from streamanon.io.video import AudioPacket, VideoInfo, VideoReader, VideoWriter
+from streamanon.pipeline import Cancelled, FrameWork, StageTimes, run_frames
 from streamanon.types import Frame
 
 log = logging.getLogger(__name__)
@@ -178,10 +178,10 @@ def anonymize_image(
     if keep_metadata:
         log.warning("%s: --keep-metadata applies to videos; images are written without EXIF", src)
     t0 = time.perf_counter()
-    image, kept = read_image_kept(src)  # kept: alpha / bit depth the 8-bit copy lacks
+    image = read_image(src)
     out = anonymizer(image)
     with atomic_output(dst) as tmp:
-        write_image(tmp, out, original=kept)
+        write_image(tmp, out)
     return report_for(anonymizer, src, dst, "image", seconds=time.perf_counter() - t0)
 
 
@@ -237,8 +237,6 @@ def anonymize_folder(
     anonymizer = make_anonymizer()
     for p in media:
         if stop is not None and stop.is_set():
-            from streamanon.pipeline import Cancelled
-
             raise Cancelled()
         out = dst / p.relative_to(src)
         anonymizer.reset()
@@ -275,20 +273,32 @@ def anonymize_folder(
     return report
 
 
-def anonymize_video(
+@dataclass
+class VideoRun:
+    """What `encode_video` measured: frames in and out, decode problems, per-stage times."""
+
+    info: VideoInfo
+    frames: int
+    corrupt_packets: int
+    fixed_timestamps: int
+    times: StageTimes
+    seconds: float
+
+
+def encode_video(
     src: str | Path,
     dst: str | Path,
-    anonymizer: Anonymizer,
+    work: FrameWork,
     *,
     encode: EncodeOptions | None = None,
-    overwrite: bool = False,
     progress: Callable[[Frame], None] | None = None,
     stop: threading.Event | None = None,
     preview: Callable[[Frame], None] | None = None,
-) -> RunReport:
+) -> VideoRun:
+    """Decode ``src``, run every frame through ``work`` (`pipeline.run_frames`), encode into
+    ``dst`` (written atomically; checked by the caller). The one video path: files, batch
+    files and the benchmark's entries all come through here."""
     enc = encode or EncodeOptions()
-    dst = check_output(src, dst, overwrite)
-    _check_kind(src, dst, image=False)
     t0 = time.perf_counter()
     times = StageTimes()
     with VideoReader(src, audio=enc.audio) as reader:
@@ -323,22 +333,36 @@ def anonymize_video(
                     if progress is not None:
                         progress(item)
 
-                run_pipeline(
-                    reader,
-                    [("detect", anonymizer.track), ("anonymize", anonymizer.apply)],
-                    sink,
-                    stop=stop,
-                    times=times,
-                )
+                run_frames(reader, work, sink, stop=stop, times=times)
                 if writer.frames_written == 0:
                     raise InputError(f"{src}: no decodable video frames")
             except BaseException:
                 writer.abort()
                 raise
             writer.close()
+            frames = writer.frames_written
         corrupt = reader.corrupt_packets
         fixed_ts = reader.fixed_timestamps
-    seconds = time.perf_counter() - t0
+    return VideoRun(info, frames, corrupt, fixed_ts, times, time.perf_counter() - t0)
+
+
+def anonymize_video(
+    src: str | Path,
+    dst: str | Path,
+    anonymizer: Anonymizer,
+    *,
+    encode: EncodeOptions | None = None,
+    overwrite: bool = False,
+    progress: Callable[[Frame], None] | None = None,
+    stop: threading.Event | None = None,
+    preview: Callable[[Frame], None] | None = None,
+) -> RunReport:
+    dst = check_output(src, dst, overwrite)
+    _check_kind(src, dst, image=False)
+    run = encode_video(
+        src, dst, anonymizer, encode=encode, progress=progress, stop=stop, preview=preview
+    )
+    info, seconds = run.info, run.seconds
     frames = anonymizer.counters.frames
     # The header's frame count is an estimate for some containers; more than one frame short
     # means the file ends early (cut off while copying or recording).
@@ -352,10 +376,10 @@ def anonymize_video(
         )
     return report_for(
         anonymizer, src, dst, "video",
-        corrupt_packets=corrupt, dropped_frames=times.dropped, missing_frames=missing,
-        seconds=seconds,
-        fps=frames / seconds if seconds else 0.0, ms_per_frame=times.ms_per_frame(),
-        extra={"fixed_timestamps": fixed_ts} if fixed_ts else {},
+        corrupt_packets=run.corrupt_packets, dropped_frames=run.times.dropped,
+        missing_frames=missing, seconds=seconds,
+        fps=frames / seconds if seconds else 0.0, ms_per_frame=run.times.ms_per_frame(),
+        extra={"fixed_timestamps": run.fixed_timestamps} if run.fixed_timestamps else {},
     )  # fmt: skip
 
 

@@ -50,24 +50,17 @@ def face_clip(tmp_path_factory):
 
 
 def test_plain_transcode_counts_frames_and_times_stages(face_clip, tmp_path):
-    e = bench.transcode(face_clip, tmp_path / "plain.mp4", [])
+    e = bench.transcode(face_clip, tmp_path / "plain.mp4")
     assert e.frames == 12 and e.fps > 0
     assert {"decode", "encode"} <= set(e.ms_per_frame)
 
 
 @pytest.mark.skipif(not deface_available(), reason="deface is not installed")
 def test_deface_covers_the_face_and_recall_sees_it(face_clip, tmp_path):
-    from streamanon.eval.deface_baseline import DefaceStage
-
-    plain = bench.transcode(face_clip, tmp_path / "plain.mp4", [])
-    stage = DefaceStage()
-
-    def fn(f):
-        stage(f.image)
-        return f
-
-    d = bench.transcode(face_clip, tmp_path / "deface.mp4", [("deface", fn)])
-    assert stage.faces >= 10  # the face is found in (almost) every frame
+    plain = bench.transcode(face_clip, tmp_path / "plain.mp4")
+    job = bench.Deface()
+    d = bench.transcode(face_clip, tmp_path / "deface.mp4", job)
+    assert job.stage.faces >= 10  # the face is found in (almost) every frame
     r = bench.measure_coverage(
         plain.output, {"deface": d.output, "none": plain.output}, samples=4, mmod_upsample=None
     )

@@ -16,6 +16,13 @@ def test_no_module_level_import_cycle() -> None:
     assert import_graph.find_cycles(mod_graph) == []
 
 
+def test_no_import_cycle_at_any_level() -> None:
+    """Function-level imports count too: a lazy import only hides a circle."""
+    _, node_graph, _ = import_graph.build()
+    assert import_graph.find_cycles(import_graph.module_graph_all()) == []
+    assert import_graph.find_cycles(node_graph) == []
+
+
 def test_cycle_finder_finds_cycles() -> None:
     assert import_graph.find_cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [
         ["a", "b", "c"]

@@ -19,9 +19,10 @@ import pytest
 
 from streamanon.anonymizer import Options
 from streamanon.errors import InputError
+from streamanon.io.live_output import LatencyStats
 from streamanon.io.rtsp_server import RtspServer
 from streamanon.io.stream import Backoff, camera_spec, open_spec
-from streamanon.live import LatencyStats, output_spec, run_live
+from streamanon.live import output_spec, run_live
 
 REPO = Path(__file__).resolve().parents[1]
 DEMO = REPO / "examples" / "demo.mp4"  # synthetic faces (MIT), see examples/README.md

@@ -190,7 +190,7 @@ def test_pad_and_threshold_travel_in_the_model(tmp_path, exported):
 def test_needed_pad_and_closeups_on_real_photos():
     """needed_pad: a box shrunk by 10 % a side needs about 0.125 of its size per side;
     closeups: the plate stays inside the cut and fills 55-95 % of its width."""
-    from streamanon.plates.valset import closeups
+    from streamanon.eval.plate_valset import closeups
 
     data = [d for d in PE.load_labelled(DATA)[:12] if len(d[2]) == 1]
     raw = []

@@ -3,7 +3,7 @@
 All functions work on the canonical aligned crop (``visual.align``), BGR uint8, with the
 68 landmarks of the face in that crop.
 
-- `skin_mask`: cheeks, forehead strip, nose and chin: the face hull without eyes, brows,
+- skin (`visual.masks.skin_mask`): cheeks, forehead strip, nose and chin: the face hull without eyes, brows,
   mouth and nostrils. Colour statistics are fitted here only, so dark irises, brows, lips or
   a delegate's eye shadow never pull the transfer (a fit over the whole crop is what tinted
   eye sockets cyan before).
@@ -20,6 +20,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from streamanon.visual.masks import disk, fill_hull
+
 # Limits of the spread ratio (person / delegate): a studio delegate in a washed-out frame
 # needs its contrast lowered, but never so far that the face goes flat; a flat delegate in a
 # contrasty photo gets up to twice its lightness contrast. Chroma spread is never raised: the
@@ -27,39 +29,6 @@ import numpy as np
 L_SPREAD = (0.6, 2.0)
 AB_SPREAD = (0.6, 1.0)
 LEVELS = 4  # 128 -> 64 -> 32 -> 16 -> 8
-
-
-def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
-    hull = cv2.convexHull(np.round(np.asarray(pts, np.float64) * 16).astype(np.int32))
-    cv2.fillConvexPoly(mask, hull, 255, cv2.LINE_AA, 4)
-
-
-def _disk(r: float) -> np.ndarray:
-    k = max(1, int(round(r))) * 2 + 1
-    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
-
-
-def face_hull(landmarks: np.ndarray, size: int, lift: float = 0.15) -> np.ndarray:
-    """(size, size) uint8 0/255: hull of the jaw and the brows raised by ``lift`` x face height."""
-    lm = np.asarray(landmarks, np.float64)
-    up = lift * (lm[8, 1] - lm[17:27, 1].mean())
-    mask = np.zeros((size, size), np.uint8)
-    _fill(mask, np.vstack([lm[0:17], lm[17:27] - [0.0, up]]))
-    return mask
-
-
-def skin_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
-    """(size, size) bool: face skin only (no eyes, brows, mouth, nostrils, hull edge)."""
-    lm = np.asarray(landmarks, np.float64)
-    width = max(float(np.hypot(*(lm[16] - lm[0]))), 4.0)
-    hull = cv2.erode(face_hull(lm, size, 0.0), _disk(0.05 * width))
-    feats = np.zeros((size, size), np.uint8)
-    for eye, brow in ((range(36, 42), range(17, 22)), (range(42, 48), range(22, 27))):
-        _fill(feats, np.vstack([lm[list(eye)], lm[list(brow)]]))
-    _fill(feats, lm[48:60])
-    _fill(feats, lm[31:36])
-    feats = cv2.dilate(feats, _disk(0.05 * width))
-    return (hull > 127) & (feats < 128)
 
 
 def lab_stats(
@@ -85,8 +54,8 @@ def eye_mask(landmarks: np.ndarray, size: int) -> np.ndarray:
     lm = np.asarray(landmarks, np.float64)
     io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
     m = np.zeros((size, size), np.uint8)
-    _fill(m, lm[36:42])
-    _fill(m, lm[42:48])
+    fill_hull(m, lm[36:42])
+    fill_hull(m, lm[42:48])
     return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.03 * io)
 
 
@@ -218,7 +187,7 @@ def paste_alpha(mask: np.ndarray, levels: int = LEVELS) -> np.ndarray:
     differ from the background (the mask grown by the coarsest band's reach), fading out."""
     size = mask.shape[0]
     reach = max(3, int(round(2 ** (levels - 1))))
-    grown = cv2.dilate((mask > 0.01).astype(np.uint8) * 255, _disk(reach))
+    grown = cv2.dilate((mask > 0.01).astype(np.uint8) * 255, disk(reach))
     soft = cv2.GaussianBlur(grown.astype(np.float32) / 255.0, (0, 0), reach / 2)
     soft = np.maximum(soft, (mask > 0.01).astype(np.float32))
     # The crop's own border can never be blended seamlessly: fade out before it.

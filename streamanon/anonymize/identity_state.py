@@ -75,9 +75,9 @@ class FaceJob:
     openings: np.ndarray | None = None  # swap: where the render shows the person's eyes/mouth
 
     def skin_mask(self) -> np.ndarray:
-        """(size, size) bool skin of the person in the crop (`blend.skin_mask`), computed once."""
+        """(size, size) bool skin of the person in the crop (`visual.masks.skin_mask`), computed once."""
         if self.skin is None:
-            from streamanon.anonymize.blend import skin_mask
+            from streamanon.visual.masks import skin_mask
 
             self.skin = skin_mask(self.crop.landmarks, self.crop.image.shape[0])
         return self.skin

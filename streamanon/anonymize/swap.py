@@ -37,19 +37,18 @@ import numpy as np
 from streamanon.anonymize.blend import (
     LEVELS,
     detail_textures,
-    face_hull,
     lab_stats,
     lip_mask,
     missing_detail,
     paste_alpha,
     pyramid_blend,
-    skin_mask,
     transfer_colour,
 )
 from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
 from streamanon.types import Detections
 from streamanon.visual.attributes import mouth_open_ratio
+from streamanon.visual.masks import face_hull, skin_mask
 
 log = logging.getLogger(__name__)
 

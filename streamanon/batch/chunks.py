@@ -28,11 +28,11 @@ from pathlib import Path
 import av
 
 from streamanon.anonymizer import Anonymizer
-from streamanon.batch.worker import ChunkSpec, Progress
+from streamanon.batch.tasks import ChunkSpec, Progress
 from streamanon.errors import InputError, OutputError
 from streamanon.io.atomic import atomic_output
 from streamanon.io.video import _DEFAULT_CODEC, VideoReader, VideoWriter, scrub_metadata
-from streamanon.pipeline import StageTimes, run_pipeline
+from streamanon.pipeline import StageTimes, run_frames
 from streamanon.run import EncodeOptions, RunReport, _encoder_for
 from streamanon.types import Frame
 
@@ -134,11 +134,8 @@ def anonymize_chunk(
     start = spec.start
 
     def written(frame: Frame) -> bool:
-        return start is None or frame.pts is None or frame.pts >= start
-
-    def apply(frame: Frame) -> Frame:
         # Warm-up frames only feed the tracker; they are never shown, so never anonymized.
-        return anonymizer.apply(frame) if written(frame) else frame
+        return start is None or frame.pts is None or frame.pts >= start
 
     with VideoReader(src, audio=False) as reader:
         info = reader.info
@@ -178,12 +175,8 @@ def anonymize_chunk(
                             tally["last"] = now
                             progress(tally["frames"], max(0.0, frame.time - tally["t0"]))
 
-                run_pipeline(
-                    _window(reader, spec),
-                    [("detect", anonymizer.track), ("anonymize", apply)],
-                    sink,
-                    stop=stop,
-                    times=times,
+                run_frames(
+                    _window(reader, spec), anonymizer, sink, shown=written, stop=stop, times=times
                 )
                 if writer.frames_written == 0:
                     raise InputError(f"{src}: chunk {spec.index} has no decodable frames")

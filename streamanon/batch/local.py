@@ -108,9 +108,6 @@ class LocalBackend:
         self._procs[p.pid] = (p, parent)
         self._busy[p.pid] = None
 
-    def worker_pids(self) -> list[int]:
-        return list(self._procs)
-
     def submit(self, task: Task) -> None:
         # Keep one process per slot; spawn lazily so a 3-file batch does not start 16.
         idle = [pid for pid, t in self._busy.items() if t is None]

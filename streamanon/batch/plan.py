@@ -45,10 +45,6 @@ class Plan:
     skipped: list[tuple[str, str]]  # (path, reason)
 
     @property
-    def total_frames(self) -> int:
-        return sum(i.frames for i in self.items)
-
-    @property
     def total_seconds(self) -> float:
         return sum(i.duration_s for i in self.items)
 

@@ -19,29 +19,15 @@ import os
 import threading
 import time
 import uuid
-from collections.abc import Callable
 from copy import deepcopy
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from streamanon.batch.tasks import ChunkSpec, Progress
 from streamanon.io.atomic import remove_dead_partials
 
 log = logging.getLogger(__name__)
-
-Progress = Callable[[int, float], None]  # (frames written, media seconds written) of the task
-
-
-@dataclass(frozen=True)
-class ChunkSpec:
-    """Frames with ``start <= pts < end`` (stream time base) are written; tracking starts at
-    ``warm`` (<= start), so faces in view at the cut are already tracked."""
-
-    index: int
-    count: int
-    start: int | None  # None: from the first frame
-    end: int | None  # None: to the last frame
-    warm: int | None
 
 
 @dataclass(frozen=True)
@@ -90,6 +76,8 @@ def setup(config: WorkerConfig) -> None:
     enc = deepcopy(config.encode)
     # x264 and the decoders otherwise each start one thread per core of the machine.
     enc.codec_options.setdefault("threads", n)
+    # Imported only now, after the thread budget is in the environment (BLAS and OpenMP pools
+    # size themselves when first loaded).
     from streamanon.anonymizer import Anonymizer
 
     # Built once: a missing model fails here rather than once per file, and every task's

@@ -8,7 +8,6 @@ import cv2
 import numpy as np
 
 from streamanon.errors import InputError
-from streamanon.paths import package_file  # noqa: F401 - re-exported (moved to paths)
 from streamanon.types import Detections
 
 

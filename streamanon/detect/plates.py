@@ -181,10 +181,6 @@ class PlateSSD:
         # One entry per level even where the upscale cap makes two equal (keeps the cycle).
         return sorted(min(size / longest, MAX_UPSCALE) for size in self.levels)
 
-    @property
-    def n_levels(self) -> int:
-        return len(self.levels)
-
     def __call__(self, image_bgr: np.ndarray, level: int | None = None) -> Detections:
         """All pyramid levels, or only level ``level`` (index into the sorted levels; the
         tracker's video mode cycles through them, one per frame)."""
@@ -313,6 +309,7 @@ PLATENET_LEVELS = (320, 640)
 # Box padding when the model's metadata carries none (the first model's, from its tune split).
 PLATENET_PAD = (0.09, 0.16)
 PLATENET_MEAN = 114
+PLATENET_STRIDE = 4  # output cells per input pixel (streamanon.plates.model.STRIDE)
 # Large frames (longest side >= HIRES_FROM x the largest level) are also searched at this
 # longest side (never upscaled) in ~700 px windows: 720p at native size in 4 windows, 1080p
 # at 1280 in 4. Video runs one window per frame (`PlateNetONNX.scan`), photos all of them.
@@ -339,15 +336,28 @@ def hires_tiles(
     ]
 
 
-def _run_net(infer, part: np.ndarray, low_thresh: float) -> tuple[np.ndarray, np.ndarray]:
-    from streamanon.plates.model import decode
+def platenet_decode(hm, box, thresh: float, top_k: int = 100):
+    """Peaks of a (1, 1, h, w) heatmap >= thresh -> (xyxy (n, 4), score (n,)) as numpy, in the
+    network input's pixels. Works on numpy arrays (ONNX Runtime) and torch tensors (training)."""
+    hm = np.asarray(hm)[0, 0]
+    box = np.asarray(box)[0]
+    ys, xs = np.nonzero(hm >= thresh)
+    score = hm[ys, xs]
+    order = np.argsort(-score, kind="stable")[:top_k]
+    ys, xs, score = ys[order], xs[order], score[order]
+    cx, cy = (xs + 0.5) * PLATENET_STRIDE, (ys + 0.5) * PLATENET_STRIDE
+    left, top, right, bottom = (box[i, ys, xs] for i in range(4))
+    xyxy = np.stack([cx - left, cy - top, cx + right, cy + bottom], axis=1).astype(np.float32)
+    return xyxy.reshape(-1, 4), score.astype(np.float32)
 
+
+def _run_net(infer, part: np.ndarray, low_thresh: float) -> tuple[np.ndarray, np.ndarray]:
     ph, pw = part.shape[:2]
     H, W = -(-ph // 32) * 32, -(-pw // 32) * 32
     blob = np.full((1, 3, H, W), PLATENET_MEAN, np.float32)
     blob[0, :, :ph, :pw] = part.transpose(2, 0, 1)
     hm, box = infer(blob)
-    return decode(hm, box, low_thresh)
+    return platenet_decode(hm, box, low_thresh)
 
 
 def _resized(image: np.ndarray, s: float) -> np.ndarray:
@@ -501,15 +511,3 @@ def check_platenet(session, path: str | Path) -> dict:
     if "streamanon_platenet" not in meta:
         raise bad("no streamanon_platenet metadata")
     return json.loads(meta["streamanon_platenet"])
-
-
-def make_plate_detector(
-    model_path: str | Path | None = None,
-    *,
-    low_thresh: float = 0.1,
-    threads: int | None = None,
-):
-    """The shipped SSD, or the user's YOLOv9 model when `model_path` is given."""
-    if model_path is not None:
-        return YoloV9Plates(model_path, low_thresh=low_thresh, threads=threads)
-    return PlateSSD(low_thresh=low_thresh, threads=threads)

@@ -1,11 +1,12 @@
 """`streamanon bench CLIP`: fps and per-stage time of each method, in one run, side by side with
 a plain decode+encode of the same clip (the upper limit) and with deface 1.5.0.
 
-Every entry runs through the same threaded pipeline (`streamanon.pipeline.run_pipeline`) with
-PyAV decode and the same libx264 settings, so only the per-frame work differs. Recall is
+Every entry runs through the product's own video path (`streamanon.run.encode_video`, the one
+frame loop `streamanon.pipeline.run_frames`) with the same libx264 settings, so only the
+per-frame work differs and the figures are what a user gets. Recall is
 measured on a sample of frames against the plain transcode: a reference face (CenterFace at
 native resolution, score >= 0.5, on the plain output) counts as covered when its box in the
-method's output no longer looks like the plain output there (SSIM < `COVERED_SSIM`), and as
+method's output no longer looks like the plain output there (`eval.frames.box_covered`), and as
 re-detected when the reference detector still finds a face at that place (IoU >= 0.3).
 
 Coverage per face size is judged by `streamanon.eval.coverage`: reference faces from
@@ -25,19 +26,21 @@ import platform
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError
 from streamanon.eval import metrics as M
+from streamanon.eval.frames import read_frames
+from streamanon.pipeline import FrameWork
 from streamanon.registry import REDACTORS
+from streamanon.run import EncodeOptions, encode_video
 from streamanon.types import Frame
 
-COVERED_DETAIL = 0.35
-COVERED_SSIM = 0.6  # a face whose box SSIM vs the plain transcode is below this is covered
 RESULTS = Path("benchmarks/results")
 DOC = Path("docs/benchmarks.md")
 BEGIN, END = "<!-- bench:begin -->", "<!-- bench:end -->"
@@ -59,91 +62,49 @@ class Entry:
     objects: dict = field(default_factory=dict)  # per class beyond faces (plates)
 
 
-def _timed_frames(reader, ms: dict[str, float]) -> Iterator[Frame]:
-    """The reader's frames, adding decode wall time to ``ms['decode']`` (seconds until the end)."""
-    it = iter(reader)
-    while True:
-        t0 = time.perf_counter()
-        try:
-            item = next(it)
-        except StopIteration:
-            return
-        ms["decode"] = ms.get("decode", 0.0) + time.perf_counter() - t0
-        yield item
+class Passthrough:
+    """The work of the plain transcode: nothing (the loop's upper limit)."""
+
+    def track(self, frame: Frame) -> Frame:
+        return frame
+
+    def apply(self, frame: Frame) -> Frame:
+        return frame
+
+
+class Deface:
+    """deface 1.5.0 as the loop's work: its detection and blur, in place, on ``track``."""
+
+    def __init__(self, scale: tuple[int, int] | None = None) -> None:
+        from streamanon.eval.deface_baseline import DefaceStage
+
+        self.stage = DefaceStage(scale=scale)
+
+    def track(self, frame: Frame) -> Frame:
+        self.stage(frame.image)
+        return frame
+
+    def apply(self, frame: Frame) -> Frame:
+        return frame
 
 
 def transcode(
     src: str | Path,
     dst: str | Path,
-    stages: list[tuple[str, Callable[[Frame], Frame]]],
+    work: FrameWork | None = None,
     *,
     crf: int = 20,
     preset: str = "veryfast",
 ) -> Entry:
-    """Decode ``src``, run ``stages`` on every frame, encode to ``dst``; timings per stage."""
-    from streamanon.io.video import VideoReader, VideoWriter
-    from streamanon.pipeline import StageTimes, run_pipeline
-
-    secs: dict[str, float] = {}
-    times = StageTimes()
-    t0 = time.perf_counter()
-    with VideoReader(src, audio=False) as reader:
-        writer = VideoWriter(dst, reader.info, crf=crf, preset=preset)
-        try:
-
-            def sink(frame: Frame) -> None:
-                t = time.perf_counter()
-                writer.write(frame)
-                secs["encode"] = secs.get("encode", 0.0) + time.perf_counter() - t
-
-            run_pipeline(_timed_frames(reader, secs), stages, sink, times=times)
-        finally:
-            t = time.perf_counter()
-            writer.close()
-            secs["encode"] = secs.get("encode", 0.0) + time.perf_counter() - t
-        n = writer.frames_written
-    seconds = time.perf_counter() - t0
-    ms = {k: v for k, v in times.ms_per_frame().items() if k != "read"}
-    ms.update({k: 1000.0 * v / max(n, 1) for k, v in secs.items()})
+    """Decode ``src``, run ``work`` on every frame, encode to ``dst``: the product's own video
+    path (`run.encode_video`, the one frame loop), so the figures are the product's. Timings
+    per stage: decode, detect, anonymize, encode (ms per frame, each on its own thread)."""
+    enc = EncodeOptions(crf=crf, preset=preset, audio=False)
+    run = encode_video(src, dst, work or Passthrough(), encode=enc)
+    names = {"read": "decode", "write": "encode"}
+    ms = {names.get(k, k): v for k, v in run.times.ms_per_frame().items()}
+    n, seconds = run.frames, run.seconds
     return Entry("", n, seconds, n / seconds if seconds else 0.0, ms, output=str(dst))
-
-
-def _read_frames(path: str | Path, indices: set[int]) -> dict[int, np.ndarray]:
-    from streamanon.io.video import VideoReader
-
-    out = {}
-    with VideoReader(path, audio=False) as r:
-        for i, f in enumerate(r):
-            if i in indices:
-                out[i] = f.image
-            if i >= max(indices):
-                break
-    return out
-
-
-def _detail(img: np.ndarray, box: np.ndarray) -> float:
-    """Mean absolute Laplacian (fine detail) of the grey image inside ``box``."""
-    import cv2
-
-    x1, y1, x2, y2 = np.round(box).astype(int)
-    h, w = img.shape[:2]
-    roi = img[max(y1, 0) : min(y2, h), max(x1, 0) : min(x2, w)]
-    if roi.size == 0:
-        return 0.0
-    grey = cv2.cvtColor(roi, cv2.COLOR_BGR2GRAY)
-    return float(np.abs(cv2.Laplacian(grey, cv2.CV_32F)).mean())
-
-
-def _covered(original: np.ndarray, output: np.ndarray, box: np.ndarray, mask: np.ndarray) -> bool:
-    """A face counts as covered when its structure changed (SSIM) or its detail is gone.
-
-    SSIM alone calls a large, smooth face that was blurred to a flat patch "unchanged" (its
-    luminance term stays high), so a blur that removes >= 65 % of the fine detail also counts.
-    """
-    if M.ssim(original, output, mask) < COVERED_SSIM:
-        return True
-    before = _detail(original, box)
-    return before > 0 and _detail(output, box) < COVERED_DETAIL * before
 
 
 def measure_coverage(
@@ -166,11 +127,11 @@ def measure_coverage(
     redetector = make_detector(
         "centerface", thresh=0.5, low_thresh=0.5, input_size=None, landmarks=False
     )
-    ref_frames = _read_frames(plain, set(idx))
+    ref_frames = read_frames(plain, set(idx))
     refs = {i: reference(img) for i, img in ref_frames.items()}
     res = {}
     for name, path in outputs.items():
-        frames = _read_frames(path, set(idx))
+        frames = read_frames(path, set(idx))
         rep = C.CoverageReport()
         redet = []
         for i, boxes in refs.items():
@@ -266,8 +227,6 @@ def run_bench(
     mmod_upsample: int | None = 1,
 ) -> dict:
     """The whole benchmark; returns a JSON-able dict (see `write_results`)."""
-    from streamanon.anonymizer import Anonymizer, Options
-
     clip = Path(clip)
     if not clip.is_file():
         raise InputError(f"{clip}: no such file")
@@ -275,41 +234,34 @@ def run_bench(
     work.mkdir(parents=True, exist_ok=True)
     entries: list[Entry] = []
 
-    def run(name: str, stages, counter: Callable[[], int] | None = None) -> Entry:
+    def run(name: str, job: FrameWork | None, counter: Callable[[], int] | None = None) -> Entry:
         log(f"bench: {name} ...")
-        e = transcode(clip, work / f"{name}.mp4", stages, crf=crf, preset=preset)
+        e = transcode(clip, work / f"{name}.mp4", job, crf=crf, preset=preset)
         e.name = name
         e.faces = counter() if counter else 0
         log(f"bench: {name}: {e.fps:.1f} fps")
         entries.append(e)
         return e
 
-    plain = run("decode+encode", [])
+    plain = run("decode+encode", None)
     for m in methods:
         anon = Anonymizer(Options(method=m, objects=objects))
-        stages = [("detect", anon.track), ("anonymize", anon.apply)]
-        e = run(m, stages, lambda a=anon: a.counters.faces)
+        e = run(m, anon, lambda a=anon: a.counters.faces)
         e.objects = anon.object_report()
     for text in detect_settings or []:
         ds = parse_detect_setting(text)
         m = methods[0] if methods else "blur"
         anon = Anonymizer(Options(method=m, objects=objects, **ds))
-        stages = [("detect", anon.track), ("anonymize", anon.apply)]
-        run(f"{m} {text}", stages, lambda a=anon: a.counters.faces)
+        run(f"{m} {text}", anon, lambda a=anon: a.counters.faces)
     if deface:
-        from streamanon.eval.deface_baseline import DefaceStage, deface_available
+        from streamanon.eval.deface_baseline import deface_available
 
         if deface_available():
             for label, scale in (("deface", None), ("deface 640", deface_scale)):
                 if label == "deface 640" and scale is None:
                     continue
-                stage = DefaceStage(scale=scale)
-
-                def fn(f: Frame, s=stage) -> Frame:
-                    s(f.image)
-                    return f
-
-                run(label, [("deface", fn)], lambda s=stage: s.faces)
+                job = Deface(scale)
+                run(label, job, lambda s=job.stage: s.faces)
         else:
             log("bench: deface not installed; skipped")
     ref = "RetinaFace + CenterFace native" + ("" if mmod_upsample is None else " + dlib MMOD")

@@ -374,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--valset",
-        help="openalpr/benchmarks export (streamanon.plates.valset): also measure its photos "
+        help="openalpr/benchmarks export (streamanon.eval.plate_valset): also measure its photos "
         "(every 2nd) and close-up cuts (every 4th)",
     )
     p.add_argument("--no-heldout", action="store_true", help="skip the held-out photos")
@@ -389,7 +389,7 @@ def main(argv: list[str] | None = None) -> int:
         det = make_plate_detector(args.plate_model, "auto" if args.plate_model else kind, threads=1)
         th = args.thresh or float(getattr(det, "thresh", 0.2))
         if args.valset:
-            from streamanon.plates.valset import closeups, load_openalpr
+            from streamanon.eval.plate_valset import closeups, load_openalpr
 
             sets = {"val": load_openalpr(args.valset, every=2)}
             sets["val_closeups"] = closeups(load_openalpr(args.valset, every=4))
@@ -448,26 +448,26 @@ def bench_plate_coverage(plain: str | Path, outputs: dict[str, str], samples: in
     """`streamanon bench --objects face,plate`: per output, the share of reference plates
     covered on sampled frames. Reference plates: the shipped detector's full pyramid at score
     >= 0.5 on the plain transcode (the bench has no labels); covered: the bench's own test
-    (structure or fine detail gone, `bench._covered`)."""
+    (structure or fine detail gone, `eval.frames.box_covered`)."""
     from streamanon.detect.plates import PlateSSD
     from streamanon.eval import metrics as M
-    from streamanon.eval.bench import _covered, _read_frames
+    from streamanon.eval.frames import box_covered, read_frames
     from streamanon.io.video import VideoReader
 
     with VideoReader(plain, audio=False) as r:
         total = r.info.frames or sum(1 for _ in r)
     idx = set(int(i) for i in np.linspace(0, max(total - 1, 0), samples))
     ref = PlateSSD(low_thresh=0.5)
-    ref_frames = _read_frames(plain, idx)
+    ref_frames = read_frames(plain, idx)
     refs = {i: ref(img).xyxy for i, img in ref_frames.items()}
     res = {}
     for name, path in outputs.items():
-        frames = _read_frames(path, idx)
+        frames = read_frames(path, idx)
         covered = []
         for i, boxes in refs.items():
             for b in boxes if i in frames else []:
                 m = M.face_region_mask(frames[i].shape[:2], b[None], 1.0)
-                covered.append(_covered(ref_frames[i], frames[i], b, m))
+                covered.append(box_covered(ref_frames[i], frames[i], b, m))
         res[name] = {
             "recall": float(np.mean(covered)) if covered else None,
             "reference_plates": int(sum(len(b) for b in refs.values())),

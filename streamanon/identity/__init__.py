@@ -6,7 +6,7 @@ Modules (import them directly; this package imports nothing, so it stays cheap t
 - ``embed``: ``embed_chips``, ``embed_faces``, ``reid_embeddings`` (ONNX Runtime), ``export_onnx``
 - ``codebook``: ``Codebook`` (identity centroids, scaled cosine logits), ``default_codebook``
 - ``ifa``: ``recast_identity`` and the pure functions of eqs. 1-5
-- ``convert``: the dlib ``.dat`` -> safetensors converter (``python -m streamanon.identity.convert``)
+- ``convert``: the dlib ``.dat`` -> safetensors converter (by hand: ``python -m streamanon.identity.weights``)
 - ``weights``: Ψ's weights, converted from the installed dlib model at first use into the cache
 
 See docs/identity.md.

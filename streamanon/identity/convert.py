@@ -8,14 +8,13 @@ the sub-network first, so the file is: the loss layer, one version integer per w
 the output inwards, the input layer, then each layer's details from the input outwards.
 
 streamanon runs this at first use (`streamanon.models.recognizer_state_dict`) into its model
-cache; ``python -m streamanon.identity.convert [DAT] [OUT.safetensors]`` does it by hand. The
+cache; ``python -m streamanon.identity.weights [DAT] [OUT.safetensors]`` does it by hand. The
 conversion is deterministic (same input bytes, same output bytes).
 """
 
 from __future__ import annotations
 
 import hashlib
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -276,22 +275,3 @@ def convert_file(dat: Path, out: Path) -> str:
     # One metadata key only: safetensors writes its metadata map in hash order.
     save_file(sd, str(out), metadata={"provenance": f"{DAT_NAME} sha256:{sha} CC0"})
     return sha
-
-
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    dat = Path(argv[0]) if argv else default_dat_path()
-    if len(argv) > 1:
-        out = Path(argv[1])
-        sha = convert_file(dat, out)
-    else:  # the file streamanon itself uses, in the model cache
-        from streamanon.identity.weights import build_recognizer_weights
-
-        out = build_recognizer_weights(dat)
-        sha = hashlib.sha256(dat.read_bytes()).hexdigest()
-    print(f"{dat} (sha256 {sha}) -> {out}")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -12,11 +12,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+import sys
 import threading
 from pathlib import Path
 
 from streamanon import models
-from streamanon.identity.convert import convert, convert_file
+from streamanon.identity.convert import convert, convert_file, default_dat_path
 
 log = logging.getLogger(__name__)
 
@@ -70,3 +71,20 @@ def recognizer_state_dict() -> dict:
             return convert(models.dlib_file(models.RESNET).read_bytes())
 
     return models.cached("psi/state_dict", build)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    dat = Path(argv[0]) if argv else default_dat_path()
+    if len(argv) > 1:
+        out = Path(argv[1])
+        sha = convert_file(dat, out)
+    else:  # the file streamanon itself uses, in the model cache
+        out = build_recognizer_weights(dat)
+        sha = hashlib.sha256(dat.read_bytes()).hexdigest()
+    print(f"{dat} (sha256 {sha}) -> {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -91,20 +91,3 @@ class PlateNet(nn.Module):
         peak = F.max_pool2d(hm, 3, 1, 1)
         hm = hm * (peak == hm).to(hm.dtype)
         return hm, torch.exp(box.clamp(max=6.0)) * STRIDE
-
-
-def decode(hm, box, thresh: float, top_k: int = 100):
-    """Peaks of a (1, 1, h, w) heatmap >= thresh -> (xyxy (n, 4), score (n,)) as numpy, in the
-    network input's pixels. Works on numpy arrays (ONNX Runtime) and torch tensors."""
-    import numpy as np
-
-    hm = np.asarray(hm)[0, 0]
-    box = np.asarray(box)[0]
-    ys, xs = np.nonzero(hm >= thresh)
-    score = hm[ys, xs]
-    order = np.argsort(-score, kind="stable")[:top_k]
-    ys, xs, score = ys[order], xs[order], score[order]
-    cx, cy = (xs + 0.5) * STRIDE, (ys + 0.5) * STRIDE
-    left, top, right, bottom = (box[i, ys, xs] for i in range(4))
-    xyxy = np.stack([cx - left, cy - top, cx + right, cy + bottom], axis=1).astype(np.float32)
-    return xyxy.reshape(-1, 4), score.astype(np.float32)

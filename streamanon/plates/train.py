@@ -524,8 +524,8 @@ def export(args: argparse.Namespace) -> int:
 
     model, step = load_weights(args.out, args.step)
     val = load_source(args.src, "tune")
-    if args.valset:  # the openalpr photos, whole and as close-ups (streamanon.plates.valset)
-        from streamanon.plates.valset import closeups, load_openalpr
+    if args.valset:  # the openalpr photos, whole and as close-ups (streamanon.eval.plate_valset)
+        from streamanon.eval.plate_valset import closeups, load_openalpr
 
         val = (
             val
@@ -596,7 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("--out", required=True, help="run folder")
     e.add_argument("--step", type=int, help="an ema_STEP.pt snapshot instead of last.pt")
     e.add_argument(
-        "--valset", help="openalpr/benchmarks export (streamanon.plates.valset) added to tune"
+        "--valset", help="openalpr/benchmarks export (streamanon.eval.plate_valset) added to tune"
     )
     e.add_argument("--beta", type=float, default=2.0, help="threshold by best F-beta")
     e.add_argument("-o", "--output", required=True)

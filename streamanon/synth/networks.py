@@ -243,10 +243,6 @@ class PairDiscriminator(nn.Module):
         return self.head(h), feats
 
 
-def count_parameters(module: nn.Module) -> int:
-    return sum(p.numel() for p in module.parameters())
-
-
 def load_generator(ckpt: str | Path, device: str | torch.device = "cpu") -> Generator:
     """The trained G from a checkpoint (``ckpt.pt``), eval mode."""
     ck = torch.load(str(ckpt), map_location=device, weights_only=False)

@@ -79,7 +79,7 @@ def degrade_delegate(
     crop: np.ndarray, lm: np.ndarray, rng: np.random.Generator, d: Degrade
 ) -> np.ndarray:
     """The face as a bank delegate would arrive: other tone, softer, smoother, blotchy."""
-    from streamanon.anonymize.blend import skin_mask
+    from streamanon.visual.masks import skin_mask
 
     size = crop.shape[0]
     src = crop

