@@ -30,7 +30,7 @@ from streamanon.cli_args import (  # noqa: F401 - re-exported: the flags live in
     default_method,
 )
 from streamanon.errors import InputError, StreamanonError
-from streamanon.io.atomic import check_name_lengths
+from streamanon.io.atomic import check_name_lengths, check_output, write_text_atomic
 
 
 class _Progress:
@@ -106,6 +106,8 @@ def anonymize_main(argv: list[str]) -> int:
     encode = _encode_options(args)
     if args.output:
         check_name_lengths(args.output)
+    if args.report:  # refused before the work, not after it
+        check_output(None, args.report, overwrite=True)
     many = len(args.inputs) > 1
     if many and args.output and _names_a_file(args.output):
         raise InputError(
@@ -229,7 +231,7 @@ def anonymize_main(argv: list[str]) -> int:
             "inputs": [asdict(r) for r in reports],
             "failures": failures,
         }
-        Path(args.report).write_text(json.dumps(data, indent=2, default=str))
+        write_text_atomic(args.report, json.dumps(data, indent=2, default=str))
     return 1 if failures else 0
 
 

@@ -525,3 +525,34 @@ def test_image_alpha_and_depth_are_kept(tmp_path, kind, ext, keeps) -> None:
         # Away from the faces every 16-bit value is the source's own, low bits included.
         same = got == source
         assert np.mean(same) > 0.7 and np.all(got[same] % 256 == 77)
+
+
+# ---------------------------------------------------------------- more tracebacks of the kind
+
+
+def test_manifest_that_is_not_utf8_is_one_line(tmp_path, small_src) -> None:
+    bad = tmp_path / "list.txt"
+    bad.write_bytes(f"{small_src / 'a.mp4'}\n".encode() + b"caf\xe9.mp4\n")  # Latin-1
+    line = one_line(run("batch", str(bad), "-o", str(tmp_path / "out"), "-q"), 2)
+    assert f"{bad}:2: not UTF-8 text" in line
+
+
+def test_csv_manifest_with_a_short_row_goes_on(tmp_path, small_src) -> None:
+    manifest = tmp_path / "list.csv"
+    manifest.write_text(f"name,path\nonly-a-name\nb,{small_src / 'b.mp4'}\n")
+    r = run("batch", str(manifest), "-o", str(tmp_path / "out"), "-m", "blur")
+    assert r.returncode == 0, r.stderr
+    assert "no path column; line ignored" in r.stderr and "Traceback" not in r.stderr
+    assert (tmp_path / "out" / "b.mp4").is_file()
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_a_report_that_cannot_be_written_is_refused_before_the_work(
+    tmp_path, small_src, batch
+) -> None:
+    report = tmp_path / "missing" / "report.json"
+    out = tmp_path / ("out" if batch else "a.mp4")
+    args = ["batch", str(small_src)] if batch else [str(small_src / "a.mp4")]
+    line = one_line(run(*args, "-o", str(out), "--report", str(report), "-m", "blur", "-q"), 3)
+    assert "output folder does not exist" in line
+    assert not (out / "a.mp4" if batch else out).exists()

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from streamanon.batch.lock import FolderLock
 from streamanon.errors import InputError, OutputError
+from streamanon.io.atomic import check_output, write_text_atomic
 
 # The main command's option groups that do NOT apply to a batch (inputs/outputs, live streams,
 # its run flags: batch has its own). Every other group (anonymization, detection, plates,
@@ -158,6 +159,8 @@ def batch_main(argv: list[str]) -> int:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise OutputError(f"{out_dir}: cannot create ({exc.strerror})") from None
+    if args.report:  # refused before the work, not after it
+        check_output(None, args.report, overwrite=True)
     if Path(args.src).resolve() == out_dir.resolve():
         raise OutputError(f"{out_dir}: the output folder is the source folder")
     # One batch per output folder: a second one is refused before it touches anything.
@@ -266,7 +269,7 @@ def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> 
             "done_earlier": res.earlier,
             "not_media": [{"file": f, "reason": r} for f, r in res.skipped],
         }
-        Path(args.report).write_text(json.dumps(data, indent=2, default=str))
+        write_text_atomic(args.report, json.dumps(data, indent=2, default=str))
     if not args.quiet:
         table = format_table(rows)
         if table:

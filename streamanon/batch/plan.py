@@ -109,7 +109,15 @@ def _read_manifest(path: Path) -> list[tuple[Path, str]]:
     """
     base = path.parent
     rows: list[tuple[str, str | None]] = []
-    text = path.read_text(encoding="utf-8-sig")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise InputError(
+            f"{path}:{line}: not UTF-8 text; save the list as UTF-8 (one path per line)"
+        ) from None
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read the manifest ({exc.strerror})") from None
     if path.suffix.lower() == ".csv":
         reader = csv.reader(text.splitlines())
         header = next(reader, [])
@@ -120,7 +128,11 @@ def _read_manifest(path: Path) -> list[tuple[Path, str]]:
             pi, oi = 0, None
             reader = csv.reader(text.splitlines())
         for row in reader:
-            if row and row[pi].strip() and not row[pi].lstrip().startswith("#"):
+            if len(row) <= pi:  # a short row (no path column): nothing to do for it
+                if any(c.strip() for c in row):
+                    log.warning("%s:%d: no path column; line ignored", path, reader.line_num)
+                continue
+            if row[pi].strip() and not row[pi].lstrip().startswith("#"):
                 out = row[oi].strip() if oi is not None and oi < len(row) else None
                 rows.append((row[pi].strip(), out or None))
     else:

@@ -193,3 +193,12 @@ def atomic_output(dst: str | Path) -> Iterator[Path]:
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise OutputError(f"{dst}: cannot move the result into place ({exc.strerror})") from None
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """A small text output (a report) written whole or not at all."""
+    with atomic_output(path) as tmp:
+        try:
+            Path(tmp).write_text(text)
+        except OSError as exc:
+            raise OutputError(f"{path}: cannot write ({exc.strerror})") from None
