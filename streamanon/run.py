@@ -22,7 +22,7 @@ from pathlib import Path
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError, OutputError, StreamanonError
 from streamanon.io.atomic import atomic_output, check_output
-from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image, write_image
+from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image_kept, write_image
 from streamanon.io.sources import VIDEO_EXTS, is_live_source, url_scheme
 from streamanon.io.video import AudioPacket, VideoInfo, VideoReader, VideoWriter
 from streamanon.pipeline import Cancelled, FrameWork, StageTimes, run_frames
@@ -178,10 +178,10 @@ def anonymize_image(
     if keep_metadata:
         log.warning("%s: --keep-metadata applies to videos; images are written without EXIF", src)
     t0 = time.perf_counter()
-    image = read_image(src)
+    image, kept = read_image_kept(src)  # kept: alpha / bit depth the 8-bit copy lacks
     out = anonymizer(image)
     with atomic_output(dst) as tmp:
-        write_image(tmp, out)
+        write_image(tmp, out, original=kept)
     return report_for(anonymizer, src, dst, "image", seconds=time.perf_counter() - t0)
 
 
