@@ -556,3 +556,42 @@ def test_a_report_that_cannot_be_written_is_refused_before_the_work(
     line = one_line(run(*args, "-o", str(out), "--report", str(report), "-m", "blur", "-q"), 3)
     assert "output folder does not exist" in line
     assert not (out / "a.mp4" if batch else out).exists()
+
+
+def test_ten_bit_pixels_outside_faces_keep_their_ten_bits(tmp_path) -> None:
+    """Not only the format: outside the anonymized boxes every 10-bit sample is the source's
+    (FFV1, lossless, so equality can be asserted); the faces are covered."""
+    import av
+
+    face = cv2.resize(
+        cv2.imread(str(needs_shared("groups", "misc", "face_recognition_two_people.jpg"))),
+        (320, 188),
+    )
+    h, w = face.shape[:2]
+    src = tmp_path / "deep.mkv"
+    with av.open(str(src), "w") as c:
+        s = c.add_stream("ffv1", rate=25)
+        s.width, s.height, s.pix_fmt = w, h, "yuv420p10le"
+        for i in range(3):
+            f = av.VideoFrame.from_ndarray(face, format="bgr24").reformat(format="yuv420p10le")
+            y = np.frombuffer(f.planes[0], np.uint16).reshape(h, -1)[:, :w]
+            y[:] = np.clip(y.astype(np.int32) + np.arange(w)[None, :] % 4, 0, 1023)  # < 8 bits
+            f.pts = i
+            for p in s.encode(f):
+                c.mux(p)
+        for p in s.encode(None):
+            c.mux(p)
+    out = tmp_path / "out.mkv"
+    r = run(str(src), "-o", str(out), "--codec", "ffv1", "-m", "blur", "-q")
+    assert r.returncode == 0, r.stderr
+
+    def luma(path: Path) -> np.ndarray:
+        with av.open(str(path)) as c:
+            f = next(c.decode(video=0))
+            assert f.format.name == "yuv420p10le"
+            return np.frombuffer(f.planes[0], np.uint16).reshape(f.height, -1)[:, : f.width].copy()
+
+    a, b = luma(src), luma(out)
+    same = a == b
+    assert 0.6 < np.mean(same) < 0.97  # the background exactly, the faces not
+    assert np.mean(a[same] % 4 != 0) > 0.5  # detail below 8 bits is there, not rounded away

@@ -202,7 +202,7 @@ def read_image_kept(
     return image, Original(raw, image)
 
 
-def _changed_boxes(out: np.ndarray, base: np.ndarray, grow: int = 4) -> np.ndarray:
+def changed_boxes(out: np.ndarray, base: np.ndarray, grow: int = 4) -> np.ndarray:
     """Mask of the boxes around every region the anonymizer changed (grown a little): inside
     them the output's own pixels are used whole, so no detail of a face survives in the bits
     an 8-bit copy does not see."""
@@ -231,7 +231,7 @@ def restore(out: np.ndarray, original: Original, ext: str) -> tuple[np.ndarray, 
             if colour.shape[2] == 1:
                 colour = np.repeat(colour, 3, axis=2)
             img = colour.copy()
-            mask = _changed_boxes(out, original.base)
+            mask = changed_boxes(out, original.base)
             img[mask] = out[mask].astype(np.uint16) * 257
         else:
             lost.append(

@@ -21,6 +21,7 @@ import numpy as np
 
 from streamanon.errors import InputError, OutputError
 from streamanon.io.atomic import shown_name
+from streamanon.io.images import changed_boxes
 from streamanon.io.sources import ffmpeg_path, is_camera, url_scheme
 from streamanon.types import Frame
 
@@ -259,6 +260,10 @@ class VideoReader:
         self.fixed_timestamps = 0
         self.rotation = 0
         self.field_order = int(self.stream.codec_context.field_order or 0)
+        # Decoded frames kept by index for a writer that puts their deep pixels back
+        # (`VideoWriter` turns this on for sources of more than 8 bits, and takes each one).
+        self.keep_originals = False
+        self._originals: dict[int, av.VideoFrame] = {}
         self._last_pts: int | None = None
         # A gap longer than this between two frames is taken as a corrupt timestamp. Files
         # cannot jump past their own length; live sources may pause, so they get a minute.
@@ -357,6 +362,8 @@ class VideoReader:
                             order = int(self.stream.codec_context.field_order or 0)
                             self.field_order = order if order >= 2 else 2
                     image = upright(vf.to_ndarray(format="bgr24"), rotation)
+                    if self.keep_originals and not rotation:
+                        self._originals[index] = vf
                     ftb = vf.time_base or tb
                     yield Frame(image, index, self._sane_pts(vf.pts, ftb), ftb, rotation)
                     index += 1
@@ -366,6 +373,10 @@ class VideoReader:
             raise InputError(f"{self.source}: no data{quiet} (the stream went silent)") from None
         except av.error.FFmpegError as exc:
             raise InputError(f"{self.source}: read failed ({_ffmsg(exc)})") from None
+
+    def take_original(self, index: int) -> av.VideoFrame | None:
+        """The decoded frame ``index`` as the file stores it (kept when `keep_originals`)."""
+        return self._originals.pop(index, None)
 
     def close(self) -> None:
         self.container.close()
@@ -450,6 +461,12 @@ class VideoWriter:
         self._tb: Fraction | None = None
         self._last_pts: int | None = None
         self._fields: av.filter.Graph | None = None  # marks frames interlaced (tff/bff)
+        self._deep = False  # writing more than 8 bits: the source's own pixels outside faces
+        if audio_from is not None and reader_info is not None and reader_info.pix_fmt:
+            try:
+                audio_from.keep_originals = _bits(av.VideoFormat(reader_info.pix_fmt)) > 8
+            except (ValueError, av.error.FFmpegError):
+                pass
         self.frames_written = 0
 
     def _open_stream(self, frame: Frame) -> None:
@@ -470,6 +487,7 @@ class VideoWriter:
         stream.width, stream.height = ow, oh
         stream.pix_fmt = wanted
         self._keep_fields(stream, ow, oh)
+        self._deep = _bits(av.VideoFormat(wanted)) > 8 and self._fields is None
         tb = (
             frame.time_base
             if frame.time_base is not None
@@ -525,7 +543,12 @@ class VideoWriter:
         img = stored(frame.image, self.rotation) if self._rotation_tagged else frame.image
         if img.shape[1] != stream.width or img.shape[0] != stream.height:
             img = img[: stream.height, : stream.width]
-        vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
+        orig = self._audio_from.take_original(frame.index) if self._audio_from else None
+        vf = None
+        if orig is not None and self._deep and not self._rotation_tagged:
+            vf = self._composite(np.ascontiguousarray(img), orig)
+        if vf is None:
+            vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
         if self._fields is not None:
             self._fields.push(vf)
             vf = self._fields.pull()
@@ -546,6 +569,31 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.shown}: encoding failed ({_ffmsg(exc)})") from None
         self.frames_written += 1
+
+    def _composite(self, img: np.ndarray, orig: av.VideoFrame) -> av.VideoFrame | None:
+        """The source frame at its own depth, with the anonymizer's pixels pasted into the
+        boxes around every region it changed: a 10-bit file keeps its 10-bit gradients, and
+        no face detail survives in bits the 8-bit pipeline never saw."""
+        h, w = img.shape[:2]
+        if (orig.width, orig.height) != (w, h):
+            return None  # cropped for the encoder: the plain path
+        fmt = self.stream.pix_fmt
+        mask = changed_boxes(img, orig.to_ndarray(format="bgr24"))
+        out = orig.reformat(format=fmt)
+        if not mask.any():
+            return out
+        new = av.VideoFrame.from_ndarray(img, format="bgr24").reformat(format=fmt)
+        size = 2 if _bits(av.VideoFormat(fmt)) > 8 else 1
+        dtype = np.uint16 if size == 2 else np.uint8
+        for po, pn in zip(out.planes, new.planes, strict=True):
+            pw, ph = po.width, po.height
+            m = mask
+            if (pw, ph) != (w, h):  # subsampled chroma: any changed luma pixel counts
+                m = cv2.resize(mask.astype(np.uint8), (pw, ph), interpolation=cv2.INTER_AREA) > 0
+            ao = np.frombuffer(po, dtype).reshape(ph, po.line_size // size)[:, :pw]
+            an = np.frombuffer(pn, dtype).reshape(ph, pn.line_size // size)[:, :pw]
+            ao[m] = an[m]
+        return out
 
     def _keep_fields(self, stream: av.video.stream.VideoStream, w: int, h: int) -> None:
         """An interlaced source stays interlaced: field order in the container, fields coded
