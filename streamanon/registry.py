@@ -46,6 +46,7 @@ from streamanon.detect.landmarks import Landmarks68
 from streamanon.detect.multiscale import MultiScaleDetector
 from streamanon.detect.scrfd import SCRFD
 from streamanon.errors import InputError, MissingExtraError
+from streamanon.paths import engine_file
 from streamanon.types import Detections
 
 if TYPE_CHECKING:
@@ -340,7 +341,6 @@ def _ida(opts: Options) -> FaceMethod:
     # The generative methods need torch (an optional extra): imported when chosen.
     from streamanon.anonymize.generative import GENERATOR_FILE
     from streamanon.anonymize.ida import IdaMethod
-    from streamanon.paths import engine_file
 
     engine_file(GENERATOR_FILE)  # missing: one line naming the file and where it goes
     return IdaMethod(opts, fallback=fallback_redactor(opts))

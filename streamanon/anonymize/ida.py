@@ -25,6 +25,7 @@ from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.generative import GENERATOR_FILE, generator_gate
 from streamanon.anonymize.identity_state import FaceJob, TrackState
 from streamanon.anonymize.swap import SwapMethod
+from streamanon.models import onnx_session
 from streamanon.paths import engine_file
 
 log = logging.getLogger(__name__)
@@ -54,14 +55,12 @@ class RefinerRuntime:
         import onnxruntime as ort
 
         self.path = Path(path)
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
         self.session = None
         for providers in self.provider_chain(ort.get_available_providers(), self.path):
             try:
-                self.session = ort.InferenceSession(str(self.path), opts, providers=providers)
+                self.session = onnx_session(
+                    self.path, "ida refiner", threads or None, providers=providers, fallback=False
+                )
                 break
             except Exception as exc:  # noqa: BLE001 - a GPU provider that cannot start
                 log.info("ida: %s unavailable (%s)", providers[0], exc)

@@ -28,6 +28,7 @@ import numpy as np
 
 from streamanon.detect.base import check_image, clip_detections, nms
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.models import onnx_session
 from streamanon.paths import engine_file
 from streamanon.types import Detections
 
@@ -48,13 +49,7 @@ PAD = (0.3, 0.5)
 
 
 def _session(model: bytes | str, threads: int | None):
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    if threads is not None:
-        opts.intra_op_num_threads = int(threads)
-    return ort.InferenceSession(model, sess_options=opts, providers=["CPUExecutionProvider"])
+    return onnx_session(model, "plate detector", threads)
 
 
 def pad_boxes(xyxy: np.ndarray, pad: tuple[float, float]) -> np.ndarray:

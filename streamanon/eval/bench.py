@@ -34,10 +34,13 @@ import numpy as np
 
 from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError
+from streamanon.eval import coverage as C
 from streamanon.eval import metrics as M
 from streamanon.eval.frames import read_frames
+from streamanon.eval.plates import bench_plate_coverage
+from streamanon.io.video import VideoReader
 from streamanon.pipeline import FrameWork
-from streamanon.registry import REDACTORS
+from streamanon.registry import REDACTORS, make_detector
 from streamanon.run import EncodeOptions, encode_video
 from streamanon.types import Frame
 
@@ -116,9 +119,6 @@ def measure_coverage(
 ) -> dict:
     """Per output: coverage per face-size bin against the independent reference, and the
     share of reference faces the reference CenterFace still finds (re-detected)."""
-    from streamanon.eval import coverage as C
-    from streamanon.io.video import VideoReader
-    from streamanon.registry import make_detector
 
     with VideoReader(plain, audio=False) as r:
         total = r.info.frames or sum(1 for _ in r)
@@ -198,7 +198,6 @@ def machine() -> dict:
 
 
 def clip_info(path: str | Path) -> dict:
-    from streamanon.io.video import VideoReader
 
     with VideoReader(path, audio=False) as r:
         i = r.info
@@ -301,7 +300,6 @@ def _plate_coverage(objects: str, plain: Entry, entries: list[Entry], samples: i
     """Plates (issue 17): reference plates covered per entry, into ``entry.objects``."""
     if "plate" not in objects:
         return
-    from streamanon.eval.plates import bench_plate_coverage
 
     log("bench: plate coverage ...")
     outputs = {e.name: e.output for e in entries if e is not plain}
@@ -318,9 +316,8 @@ def summary_markdown(result: dict) -> str:
     deface = next((e for e in es if e["name"] == "deface"), None)
     c, mach = result["clip"], result["machine"]
     order = ["decode", "detect", "anonymize", "deface", "encode"]
-    from streamanon.eval.coverage import BINS, bin_name
 
-    bins = [bin_name(lo, hi) for lo, hi in BINS]
+    bins = [C.bin_name(lo, hi) for lo, hi in C.BINS]
     stages = sorted(
         {k for e in es for k in e["ms_per_frame"]},
         key=lambda s: (order.index(s) if s in order else len(order), s),

@@ -28,6 +28,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon import models
 from streamanon.errors import ModelMissingError
 from streamanon.eval.tf_graph import Node, read_graph, topological
 
@@ -246,7 +247,6 @@ def onnx_bytes() -> bytes:
     """The converted model: from the model cache (named by the source graph's digest),
     converted there at first use (temporary file + rename); in memory when the cache is not
     writable."""
-    from streamanon import models
     from streamanon.errors import OutputError
     from streamanon.io.atomic import atomic_output
 
@@ -311,8 +311,6 @@ class FaceNetJudge:
     _lm: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from streamanon import models
-
         self._sess = models.cached("eval/facenet", _session)
         from streamanon.detect.landmarks import Landmarks68
 
@@ -339,8 +337,5 @@ class FaceNetJudge:
 
 
 def _session():
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    return ort.InferenceSession(onnx_bytes(), opts, providers=["CPUExecutionProvider"])
+    # A judge runs on the CPU: its figures must not depend on the machine.
+    return models.onnx_session(onnx_bytes(), "FaceNet (judge)", providers=models.CPU)

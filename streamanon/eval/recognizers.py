@@ -31,6 +31,7 @@ from streamanon.identity.align import (  # noqa: F401 - ARCFACE_TEMPLATE re-expo
     arcface_crop112,
     five_points_from_68,
 )
+from streamanon.models import CPU, onnx_session
 
 align_112 = arcface_crop112  # the old name
 
@@ -106,11 +107,9 @@ class OnnxArcFace:
     def __post_init__(self) -> None:
         if not Path(self.path).is_file():
             raise ModelMissingError(f"{self.path}: recognizer model not found")
-        import onnxruntime as ort
-
         self.name = self.name or f"arcface:{Path(self.path).stem}"
         try:
-            self._sess = ort.InferenceSession(str(self.path), providers=["CPUExecutionProvider"])
+            self._sess = onnx_session(self.path, self.name, providers=CPU)
         except Exception as exc:  # onnxruntime raises its own types; one clear message
             raise InputError(f"{self.path}: not a loadable ONNX model ({exc})") from None
         shape = self._sess.get_inputs()[0].shape

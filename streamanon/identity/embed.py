@@ -16,6 +16,7 @@ import numpy as np
 
 from streamanon.errors import InputError
 from streamanon.identity.align import CHIP_SIZE, align_chips
+from streamanon.models import CPU, onnx_session
 from streamanon.types import Detections
 
 if TYPE_CHECKING:  # torch is imported where it is used: the ONNX path runs without it
@@ -129,12 +130,8 @@ class OnnxEmbedder:
     """Ψ on ONNX Runtime (CPU by default), from the export kept in the model cache."""
 
     def __init__(self, providers: list[str] | None = None, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        self.session = ort.InferenceSession(
-            psi_onnx_bytes(), opts, providers=providers or ["CPUExecutionProvider"]
+        self.session = onnx_session(
+            psi_onnx_bytes(), "Ψ", threads or None, providers=providers or CPU, fallback=False
         )
 
     def run_input(self, x: np.ndarray) -> np.ndarray:

@@ -31,6 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from streamanon.errors import ModelMissingError
+from streamanon.models import onnx_session
 
 INPUTS = ("z_g", "z_id", "z_a")
 OUTPUT = "x_hat"
@@ -147,11 +148,9 @@ class OrtRuntime:
             providers = ["CPUExecutionProvider"]
         else:
             raise RuntimeInputError(f"device must be 'cpu' or 'cuda', got {device!r}")
-        opts = ort.SessionOptions()
-        opts.log_severity_level = 3
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        self.session = ort.InferenceSession(str(model), sess_options=opts, providers=providers)
+        self.session = onnx_session(
+            model, f"generator ({device})", threads or None, providers=providers, fallback=False
+        )
         self.name = f"ort-{device}"
 
     def run(self, z_g: np.ndarray, z_id: np.ndarray, z_a: np.ndarray) -> np.ndarray:
