@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 
 from streamanon.detect.base import Detector
-from streamanon.objects import parse_objects, plate_stages
+from streamanon.objects import parse_objects, plate_stage_for
 from streamanon.registry import fallback_redactor, get_spec, make_detector, make_method
 from streamanon.stage import FACE, Counters, Stage
 from streamanon.track import FaceTracker
@@ -122,7 +122,9 @@ class Anonymizer:
         for det in shared.values():
             det.reset()
         # Faces last: where a face and a plate overlap, the face's method is applied on top.
-        self.stages: list[Stage] = plate_stages(opts, shared.get("plate"))
+        self.stages: list[Stage] = []
+        if "plate" in want:
+            self.stages.append(plate_stage_for(opts, shared.get("plate")))
         self.faces: Stage | None = None
         if FACE in want:
             self.faces = face_stage(opts, shared.get(FACE))

@@ -109,22 +109,18 @@ class _PlateDetector:
     camera_shift = None
 
 
-def plate_stages(opts, detector=None) -> list[Stage]:
-    """The stages for every non-face class in ``opts.objects`` (empty: faces only);
-    ``detector``: a plate detector already built for the same options."""
-    if "plate" not in parse_objects(opts.objects):
-        return []
-    return [
-        plate_stage(
-            method=opts.method,
-            model_path=opts.plate_model,
-            thresh=opts.plate_thresh,
-            low_thresh=min(opts.low_thresh, opts.plate_thresh or 1.0),
-            coast_s=max(opts.coast_s, PLATE_COAST_S),
-            levels=opts.plate_levels,
-            threads=opts.threads,
-            kind=opts.plate_detector,
-            every=opts.plate_every,
-            detector=detector,
-        )
-    ]
+def plate_stage_for(opts, detector=None) -> Stage:
+    """The plate stage ``opts`` (`streamanon.anonymizer.Options`) asks for; ``detector``: a
+    plate detector already built for the same options."""
+    return plate_stage(
+        method=opts.method,
+        model_path=opts.plate_model,
+        thresh=opts.plate_thresh,
+        low_thresh=min(opts.low_thresh, opts.plate_thresh or 1.0),
+        coast_s=max(opts.coast_s, PLATE_COAST_S),
+        levels=opts.plate_levels,
+        threads=opts.threads,
+        kind=opts.plate_detector,
+        every=opts.plate_every,
+        detector=detector,
+    )
