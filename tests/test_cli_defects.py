@@ -277,6 +277,7 @@ def test_one_file_output_for_several_inputs_is_refused(tmp_path, clip) -> None:
         (["--coast", "-2"], "--coast -2: must be >= 0"),
         (["--bitrate", "0"], "--bitrate '0': must be more than 0"),
         (["--timeout", "0"], "--timeout 0: must be > 0"),
+        (["--preset", "nonsense"], "--preset 'nonsense': libx264 takes ultrafast,"),
     ],
 )
 def test_numeric_options_out_of_range_are_one_line(tmp_path, clip, flags, message) -> None:

@@ -124,11 +124,20 @@ def choose_format(
     return wanted, (ow, oh), notes
 
 
-def check_crf(codec: str, crf: int | None) -> None:
-    """An InputError (one line, before any work) for a --crf the encoder does not take."""
+X26X_PRESETS = (
+    "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower",
+    "veryslow", "placebo",
+)  # fmt: skip
+
+
+def check_crf(codec: str, crf: int | None, preset: str | None = None) -> None:
+    """An InputError (one line, before any work) for a --crf or --preset the encoder does not
+    take."""
     lo, hi = CRF_RANGES.get(codec, (0, 63))
     if crf is not None and not lo <= crf <= hi:
         raise InputError(f"--crf {crf}: {codec} takes {lo} to {hi}")
+    if preset and codec in ("libx264", "libx264rgb", "libx265") and preset not in X26X_PRESETS:
+        raise InputError(f"--preset {preset!r}: {codec} takes {', '.join(X26X_PRESETS)}")
 
 
 @dataclass(slots=True)
@@ -418,8 +427,7 @@ class VideoWriter:
         self.info = reader_info
         ext = Path(self.target).suffix.lower()
         self.codec = codec or _DEFAULT_CODEC.get(ext, "libx264")
-        if bit_rate is None:
-            check_crf(self.codec, crf)
+        check_crf(self.codec, crf if bit_rate is None else None, preset)
         self.crf, self.preset, self.bit_rate = crf, preset, bit_rate
         self.pix_fmt = pix_fmt
         self.codec_options = dict(codec_options or {})
