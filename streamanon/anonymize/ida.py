@@ -25,7 +25,7 @@ from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.generative import GENERATOR_FILE, generator_gate
 from streamanon.anonymize.identity_state import FaceJob, TrackState
 from streamanon.anonymize.swap import SwapMethod
-from streamanon.models import onnx_session
+from streamanon.models import cache_dir, onnx_session
 from streamanon.paths import engine_file
 
 log = logging.getLogger(__name__)
@@ -77,8 +77,6 @@ class RefinerRuntime:
     def provider_chain(available: list[str], model: Path) -> list[list]:
         """Provider lists to try, best first: TensorRT FP16 with an engine cache beside the
         model cache, CUDA, then the CPU (always last, so something runs)."""
-        from streamanon.models import cache_dir
-
         chain: list[list] = []
         if "TensorrtExecutionProvider" in available:
             trt = {

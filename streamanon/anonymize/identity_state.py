@@ -16,7 +16,11 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from streamanon.anonymize.regions import turn_ratio
+from streamanon.identity.align import CHIP_SIZE, align_chips
 from streamanon.types import Detections, FaceCrop
+from streamanon.visual.align import align_matrix, crop_scale, transform_points, warp_to_crop
+from streamanon.visual.pose import face_pose
 
 # Below this face width (pixels) a 128² synthesis has too little to align on and the
 # landmarks are too noisy; such faces get the fallback (see docs/generative.md).
@@ -97,8 +101,6 @@ def decline_reason(faces: Detections, i: int) -> str | None:
 
 
 def _turned(faces: Detections, i: int) -> bool:
-    from streamanon.anonymize.regions import turn_ratio
-
     if faces.landmarks5 is None:
         return False
     return abs(float(turn_ratio(faces.xyxy[i : i + 1], faces.landmarks5[i : i + 1])[0])) > MAX_TURN
@@ -144,9 +146,6 @@ def face_jobs(
     ``lores`` (< size), faces large or small in the frame get their crop at that side instead
     (`crop_side`); ``sides`` (track id → side, updated here) keeps a track's side steady.
     """
-    from streamanon.visual.align import align_matrix, crop_scale, transform_points, warp_to_crop
-    from streamanon.visual.pose import face_pose
-
     jobs, declined = [], []
     for i in range(len(faces)):
         tid = -1 if faces.track_id is None else int(faces.track_id[i])
@@ -177,8 +176,6 @@ def face_jobs(
 def _chips(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """dlib's aligned 150² chips of ``boxes``, cut from a window around them (converting a
     whole 4K frame to RGB for one face is most of the cost of an alignment)."""
-    from streamanon.identity.align import CHIP_SIZE, align_chips
-
     boxes = np.asarray(boxes, np.float64).reshape(-1, 4)
     if len(boxes) == 0:
         return np.zeros((0, CHIP_SIZE, CHIP_SIZE, 3), np.uint8)

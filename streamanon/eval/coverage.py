@@ -30,7 +30,11 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from streamanon.detect.landmarks import Landmarks68
 from streamanon.eval import metrics as M
+from streamanon.eval.sheet import contact_sheet, face_crop
+from streamanon.identity.align import five_points_from_68
+from streamanon.registry import make_detector
 from streamanon.types import Detections
 
 # Face height bins (reference box height, source pixels).
@@ -232,10 +236,6 @@ def reference_detector(
     """image BGR -> reference faces with five landmarks each (RetinaFace + CenterFace native
     + dlib MMOD, merged in that order). ``retina=False`` is the old CenterFace-based
     reference, kept only to compare the two."""
-    from streamanon.detect.landmarks import Landmarks68
-    from streamanon.identity.align import five_points_from_68
-    from streamanon.registry import make_detector
-
     rf = None
     if retina:
         from streamanon.eval.retinaface import RetinaFace
@@ -340,8 +340,6 @@ def uncovered_sheet(
     limit: int = 48,
 ) -> np.ndarray | None:
     """Contact sheet (original crop | output crop) of uncovered faces, largest first."""
-    from streamanon.eval.sheet import contact_sheet, face_crop
-
     faces = sorted(faces, key=lambda f: -f.height)[:limit]
     if not faces:
         return None

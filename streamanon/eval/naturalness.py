@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from streamanon.eval.metrics import box_iou_matrix
+
 # Outside pixels count as skin when their reference colour is within this CIE76 distance of
 # the reference face's median skin colour (same-face skin under the same light: < ~12).
 SKIN_GATE = 14.0
@@ -259,8 +261,6 @@ def refit_error(
 def detector_confidence(box: np.ndarray, found_xyxy: np.ndarray, found_score: np.ndarray,
                         iou: float = 0.3) -> float:  # fmt: skip
     """Highest score among detections overlapping ``box`` by IoU >= ``iou`` (0 when none)."""
-    from streamanon.eval.metrics import box_iou_matrix
-
     if len(found_xyxy) == 0:
         return 0.0
     m = box_iou_matrix(np.asarray(box, np.float64)[None], np.asarray(found_xyxy, np.float64))[0]

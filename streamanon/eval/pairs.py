@@ -15,6 +15,7 @@ import numpy as np
 
 from streamanon.errors import InputError
 from streamanon.io.images import IMAGE_EXTS, is_image_path, read_image
+from streamanon.io.video import VideoReader
 
 
 @dataclass
@@ -78,8 +79,6 @@ def video_pairs(
     original: Path, anonymized: Path, stride: int = 1, max_frames: int | None = None
 ) -> Iterator[Pair]:
     """Frames of two videos side by side (every ``stride``-th, at most ``max_frames``)."""
-    from streamanon.io.video import VideoReader
-
     if stride < 1:
         raise InputError(f"stride must be >= 1, got {stride}")
     with VideoReader(original, audio=False) as ro, VideoReader(anonymized, audio=False) as ra:

@@ -25,6 +25,8 @@ from typing import Protocol
 
 import numpy as np
 
+from streamanon import models
+from streamanon.detect.landmarks import Landmarks68
 from streamanon.errors import InputError, ModelMissingError
 from streamanon.identity.align import (  # noqa: F401 - ARCFACE_TEMPLATE re-exported
     ARCFACE_TEMPLATE,
@@ -32,6 +34,7 @@ from streamanon.identity.align import (  # noqa: F401 - ARCFACE_TEMPLATE re-expo
     five_points_from_68,
 )
 from streamanon.models import CPU, onnx_session
+from streamanon.types import Detections
 
 align_112 = arcface_crop112  # the old name
 
@@ -71,8 +74,6 @@ class DlibRecognizer:
     _net: object = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
-        from streamanon import models
-
         self._sp = models.shape_predictor5()
         self._net = models.dlib_recognizer()
 
@@ -115,13 +116,10 @@ class OnnxArcFace:
         shape = self._sess.get_inputs()[0].shape
         if len(shape) != 4:
             raise InputError(f"{self.path}: expected an NCHW image input, got {shape}")
-        from streamanon.detect.landmarks import Landmarks68
 
         self._lm = Landmarks68()
 
     def embed(self, image_bgr: np.ndarray, boxes: np.ndarray) -> np.ndarray:
-        from streamanon.types import Detections
-
         boxes = np.asarray(boxes, np.float32).reshape(-1, 4)
         if len(boxes) == 0:
             return np.zeros((0, 0), np.float32)

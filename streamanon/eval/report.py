@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from streamanon.eval.coverage import BINS, bin_name
+
 
 def _pct(x: float | None) -> str:
     if x is None or (isinstance(x, float) and math.isnan(x)):
@@ -119,8 +121,6 @@ def to_markdown(results: dict[str, dict]) -> str:
 
 
 def coverage_table(results: dict[str, dict]) -> str:
-    from streamanon.eval.coverage import BINS, bin_name
-
     bins = [bin_name(lo, hi) for lo, hi in BINS]
     lines = [
         "| method | all | " + " | ".join(f"{b} px" for b in bins) + " | uncovered >= 48 px |",

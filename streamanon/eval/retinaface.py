@@ -16,6 +16,7 @@ import math
 
 import numpy as np
 
+from streamanon.detect.base import nms
 from streamanon.errors import ModelMissingError
 from streamanon.models import CPU, onnx_session
 from streamanon.types import Detections
@@ -77,8 +78,6 @@ class RetinaFace:
         self._sess = onnx_session(weights_bytes(), "RetinaFace (judge)", providers=CPU)
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
-        from streamanon.detect.base import nms
-
         h, w = image_bgr.shape[:2]
         up = min(MAX_UPSAMPLE, max(1, math.ceil(MIN_LONG_SIDE / max(h, w, 1))))
         img = image_bgr.astype(np.float32)

@@ -18,7 +18,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from streamanon import models
 from streamanon.errors import InputError
+from streamanon.paths import engine_file
 
 CODEBOOK_FILE = "recognizer_codebook_sfhq.npz"
 # The repository's copy (paths.find_engine also looks in $STREAMANON_ENGINES and share/).
@@ -85,7 +87,6 @@ class Codebook:
         """
         import cv2
 
-        from streamanon import models
         from streamanon.identity.embed import embed_faces
 
         root = Path(path)
@@ -171,9 +172,6 @@ class Codebook:
 
 def default_codebook() -> Codebook:
     """The shipped SFHQ codebook (521 synthetic identities, MIT) from engines/ (loaded once)."""
-    from streamanon import models
-    from streamanon.paths import engine_file
-
     return models.cached("codebook/sfhq", lambda: Codebook.load(engine_file(CODEBOOK_FILE)))
 
 

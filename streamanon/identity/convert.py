@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from streamanon import models
+
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
 
 # The network of dlib's examples/dnn_face_recognition_ex.cpp, from the input outwards:
@@ -39,8 +41,6 @@ class DlibFormatError(ValueError):
 
 def default_dat_path() -> Path:
     """The installed dlib ResNet (`streamanon.models` finds the file)."""
-    from streamanon import models
-
     return models.dlib_file(DAT_NAME)
 
 

@@ -14,8 +14,10 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from streamanon.errors import InputError
+from streamanon import models
+from streamanon.errors import InputError, OutputError
 from streamanon.identity.align import CHIP_SIZE, align_chips
+from streamanon.io.atomic import atomic_output
 from streamanon.models import CPU, onnx_session
 from streamanon.types import Detections
 
@@ -153,15 +155,12 @@ def psi_onnx_bytes() -> bytes:
     """Ψ exported to ONNX: from the model cache (named by the dlib model's digest), exported
     there at first use (temporary file + rename). Later runs need no torch for Ψ (~2 s of
     start-up); an unwritable cache exports in memory each time."""
-    from streamanon import models
     from streamanon.identity.weights import _dat_digest
 
     dat = models.dlib_file(models.RESNET)
     path = models.cache_dir() / f"psi_dlib_resnet_v1.{_dat_digest(dat)}.v{ONNX_EXPORT_VERSION}.onnx"
     if path.is_file():
         return path.read_bytes()
-    from streamanon.errors import OutputError
-    from streamanon.io.atomic import atomic_output
 
     buf = io.BytesIO()
     export_onnx(buf)
@@ -177,8 +176,6 @@ def psi_onnx_bytes() -> bytes:
 
 def onnx_embedder() -> OnnxEmbedder:
     """The process-wide ONNX Runtime embedder (created on first use, ~1 s)."""
-    from streamanon import models
-
     return models.cached("psi/onnx", OnnxEmbedder)
 
 

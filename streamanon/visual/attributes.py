@@ -33,6 +33,9 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
+from streamanon.paths import find_engine
+from streamanon.visual.masks import skin_mask
+
 log = logging.getLogger(__name__)
 
 FIELDS = ("L", "a", "b", "forehead_skin", "lower_skin", "sharpness")
@@ -54,8 +57,6 @@ def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
 
 def face_attributes(crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     """(len(FIELDS),) float32 attributes of the face in an aligned crop (see module doc)."""
-    from streamanon.visual.masks import skin_mask
-
     size = crop_bgr.shape[0]
     lm = np.asarray(landmarks, np.float64)
     lab = cv2.cvtColor(crop_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
@@ -116,8 +117,6 @@ def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:
     """(n,) bool: bank faces listed under any of ``keys`` in ``engines/bank_review.json``."""
     import json
 
-    from streamanon.paths import find_engine
-
     path = find_engine(REVIEW)
     out = np.zeros(len(bank), bool)
     if path is None:
@@ -177,8 +176,6 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
 
 def bank_attributes(bank) -> BankAttributes:
     """The bank's attributes: from the sidecar next to it when it matches, else measured now."""
-    from streamanon.paths import find_engine
-
     path = find_engine(SIDECAR)
     digest = bank_digest(bank)
     excluded, children = reviewed_exclusions(bank), reviewed(bank, ("children",))
