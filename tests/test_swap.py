@@ -289,8 +289,9 @@ def test_keep_yaw_turns_the_nose_to_the_persons_yaw() -> None:
 
 
 def test_colour_transfer_is_fitted_on_skin_and_keeps_the_eyes_chroma() -> None:
-    from streamanon.anonymize.blend import eye_mask, skin_mask, transfer_colour
+    from streamanon.anonymize.blend import eye_mask, transfer_colour
     from streamanon.visual.align import TEMPLATE68
+    from streamanon.visual.masks import skin_mask
 
     lm = TEMPLATE68 * 128
     skin = skin_mask(lm, 128)
