@@ -243,3 +243,21 @@ def test_detectors_follow_the_protocol_and_shared_ones_are_reset(monkeypatch) ->
     native = registry.make_detector(input_size=None, landmarks=False)
     native.reset()
     assert native.camera_shift is None
+
+
+def test_one_onnx_session_factory_with_its_cache() -> None:
+    """Every ONNX model comes from models.onnx_session: one provider policy, the judges on the
+    CPU, and one shared session per model and settings when asked to cache."""
+    import pathlib
+
+    from streamanon import models
+
+    model = pathlib.Path(__file__).resolve().parents[1] / "engines" / "plate_mininet_ssd.onnx"
+    a = models.onnx_session(model, "plate test", 1, cache=True)
+    assert models.onnx_session(model, "plate test", 1, cache=True) is a
+    assert models.onnx_session(model, "plate test", 1) is not a
+    judge = models.onnx_session(model, "judge test", providers=models.CPU)
+    assert judge.get_providers() == ["CPUExecutionProvider"]
+    src = pathlib.Path(__file__).resolve().parents[1] / "streamanon"
+    builders = [p for p in src.rglob("*.py") if "InferenceSession(" in p.read_text()]
+    assert builders == [src / "models.py"]
