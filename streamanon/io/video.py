@@ -90,11 +90,15 @@ def choose_format(
         except (ValueError, av.error.FFmpegError):
             src = None
     if asked is None and src is not None:
-        if _alpha(src):
-            notes.append(f"the source's alpha channel ({source}) is not kept: video is"
-                         " anonymized and written opaque")  # fmt: skip
         depth = _bits(src)
-        if depth > 8:
+        keyed = [f for f in supported if _alpha(av.VideoFormat(f))]
+        if _alpha(src) and keyed:
+            keyed.sort(key=lambda f: abs(_bits(av.VideoFormat(f)) - depth))
+            wanted = keyed[0]  # the encoder keeps an alpha channel: so do we
+        elif _alpha(src):
+            notes.append(f"the source's alpha channel ({source}) is not kept: {codec} has"
+                         " none, the video is written opaque (qtrle, ffv1, prores_ks keep it)")  # fmt: skip
+        if depth > 8 and not _alpha(av.VideoFormat(wanted)):
             deep = [
                 f for f in supported
                 if f.startswith("yuv") and not _alpha(av.VideoFormat(f))
@@ -138,6 +142,9 @@ def check_crf(codec: str, crf: int | None, preset: str | None = None) -> None:
         raise InputError(f"--crf {crf}: {codec} takes {lo} to {hi}")
     if preset and codec in ("libx264", "libx264rgb", "libx265") and preset not in X26X_PRESETS:
         raise InputError(f"--preset {preset!r}: {codec} takes {', '.join(X26X_PRESETS)}")
+
+
+_SAID: set[str] = set()  # inputs whose alpha loss was already said
 
 
 @dataclass(slots=True)
@@ -262,6 +269,10 @@ class VideoReader:
         if self.stream.codec_context.codec is None or self.stream.codec_context.width == 0:
             self.container.close()
             raise InputError(f"{self.source}: unsupported or unreadable video stream")
+        if str(self.stream.metadata.get("alpha_mode", "")) == "1" and self.source not in _SAID:
+            # WebM keeps VP8/VP9 alpha beside the picture; FFmpeg's decoders do not read it.
+            _SAID.add(self.source)  # once per input, however often it is opened
+            log.warning("%s: its alpha channel is not decoded here; written opaque", self.source)
         self.audio_streams = list(self.container.streams.audio) if audio else []
         # Subtitles ride with the audio (copied, never decoded); --no-audio keeps video only.
         self.subtitle_streams = list(self.container.streams.subtitles) if audio else []
@@ -470,9 +481,11 @@ class VideoWriter:
         self._last_pts: int | None = None
         self._fields: av.filter.Graph | None = None  # marks frames interlaced (tff/bff)
         self._deep = False  # writing more than 8 bits: the source's own pixels outside faces
+        self._keyed = False  # writing an alpha channel: the source's own alpha
         if audio_from is not None and reader_info is not None and reader_info.pix_fmt:
             try:
-                audio_from.keep_originals = _bits(av.VideoFormat(reader_info.pix_fmt)) > 8
+                fmt = av.VideoFormat(reader_info.pix_fmt)
+                audio_from.keep_originals = _bits(fmt) > 8 or _alpha(fmt)
             except (ValueError, av.error.FFmpegError):
                 pass
         self.frames_written = 0
@@ -496,6 +509,7 @@ class VideoWriter:
         stream.pix_fmt = wanted
         self._keep_fields(stream, ow, oh)
         self._deep = _bits(av.VideoFormat(wanted)) > 8 and self._fields is None
+        self._keyed = _alpha(av.VideoFormat(wanted)) and self._fields is None
         tb = (
             frame.time_base
             if frame.time_base is not None
@@ -553,7 +567,9 @@ class VideoWriter:
             img = img[: stream.height, : stream.width]
         orig = self._audio_from.take_original(frame.index) if self._audio_from else None
         vf = None
-        if orig is not None and self._deep and not self._rotation_tagged:
+        if orig is not None and self._keyed and not self._rotation_tagged:
+            vf = self._with_alpha(np.ascontiguousarray(img), orig)
+        elif orig is not None and self._deep and not self._rotation_tagged:
             vf = self._composite(np.ascontiguousarray(img), orig)
         if vf is None:
             vf = av.VideoFrame.from_ndarray(np.ascontiguousarray(img), format="bgr24")
@@ -577,6 +593,15 @@ class VideoWriter:
         except av.error.FFmpegError as exc:
             raise OutputError(f"{self.shown}: encoding failed ({_ffmsg(exc)})") from None
         self.frames_written += 1
+
+    @staticmethod
+    def _with_alpha(img: np.ndarray, orig: av.VideoFrame) -> av.VideoFrame | None:
+        """The anonymized colours under the source frame's own alpha channel."""
+        if (orig.width, orig.height) != (img.shape[1], img.shape[0]):
+            return None
+        bgra = orig.to_ndarray(format="bgra")
+        bgra[:, :, :3] = img
+        return av.VideoFrame.from_ndarray(bgra, format="bgra")
 
     def _composite(self, img: np.ndarray, orig: av.VideoFrame) -> av.VideoFrame | None:
         """The source frame at its own depth, with the anonymizer's pixels pasted into the
