@@ -23,6 +23,7 @@ from tests.conftest import REPO, needs_shared
 from tests.test_io import make_clip
 
 PY = sys.executable
+pytestmark = pytest.mark.slow  # every case starts the CLI (~2-5 s of imports and models)
 
 
 def run(*args: str, timeout: float = 300, env: dict | None = None) -> subprocess.CompletedProcess:
