@@ -8,6 +8,7 @@ the latency streamanon added in that interval. Flat RSS and a bounded backlog ar
 
     python benchmarks/soak_live.py --minutes 10 --csv soak.csv
     python benchmarks/soak_live.py --minutes 1 --clip examples/demo.mp4 --height 720 --pull
+    python benchmarks/soak_live.py --minutes 10 --detect-every 3 --queue-size 4   # issue 23
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import argparse
 import csv
 import json
 import logging
+import os
 import shutil
 import socket
 import subprocess
@@ -89,6 +91,10 @@ def main() -> int:
     ap.add_argument("--method", default="blur")
     ap.add_argument("--min-face", type=float, default=Options().min_face, help="0: base pass only")
     ap.add_argument("--preset", default="veryfast", help="x264 preset of streamanon's output")
+    ap.add_argument(
+        "--detect-every", type=int, default=1, help="detect one frame in N (Options.detect_every)"
+    )
+    ap.add_argument("--queue-size", type=int, default=1, help="LiveOptions.queue_size")
     ap.add_argument("--interval", type=float, default=5.0, help="seconds between rows")
     ap.add_argument("--outage-every", type=float, default=0.0, help="kill the source every N s")
     ap.add_argument("--outage-for", type=float, default=3.0)
@@ -129,13 +135,14 @@ def main() -> int:
         result["report"] = run_live(
             f"rtsp://127.0.0.1:{pin}/cam",
             f"rtsp://127.0.0.1:{pout}/anon",
-            Options(method=args.method, min_face=args.min_face),
+            Options(method=args.method, min_face=args.min_face, detect_every=args.detect_every),
             EncodeOptions(preset=args.preset),
             stop=stop,
             listen=True,
             serve=True,
             latency_report=args.interval,
             on_stats=on_stats,
+            queue_size=args.queue_size,
         )
 
     worker = threading.Thread(target=go, daemon=True)
@@ -173,6 +180,8 @@ def main() -> int:
     warm = [r for r in rows if r["frames_out"] > 0]
     q = max(1, len(warm) // 4)
     summary = {
+        "args": vars(args),
+        "load_average": os.getloadavg(),
         "rows": len(rows),
         "rss_first_quarter_mb": round(sum(r["rss_mb"] for r in warm[:q]) / q, 1) if warm else None,
         "rss_last_quarter_mb": round(sum(r["rss_mb"] for r in warm[-q:]) / q, 1) if warm else None,

@@ -16,6 +16,7 @@ from fractions import Fraction
 import numpy as np
 
 from streamanon.detect.base import Detector
+from streamanon.detect.cadence import CadenceDetector
 from streamanon.objects import parse_objects, plate_stage_for
 from streamanon.registry import fallback_redactor, get_spec, make_detector, make_method
 from streamanon.stage import FACE, Counters, Stage
@@ -39,6 +40,9 @@ class Options:
     # and high-resolution tiles searched per frame (0: base pass only). See detect/multiscale.
     min_face: float = 24.0
     tiles_per_frame: int | None = None  # None: the whole frame every 8 frames
+    # Live streams (issue 23): detect one frame in N (plus the first and every scene cut),
+    # the tracker carries the faces in between; 1 = every frame. See detect/cadence.py.
+    detect_every: int = 1
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -217,6 +221,8 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
             min_face=opts.min_face,
             tiles_per_frame=opts.tiles_per_frame,
         )
+        if opts.detect_every > 1:
+            detector = CadenceDetector(detector, every=opts.detect_every)
     reid = _reid_function() if opts.wants_reid() else None
     cover = fallback_redactor(opts)  # validated before the (slow) method is built
     method = make_method(opts)

@@ -155,6 +155,16 @@ def build_parser() -> argparse.ArgumentParser:
         "search the whole frame every 8 frames)",
     )
     g.add_argument(
+        "--detect-every",
+        dest="detect_every",
+        type=int,
+        default=d.detect_every,
+        metavar="N",
+        help="detect faces on one frame in N (and on the first frame and every scene cut); the "
+        "tracker covers them in between, so a live stream keeps its frame rate; a face that "
+        "walks in may be covered up to N-1 frames late (default: %(default)s, every frame)",
+    )
+    g.add_argument(
         "--coast",
         dest="coast_s",
         type=float,
@@ -359,6 +369,7 @@ RANGES: tuple[tuple[str, str, float | None, float | None, bool], ...] = (
     ("--scale", "input_size", 0, 16384, True),
     ("--min-face", "min_face", 0.0, None, True),
     ("--tiles-per-frame", "tiles_per_frame", 1, None, True),
+    ("--detect-every", "detect_every", 1, 12, True),
     ("--coast", "coast_s", 0.0, None, True),
     ("--plate-every", "plate_every", 1, None, True),
     ("--threads", "threads", 1, 1024, True),
@@ -398,6 +409,7 @@ def _options(args: argparse.Namespace):
         input_size=args.input_size or None,
         min_face=args.min_face,
         tiles_per_frame=args.tiles_per_frame,
+        detect_every=args.detect_every,
         mask_scale=args.mask_scale,
         coast_s=args.coast_s,
         threads=args.threads,
