@@ -62,9 +62,47 @@ def cached(key: str, build: Callable[[], T]) -> T:
 
 # -- ONNX Runtime -----------------------------------------------------------------------------
 
-PREFERRED_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
+PREFERRED_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 CPU = ("CPUExecutionProvider",)
 _logged: set[str] = set()
+
+
+def gpu_providers(available: set[str] | list[str]) -> list:
+    """The preferred providers this install has, best first (issue 23): TensorRT with FP16
+    and an engine cache, then CUDA, then the CPU. Not measured on a GPU yet
+    (docs/benchmarks.md); `benchmarks/gpu_bench.sh` is ready for the first one."""
+    out: list = []
+    for name in PREFERRED_PROVIDERS:
+        if name not in available:
+            continue
+        out.append((name, trt_options()) if name == PREFERRED_PROVIDERS[0] else name)
+    return out or list(CPU)
+
+
+def trt_options() -> dict:
+    """FP16 engines cached under `cache_dir()`/trt/<GPU>-ort<version>: an engine is built for
+    one card and one TensorRT release (each onnxruntime-gpu release links one), and building
+    takes minutes, so a cache per (card, version) is reused and never mixed up."""
+    import re
+    import subprocess
+
+    import onnxruntime as ort
+
+    try:  # the card's name, as the generator's engine cache (synth.runtime) asks nvidia-smi
+        name = subprocess.run(
+            ["nvidia-smi", "--query-gpu=name", "--format=csv,noheader"],
+            capture_output=True, text=True, timeout=10, check=True,
+        ).stdout.splitlines()[0]  # fmt: skip
+    except (OSError, subprocess.SubprocessError, IndexError):
+        name = "gpu"
+    folder = cache_dir() / "trt" / re.sub(r"[^A-Za-z0-9._-]+", "_", f"{name}-ort{ort.__version__}")
+    return {
+        "trt_fp16_enable": True,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": str(folder),
+        "trt_timing_cache_enable": True,
+        "trt_timing_cache_path": str(folder),
+    }
 
 
 def onnx_session(
@@ -94,15 +132,21 @@ def onnx_session(
     if threads is not None:
         opts.intra_op_num_threads = int(threads)
     if providers is None:
-        available = set(ort.get_available_providers())
-        providers = [p for p in PREFERRED_PROVIDERS if p in available] or list(CPU)
+        providers = gpu_providers(set(ort.get_available_providers()))
+        if isinstance(providers[0], tuple):  # TensorRT writes its engines there
+            Path(providers[0][1]["trt_engine_cache_path"]).mkdir(parents=True, exist_ok=True)
     src = model if isinstance(model, bytes) else str(model)
     try:
         session = ort.InferenceSession(src, sess_options=opts, providers=list(providers))
     except Exception:  # noqa: BLE001 - a GPU provider that fails to start: fall back to CPU
         if not fallback or list(providers) == list(CPU):
             raise
-        session = ort.InferenceSession(src, sess_options=opts, providers=list(CPU))
+        # TensorRT that cannot build an engine (an op it lacks): CUDA alone, then the CPU.
+        rest = [p for p in providers if not isinstance(p, tuple)]
+        try:
+            session = ort.InferenceSession(src, sess_options=opts, providers=rest)
+        except Exception:  # noqa: BLE001
+            session = ort.InferenceSession(src, sess_options=opts, providers=list(CPU))
     if name not in _logged:
         _logged.add(name)
         used = session.get_providers()[0]
