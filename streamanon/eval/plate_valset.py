@@ -76,7 +76,7 @@ def closeups(
         c, d = int(min(w, cx + cw / 2)), int(min(h, cy + ch / 2))
         if c - a < pw or d - b < ph:
             continue
-        a, b = min(a, int(x1)), min(b, int(y1))  # the whole plate inside the cut
+        a, b = max(0, min(a, int(x1))), max(0, min(b, int(y1)))  # the whole plate inside
         c, d = max(c, min(w, int(np.ceil(x2)))), max(d, min(h, int(np.ceil(y2))))
         box = boxes[:1] - np.array([a, b, a, b], np.float32)
         box = np.clip(box, 0, [c - a, d - b, c - a, d - b]).astype(np.float32)
