@@ -297,3 +297,6 @@ def test_platenet_composed_clip_gate():
     base = BASELINE["platenet"]["clip"]
     assert res["plates"] == base["plates"]
     assert res["covered"] >= base["covered"] - 2, f"coverage dropped: {res} vs {base}"
+    # Tight boxes over time: the covered box stays near the plate's size as plates approach,
+    # recede and coast (90th percentile of box area / plate area, 10 % slack).
+    assert res["box_area_ratio"][1] <= base["box_area_ratio"][1] * 1.1, (res, base)

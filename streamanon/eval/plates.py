@@ -328,6 +328,7 @@ def clip_coverage(anonymizer, clip, fps: float = 25.0) -> dict:
 
     plates = covered = frames_all = 0
     seconds = 0.0
+    ratios: list[float] = []  # covered box area / plate area, per covered plate-frame
     for i, (image, gt) in enumerate(clip):
         frame = Frame(image, i, i, Fraction(1, int(round(fps))))
         t0 = time.perf_counter()
@@ -335,6 +336,13 @@ def clip_coverage(anonymizer, clip, fps: float = 25.0) -> dict:
         seconds += time.perf_counter() - t0
         boxes = frame.objects.get("plate", Detections.empty()).xyxy
         cov = covered_fraction(gt, boxes)
+        if len(boxes) and len(gt):  # how much more than the plate its box covers
+            iou = box_iou(np.asarray(gt, np.float32), boxes)
+            for g, j, c in zip(gt, iou.argmax(axis=1), cov, strict=True):
+                if c >= COVER:
+                    b = boxes[j]
+                    area = (g[2] - g[0]) * (g[3] - g[1])
+                    ratios.append(float((b[2] - b[0]) * (b[3] - b[1]) / max(area, 1e-6)))
         plates += len(gt)
         covered += int((cov >= COVER).sum())
         frames_all += int(len(gt) == 0 or (cov >= COVER).all())
@@ -344,6 +352,8 @@ def clip_coverage(anonymizer, clip, fps: float = 25.0) -> dict:
         "coverage": round(covered / max(plates, 1), 4),
         "frames_fully_covered": round(frames_all / max(n, 1), 4),
         "ms_per_frame_track": round(1000.0 * seconds / max(n, 1), 1),
+        "box_area_ratio": [round(float(np.percentile(ratios, q)), 2) for q in (50, 90)]
+        if ratios else None,
     }  # fmt: skip
 
 
