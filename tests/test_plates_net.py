@@ -152,6 +152,24 @@ def test_training_resumes_exactly_after_kill(tmp_path):
     assert (broken / "log.jsonl").read_text().count('"step": 20') >= 1
 
 
+def test_warm_start_begins_from_the_given_weights(tmp_path):
+    """--init: the new run starts from the other run's EMA weights (a 0-step run keeps them
+    exactly), not from the seed's random ones."""
+    first = tmp_path / "first"
+    T.run(_args(first, 4))
+    args = _args(tmp_path / "warm", 0)
+    args.init = str(first / "last.pt")
+    T.run(args)
+    a = torch.load(first / "last.pt", weights_only=False)["ema"]
+    b = torch.load(tmp_path / "warm" / "last.pt", weights_only=False)["model"]
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    cold = _args(tmp_path / "cold", 0)
+    T.run(cold)
+    c = torch.load(tmp_path / "cold" / "last.pt", weights_only=False)["model"]
+    assert not all(torch.equal(a[k], c[k]) for k in a)
+
+
 def test_samples_hold_plates_inside():
     src = T.Sources(None, None)
     for i in range(6):
