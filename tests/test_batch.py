@@ -546,6 +546,40 @@ def ray_cluster(tmp_path_factory):
 
 
 @pytest.mark.slow
+def test_chunked_video_keeps_its_subtitles(tmp_path):
+    """A video cut into chunks is joined with the input's subtitle stream, cue for cue, as
+    the single-file path copies it (the join once kept only the audio)."""
+    from tests.conftest import needs_ffmpeg
+
+    srt = tmp_path / "s.srt"
+    srt.write_text("1\n00:00:00,500 --> 00:00:01,000\nfirst\n\n2\n00:00:04,000 --> 00:00:04,500\nlast\n")
+    src = tmp_path / "src"
+    src.mkdir()
+    clip = src / "talk.mkv"
+    subprocess.run(
+        [needs_ffmpeg(), "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc=size=160x96:rate=25",
+         "-i", str(srt), "-t", "5", "-c:v", "libx264", "-g", "25", "-pix_fmt", "yuv420p",
+         "-c:s", "srt", str(clip)],
+        check=True, timeout=120,
+    )  # fmt: skip
+    out = tmp_path / "out"
+    r = run_batch_cli(
+        str(src), "-o", str(out), "--workers", "1", "--chunk-seconds", "2",
+        "--chunk-overlap", "0.5", "-m", "blur", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (line,) = journal_lines(out)
+    assert line["report"]["extra"]["chunks"] >= 2  # really joined from pieces
+    with av.open(str(out / "talk.mkv")) as c:
+        assert [s.type for s in c.streams] == ["video", "subtitle"]
+        cues = [
+            (bytes(p), round(float(p.pts * p.time_base), 2))
+            for p in c.demux(c.streams.subtitles[0])
+            if p.size
+        ]
+    assert cues == [(b"first", 0.5), (b"last", 4.0)]
+
+
 def test_ray_batch_matches_single_file_runs(clipset, reference, ray_cluster, tmp_path):
     out = tmp_path / "out"
     r = run_batch_cli(str(clipset), "-o", str(out), f"--ray={ray_cluster}", "-m", "blur", "-q")

@@ -204,7 +204,8 @@ def join_chunks(
     encode: EncodeOptions | None = None,
     stop: Callable[[], bool] | None = None,
 ) -> dict:
-    """Stream-copy the chunks' video and the input's audio into ``dst`` (atomic)."""
+    """Stream-copy the chunks' video, and the input's audio and subtitles, into ``dst``
+    (atomic)."""
     enc = encode or EncodeOptions()
     dst = Path(dst)
     inputs = [av.open(str(p)) for p in chunks]
@@ -219,13 +220,18 @@ def join_chunks(
                 vin = inputs[0].streams.video[0]
                 vout = out.add_stream_from_template(vin)
                 vout.time_base = vin.time_base
-                audio_in = list(original.streams.audio) if enc.audio else []
+                # Audio and subtitles are copied from the input as the single-file path does.
+                carried = (
+                    [*original.streams.audio, *original.streams.subtitles] if enc.audio else []
+                )
                 audio_out = {}
-                for a in audio_in:
+                for a in carried:
                     try:
                         o = out.add_stream_from_template(a)
                     except (ValueError, av.error.FFmpegError) as exc:
-                        log.warning("audio stream %d cannot go into %s (%s)", a.index, dst, exc)
+                        log.warning(
+                            "%s stream %d cannot go into %s (%s): dropped", a.type, a.index, dst, exc
+                        )
                         continue
                     for k, v in scrub_metadata(dict(a.metadata), enc.keep_metadata).items():
                         o.metadata[k] = v
@@ -294,9 +300,11 @@ def _audio_packets(container, streams) -> Iterator[tuple[float, int, av.Packet]]
     if not streams:
         return
     for p in container.demux(streams):
-        # The same packets the single-file path copies (io.video: dts set, not empty).
-        if p.dts is not None and p.size:
-            yield (float(p.dts * p.time_base), 1, p)
+        # The same packets the single-file path copies (io.video: audio with a dts, subtitles
+        # with a pts or dts; never empty ones).
+        ts = p.dts if p.dts is not None else (p.pts if p.stream.type == "subtitle" else None)
+        if ts is not None and p.size:
+            yield (float(ts * p.time_base), 1, p)
 
 
 __all__ = ["ChunkSpec", "anonymize_chunk", "chunk_path", "chunkable", "join_chunks", "plan_chunks"]
