@@ -17,8 +17,16 @@ import numpy as np
 
 from streamanon.detect.base import Detector
 from streamanon.detect.cadence import CadenceDetector
-from streamanon.objects import parse_objects, plate_stage_for
-from streamanon.registry import fallback_redactor, get_spec, make_detector, make_method
+from streamanon.objects import plate_stage_for
+from streamanon.registry import (
+    STAGES,
+    StageSpec,
+    fallback_redactor,
+    get_spec,
+    make_detector,
+    make_method,
+    parse_objects,
+)
 from streamanon.stage import FACE, Counters, Stage
 from streamanon.track import FaceTracker
 from streamanon.types import Detections, Frame
@@ -125,15 +133,14 @@ class Anonymizer:
         shared = {s.kind: s.detector for s in detectors_from.stages} if detectors_from else {}
         for det in shared.values():
             det.reset()
-        # Faces last: where a face and a plate overlap, the face's method is applied on top.
-        self.stages: list[Stage] = []
-        if "plate" in want:
-            self.stages.append(plate_stage_for(opts, shared.get("plate")))
-        self.faces: Stage | None = None
-        if FACE in want:
-            self.faces = face_stage(opts, shared.get(FACE))
-        if self.faces is not None:
-            self.stages.append(self.faces)
+        # In `STAGES` order: faces last, so where a face and a plate overlap, the face's
+        # method is applied on top.
+        self.stages: list[Stage] = [
+            STAGES.get(name).factory(opts, shared.get(name))
+            for name in STAGES.names()
+            if name in want
+        ]
+        self.faces: Stage | None = next((s for s in self.stages if s.kind == FACE), None)
         self._lock = threading.Lock()
         self._next_index = 0
         self._last_t = float("-inf")
@@ -237,3 +244,7 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
         FACE, detector, new_tracker, method, cover, thresh=opts.thresh, camera=True,
         reid=reid is not None,
     )  # fmt: skip
+
+
+STAGES.register(StageSpec("plate", plate_stage_for, "license plates (docs/plates.md)"))
+STAGES.register(StageSpec(FACE, face_stage, "faces"))

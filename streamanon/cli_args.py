@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     from streamanon.registry import (
         DETECTORS,
         REDACTORS,
+        STAGES,
         method_help,
         method_names,
         plate_detector_choices,
@@ -176,8 +177,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument(
         "--objects",
         metavar="LIST",
-        help="what to anonymize: face, plate or face,plate (default: face; face,plate with"
-        " --dashcam)",
+        help=f"what to anonymize, comma-separated: {STAGES.help()} (default: face;"
+        " face,plate with --dashcam)",
     )
     g.add_argument(
         "--dashcam",
@@ -426,7 +427,7 @@ def _options(args: argparse.Namespace):
 
 def _plate_options(args: argparse.Namespace) -> dict:
     """--objects / --dashcam / --plate-*: plates are on with --dashcam or when asked for."""
-    from streamanon.objects import parse_objects
+    from streamanon.anonymizer import parse_objects  # STAGES is filled by streamanon.anonymizer
 
     objects = args.objects or ("face,plate" if args.dashcam else "face")
     levels = None

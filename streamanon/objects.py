@@ -13,14 +13,11 @@ Every plate tracking and cadence parameter is here (`PLATE_COAST_S`, `PLATE_TRAC
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-
 from streamanon.errors import InputError
 from streamanon.registry import box_redactor_for, make_plate_detector, make_redactor
 from streamanon.stage import Stage
 from streamanon.track import FaceTracker
 
-OBJECTS = ("face", "plate")
 # Plates coast at least this long after their detector loses them. The shipped detector
 # misses a plate for a few frames now and then (motion blur, angles); a parked or followed
 # car's plate moves little in a second, and a stale blurred box costs nothing. On the
@@ -34,19 +31,6 @@ PLATE_COAST_S = 1.0
 PLATE_TRACKER = dict(coast_grow=0.2, stretch=(0.5, 0.0), union_filtered=False)
 # The cover when the plate redactor fails (fail closed).
 PLATE_COVER = "solid"
-
-
-def parse_objects(text: str | Iterable[str]) -> tuple[str, ...]:
-    """``"face,plate"`` -> ("face", "plate"); unknown names are an input error."""
-    items = text.split(",") if isinstance(text, str) else list(text)
-    names = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
-    bad = [n for n in names if n not in OBJECTS]
-    if bad or not names:
-        raise InputError(
-            f"--objects {','.join(items) if not isinstance(text, str) else text!r}: "
-            f"choose from {', '.join(OBJECTS)} (comma-separated)"
-        )
-    return names
 
 
 def plate_stage(

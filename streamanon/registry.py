@@ -1,13 +1,16 @@
 """Every part chosen by name: the one place that knows which parts exist and what each needs.
 
-Four tables, each ``name -> spec`` with the factory that builds the part:
+Five tables, each ``name -> spec`` with the factory that builds the part:
 
 - `DETECTORS`: face detectors (``--detector``), built by `make_detector` behind the explicit
   `streamanon.detect.base.Detector` protocol (backend -> optional 68 landmarks -> score cut);
 - `METHODS`: face methods (``--method``), objects with the `FaceMethod` shape;
 - `REDACTORS`: the classic box redactors (``--fallback``, the plates' cover, and the classic
   face methods): one implementation covers a face's head region or a plate's exact box;
-- `PLATE_DETECTORS`: plate detectors (``--plate-detector``, ``--plate-model``).
+- `PLATE_DETECTORS`: plate detectors (``--plate-detector``, ``--plate-model``);
+- `STAGES`: the classes of object (``--objects``: face, plate), each a `Stage` factory. Its
+  entries are registered by `streamanon.anonymizer`, the module that can build both stages
+  (a stage needs this registry's parts, so this module cannot import the stage builders).
 
 The CLI's choices and help, `Options.needs_landmarks()` / `wants_reid()`, the Anonymizer's
 stages, batch and live all read these tables. Adding a part is a module with a factory plus
@@ -51,6 +54,7 @@ from streamanon.types import Detections
 
 if TYPE_CHECKING:
     from streamanon.anonymizer import Options
+    from streamanon.stage import Stage
 
 # An extra -> the modules it installs (checked before a method is built, so a missing one is a
 # one-line message rather than an ImportError from deep inside the method).
@@ -459,3 +463,33 @@ def make_plate_detector(
         kind = DEFAULT_PLATE_DETECTOR
     spec = PLATE_DETECTORS.get(kind)
     return spec.factory(model_path, levels=levels, low_thresh=min(low_thresh, 0.1), threads=threads)
+
+
+# -- object classes (--objects) ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """``factory(opts, detector)`` -> the `Stage` for one class of object; ``detector``: one
+    already built for the same options (batch workers share it), or None to build one."""
+
+    name: str
+    factory: Callable[[Options, Detector | None], Stage]
+    help: str = ""
+
+
+# Registration order is the order stages run and cover a frame (faces last, so a face's method
+# is applied on top where a face and a plate overlap).
+STAGES: Table[StageSpec] = Table("object")
+
+
+def parse_objects(text: str | Iterable[str]) -> tuple[str, ...]:
+    """``"face,plate"`` -> ("face", "plate") (`STAGES` names, duplicates dropped, order kept);
+    an unknown or empty list is an input error."""
+    items = text.split(",") if isinstance(text, str) else list(text)
+    names = tuple(dict.fromkeys(s.strip().lower() for s in items if s.strip()))
+    known = STAGES.names()
+    if not names or any(n not in known for n in names):
+        shown = text if isinstance(text, str) else ",".join(items)
+        raise InputError(f"--objects {shown!r}: choose from {', '.join(known)} (comma-separated)")
+    return names

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 
+from streamanon.anonymizer import parse_objects
 from streamanon.detect.plate_convert import (
     CaffeFormatError,
     build_onnx,
@@ -26,7 +27,7 @@ from streamanon.detect.plate_convert import (
 from streamanon.detect.plates import PlateSSD, SSDPriors, YoloV9Plates, pad_boxes, tiles
 from streamanon.errors import InputError, ModelMissingError
 from streamanon.eval import plates as PE
-from streamanon.objects import parse_objects, plate_stage
+from streamanon.objects import plate_stage
 from streamanon.registry import DEFAULT_PLATE_DETECTOR, box_redactor_for, make_redactor
 from streamanon.types import Detections, Frame
 from tests.conftest import needs_shared
@@ -301,7 +302,7 @@ def test_realistic_methods_blur_plates_and_objects_parse():
         "blur", "pixelate", "solid", "blur", "blur", "blur",
     ]  # fmt: skip
     assert parse_objects("plate, face,plate") == ("plate", "face")
-    with pytest.raises(InputError, match="choose from face, plate"):
+    with pytest.raises(InputError, match="choose from plate, face"):
         parse_objects("face,car")
 
 

@@ -261,3 +261,24 @@ def test_one_onnx_session_factory_with_its_cache() -> None:
     src = pathlib.Path(__file__).resolve().parents[1] / "streamanon"
     builders = [p for p in src.rglob("*.py") if "InferenceSession(" in p.read_text()]
     assert builders == [src / "models.py"]
+
+
+def test_object_classes_come_from_the_registry():
+    """--objects names are the STAGES table's, in the order the stages cover a frame (faces
+    last), and the CLI's help lists them."""
+    from streamanon.anonymizer import Anonymizer
+    from streamanon.cli_args import build_parser
+    from streamanon.registry import STAGES, parse_objects
+
+    assert STAGES.names() == ("plate", "face")
+    assert parse_objects(" face ,plate,face") == ("face", "plate")
+    with pytest.raises(InputError, match="choose from plate, face"):
+        parse_objects("face,car")
+    with pytest.raises(InputError):
+        parse_objects(" , ")
+    # Asked face first, built plate first: the face's method lands on top of a plate's cover.
+    anon = Anonymizer(objects="face,plate")
+    assert [s.kind for s in anon.stages] == ["plate", "face"] and anon.faces is anon.stages[1]
+    assert [s.kind for s in Anonymizer(objects="plate").stages] == ["plate"]
+    assert Anonymizer(objects="plate").faces is None
+    assert "plate = license plates" in " ".join(build_parser().format_help().split())
