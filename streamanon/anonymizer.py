@@ -17,6 +17,7 @@ import numpy as np
 
 from streamanon.detect.base import Detector
 from streamanon.detect.cadence import CadenceDetector
+from streamanon.identity.embed import reid_embeddings
 from streamanon.objects import plate_stage_for
 from streamanon.registry import (
     STAGES,
@@ -89,8 +90,6 @@ class Options:
 
 def _reid_function():
     """The recognizer's embedding as the tracker's re-identification hook (needs torch)."""
-    from streamanon.identity.embed import reid_embeddings
-
     def embed(image: np.ndarray, dets: Detections) -> np.ndarray:
         # The aligner needs a few pixels; a sliver of a face gets a junk (never-matching) box.
         boxes = dets.xyxy.copy()

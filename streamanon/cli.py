@@ -16,6 +16,7 @@ import threading
 from dataclasses import asdict
 from pathlib import Path
 
+from streamanon.anonymizer import Anonymizer
 from streamanon.cli_args import (  # noqa: F401 - re-exported: the flags live in cli_args
     EPILOG,
     SUBCOMMAND_EXTRAS,
@@ -31,6 +32,18 @@ from streamanon.cli_args import (  # noqa: F401 - re-exported: the flags live in
 )
 from streamanon.errors import InputError, StreamanonError
 from streamanon.io.atomic import check_name_lengths, check_output, write_text_atomic
+from streamanon.io.images import IMAGE_EXTS
+from streamanon.io.sources import VIDEO_EXTS, is_live_source
+from streamanon.io.video import VideoReader
+from streamanon.pipeline import Cancelled
+from streamanon.registry import EXTRAS, require_extra
+from streamanon.run import (
+    anonymize_folder,
+    anonymize_image,
+    anonymize_video,
+    default_output,
+    input_kind,
+)
 
 
 class _Progress:
@@ -87,16 +100,6 @@ def _preview_fn(enabled: bool):
 
 
 def anonymize_main(argv: list[str]) -> int:
-    from streamanon.anonymizer import Anonymizer
-    from streamanon.pipeline import Cancelled
-    from streamanon.run import (
-        anonymize_folder,
-        anonymize_image,
-        anonymize_video,
-        default_output,
-        input_kind,
-    )
-
     args = build_parser().parse_args(argv)
     logging.basicConfig(
         level=logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO,
@@ -175,8 +178,6 @@ def anonymize_main(argv: list[str]) -> int:
                 )
                 failures += len(r.errors)
             else:
-                from streamanon.io.video import VideoReader
-
                 with VideoReader(src, audio=False) as probe:
                     total = probe.info.frames
                 bar = _Progress(total, Path(src).name, args.quiet)
@@ -238,9 +239,6 @@ def anonymize_main(argv: list[str]) -> int:
 def _names_a_file(output: str) -> bool:
     """True when ``-o`` is a file name (an existing file, or a media extension not ending in
     a separator and not an existing folder): it cannot take several inputs."""
-    from streamanon.io.images import IMAGE_EXTS
-    from streamanon.io.sources import VIDEO_EXTS, is_live_source
-
     p = Path(output)
     if is_live_source(output) or p.is_dir() or output.endswith(("/", os.sep)):
         return False
@@ -278,8 +276,6 @@ def main(argv: list[str] | None = None) -> int:
             module, func, _ = SUBCOMMANDS[argv[0]]
             extra = SUBCOMMAND_EXTRAS.get(argv[0])
             if extra is not None:
-                from streamanon.registry import require_extra
-
                 require_extra(extra, f"streamanon {argv[0]}")
             try:
                 fn = getattr(importlib.import_module(module), func)
@@ -296,8 +292,6 @@ def main(argv: list[str] | None = None) -> int:
         return exc.exit_code
     except ModuleNotFoundError as exc:
         # A lazily imported optional dependency: name the extra that brings it.
-        from streamanon.registry import EXTRAS
-
         extra = next((e for e, mods in EXTRAS.items() if exc.name in mods), None)
         if extra is None:
             raise

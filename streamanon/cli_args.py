@@ -10,7 +10,18 @@ from __future__ import annotations
 import argparse
 
 from streamanon import __version__
+from streamanon.anonymize.generative import generator_available
+from streamanon.anonymizer import Options, parse_objects
 from streamanon.errors import InputError
+from streamanon.registry import (
+    DETECTORS,
+    REDACTORS,
+    STAGES,
+    method_help,
+    method_names,
+    plate_detector_choices,
+)
+from streamanon.run import EncodeOptions
 
 # name → (module, function taking argv and returning an exit code, one-line help)
 SUBCOMMANDS: dict[str, tuple[str, str, str]] = {
@@ -39,16 +50,6 @@ examples:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamanon.anonymizer import Options
-    from streamanon.registry import (
-        DETECTORS,
-        REDACTORS,
-        STAGES,
-        method_help,
-        method_names,
-        plate_detector_choices,
-    )
-
     d = Options()
     subs = "\n".join(f"  {k:<10} {v[2]}" for k, v in SUBCOMMANDS.items())
     p = argparse.ArgumentParser(
@@ -351,10 +352,6 @@ def _parse_bitrate(text: str | None) -> int | None:
 
 def default_method() -> str:
     """ida when the shipped generator is present, else blur."""
-    try:
-        from streamanon.anonymize.generative import generator_available
-    except ImportError:
-        return "blur"
     return "ida" if generator_available() else "blur"
 
 
@@ -400,8 +397,6 @@ def check_ranges(args: argparse.Namespace) -> None:
 
 
 def _options(args: argparse.Namespace):
-    from streamanon.anonymizer import Options
-
     check_ranges(args)
     return Options(
         method=args.method or default_method(),
@@ -427,8 +422,6 @@ def _options(args: argparse.Namespace):
 
 def _plate_options(args: argparse.Namespace) -> dict:
     """--objects / --dashcam / --plate-*: plates are on with --dashcam or when asked for."""
-    from streamanon.anonymizer import parse_objects  # STAGES is filled by streamanon.anonymizer
-
     objects = args.objects or ("face,plate" if args.dashcam else "face")
     levels = None
     if args.plate_levels:
@@ -469,8 +462,6 @@ def _live_options(args: argparse.Namespace) -> dict:
 
 
 def _encode_options(args: argparse.Namespace):
-    from streamanon.run import EncodeOptions
-
     check_ranges(args)
 
     opts = _key_values(args.codec_option, "--codec-option")

@@ -21,8 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from streamanon.errors import StreamanonError
+from streamanon.identity.align import align_chip
+from streamanon.identity.embed import chips_to_tensor
 from streamanon.io.atomic import atomic_output, check_output
 from streamanon.io.images import write_image
+from streamanon.models import hog_detector
+from streamanon.visual.explain import render_vca
 
 PANEL = 300  # px per panel: the 150 px chip shown at 2x
 
@@ -77,8 +81,6 @@ def _face_box(image_bgr: np.ndarray, box: str | None) -> np.ndarray:
         if len(vals) != 4:
             raise _ArgError(f"--box must be x1,y1,x2,y2, got {box!r}")
         return np.array(vals, np.float32)
-    from streamanon.models import hog_detector
-
     rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
     rects = hog_detector()(rgb, 1 if max(rgb.shape[:2]) < 600 else 0)
     if not rects:
@@ -93,9 +95,7 @@ def render_ifa(
     """The side-by-side H | Ĥ panel (BGR uint8) and numbers about the distraction."""
     import torch
 
-    from streamanon.identity.align import align_chip
     from streamanon.identity.codebook import default_codebook
-    from streamanon.identity.embed import chips_to_tensor
     from streamanon.identity.ifa import DEFAULT_K, recast_identity
     from streamanon.identity.recognizer import load_recognizer
 
@@ -126,10 +126,6 @@ def render_ifa(
 
 
 def _render_vca(image_bgr: np.ndarray) -> np.ndarray:
-    try:
-        from streamanon.visual.explain import render_vca
-    except ImportError as e:
-        raise StreamanonError(f"--vca is not available: streamanon.visual.explain ({e})") from e
     out = np.asarray(render_vca(image_bgr))
     if out.ndim != 3 or out.shape[2] != 3 or out.dtype != np.uint8:
         raise StreamanonError(f"render_vca returned {out.dtype} {out.shape}, not a BGR image")

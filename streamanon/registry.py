@@ -41,6 +41,7 @@ from streamanon.anonymize.classic import (
     Redactor,
     SolidRedactor,
 )
+from streamanon.anonymize.generative import GENERATOR_FILE
 from streamanon.detect import plates as P
 from streamanon.detect.base import Backend, Detector, FaceDetector
 from streamanon.detect.centerface import CenterFace
@@ -342,8 +343,8 @@ def _classic(name: str) -> Callable[[Options], FaceMethod]:
 
 
 def _ida(opts: Options) -> FaceMethod:
-    # The generative methods need torch (an optional extra): imported when chosen.
-    from streamanon.anonymize.generative import GENERATOR_FILE
+    # Imported when chosen: ida and swap (with their visual.* parts) add ~30 ms to every
+    # start-up, `--help` included (the allowlist in tests/test_imports.py).
     from streamanon.anonymize.ida import IdaMethod
 
     engine_file(GENERATOR_FILE)  # missing: one line naming the file and where it goes

@@ -25,8 +25,10 @@ from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.generative import GENERATOR_FILE, generator_gate
 from streamanon.anonymize.identity_state import FaceJob, TrackState
 from streamanon.anonymize.swap import SwapMethod
+from streamanon.errors import InputError
 from streamanon.models import cache_dir, onnx_session
 from streamanon.paths import engine_file
+from streamanon.visual.inputs import from_signed_rgb, to_signed_rgb
 
 log = logging.getLogger(__name__)
 
@@ -36,8 +38,6 @@ REFINE_SIZE = 128
 def refiner_inputs(render: np.ndarray, crop: np.ndarray, mask: np.ndarray) -> dict[str, np.ndarray]:
     """G_r's three inputs (batch of one) from the render, the person's crop (BGR uint8, same
     side) and the face mask; the context shows nothing of the face interior."""
-    from streamanon.visual.inputs import to_signed_rgb
-
     m = mask.astype(np.float32)
     keep = (m < 0.01).astype(np.float32)
     return {
@@ -69,8 +69,6 @@ class RefinerRuntime:
         self.name = self.session.get_providers()[0]
         names = [i.name for i in self.session.get_inputs()]
         if names != ["render", "context", "mask"]:
-            from streamanon.errors import InputError
-
             raise InputError(f"{self.path.name} is not a refiner (inputs {names})")
 
     @staticmethod
@@ -102,8 +100,6 @@ class RefinerRuntime:
 def refine(runtime: RefinerRuntime, render: np.ndarray, crop: np.ndarray, mask: np.ndarray):
     """The refined crop (BGR uint8, the render's side). A larger crop is refined at 128² and
     the correction (refined − render at 128²) is upsampled onto its own render."""
-    from streamanon.visual.inputs import from_signed_rgb
-
     side = render.shape[0]
     if side == REFINE_SIZE:
         return from_signed_rgb(runtime.run(**refiner_inputs(render, crop, mask))[0])

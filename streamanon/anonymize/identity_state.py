@@ -18,8 +18,14 @@ import numpy as np
 
 from streamanon.anonymize.regions import turn_ratio
 from streamanon.identity.align import CHIP_SIZE, align_chips
+from streamanon.identity.embed import chips_to_tensor, onnx_embedder
 from streamanon.types import Detections, FaceCrop
 from streamanon.visual.align import align_matrix, crop_scale, transform_points, warp_to_crop
+from streamanon.visual.attributes import bank_attributes, compatible, face_attributes
+from streamanon.visual.bank import default_bank
+from streamanon.visual.delegates import choose_delegates
+from streamanon.visual.ipd import track_rng
+from streamanon.visual.masks import skin_mask
 from streamanon.visual.pose import face_pose
 
 # Below this face width (pixels) a 128² synthesis has too little to align on and the
@@ -81,8 +87,6 @@ class FaceJob:
     def skin_mask(self) -> np.ndarray:
         """(size, size) bool skin of the person in the crop (`visual.masks.skin_mask`), computed once."""
         if self.skin is None:
-            from streamanon.visual.masks import skin_mask
-
             self.skin = skin_mask(self.crop.landmarks, self.crop.image.shape[0])
         return self.skin
 
@@ -192,8 +196,6 @@ class IdentityState:
     """Track id → `TrackState`, plus the recognizer Ψ and the bank both methods draw from."""
 
     def __init__(self, opts) -> None:
-        from streamanon.visual.bank import default_bank
-
         self.opts = opts
         self.bank = default_bank()
         self.tracks: dict[int, TrackState] = {}
@@ -220,8 +222,6 @@ class IdentityState:
         """
         import torch
 
-        from streamanon.identity.embed import chips_to_tensor
-
         recognizer, _ = self.models()
         x = chips_to_tensor(_chips(image, boxes))
         with torch.no_grad():
@@ -231,8 +231,6 @@ class IdentityState:
         """Ψ embeddings (n_i, 128) of the faces ``boxes_i`` in ``image_i``, all in one batch:
         a verification compares a render with the person, and a batch of 2-3 chips costs
         little more than one."""
-        from streamanon.identity.embed import onnx_embedder
-
         chips = [_chips(image, boxes) for image, boxes in pairs]
         flat = onnx_embedder()(np.concatenate(chips)) if chips else np.zeros((0, 128))
         cuts = np.cumsum([len(c) for c in chips])[:-1]
@@ -240,8 +238,6 @@ class IdentityState:
 
     def attributes(self):
         if self._compatible is None:
-            from streamanon.visual.attributes import bank_attributes
-
             self._compatible = bank_attributes(self.bank)
         return self._compatible
 
@@ -262,10 +258,6 @@ class IdentityState:
         ``far``: only bank faces at least ``FAR_DIST`` from the person in Ψ's space are
         candidates (the distraction draw, when near neighbours render too close to them).
         """
-        from streamanon.visual.attributes import compatible, face_attributes
-        from streamanon.visual.delegates import choose_delegates
-        from streamanon.visual.ipd import track_rng
-
         rng = track_rng(
             self.opts.seed, tid, "delegates" if attempt == 0 else f"delegates/{attempt}"
         )

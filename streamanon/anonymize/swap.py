@@ -46,8 +46,12 @@ from streamanon.anonymize.blend import (
 )
 from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
+from streamanon.anonymize.warp import warp_face_tps
 from streamanon.types import Detections
-from streamanon.visual.attributes import mouth_open_ratio
+from streamanon.visual import delegates as D
+from streamanon.visual.align import GEN_SIZE, crop_scale, warp_back_roi, warp_to_crop
+from streamanon.visual.attributes import mouth_open_ratio, wears_glasses
+from streamanon.visual.lbp import SAME_PERSON, lbp_descriptor, lbp_distance
 from streamanon.visual.masks import face_hull, skin_mask
 
 log = logging.getLogger(__name__)
@@ -88,8 +92,6 @@ def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
 
 def _levels(size: int) -> int:
     """Pyramid levels for a crop of ``size``: the same bands, relative to the face, at any side."""
-    from streamanon.visual.align import GEN_SIZE
-
     return LEVELS + max(int(round(np.log2(size / GEN_SIZE))), 0)
 
 
@@ -149,8 +151,6 @@ def render_delegate(
     ``eyewear``: the person wears glasses: their eye openings are not put back (through a
     lens frame the person's own eyes come with dark rims), the delegate's eyes stay.
     """
-    from streamanon.anonymize.warp import warp_face_tps
-
     size = crop.shape[0]
     face = warp_face_tps(src, src_lm, s_hat)
     skin_face = skin_mask(s_hat, size)
@@ -195,8 +195,6 @@ class SwapMethod:
 
     def __init__(self, opts, *, fallback: Redactor) -> None:
         """``fallback``: the cover for faces this method declines (`registry.fallback_redactor`)."""
-        from streamanon.visual.align import GEN_SIZE
-
         self.opts = opts
         self.size = GEN_SIZE
         self.ids = IdentityState(opts)
@@ -217,8 +215,6 @@ class SwapMethod:
     # -- rendering ---------------------------------------------------------------------------
     def geometry(self, st: TrackState, job: FaceJob) -> np.ndarray:
         """Ŝ_x for this frame (the person's own landmarks with --keep-geometry)."""
-        from streamanon.visual import delegates as D
-
         lm = job.crop.landmarks
         if self.opts.keep_geometry:
             return lm.copy()
@@ -251,8 +247,6 @@ class SwapMethod:
     ) -> None:
         """Put the rendered crop back into the frame; with ``st``, give it the fine detail
         the person's skin has at frame scale (see `restore_detail`)."""
-        from streamanon.visual.align import warp_back_roi
-
         m = job.crop.matrix
         # Cubic: a face larger in the frame than in the crop is upsampled here.
         patch, (x0, y0, x1, y1) = warp_back_roi(rendered, m, image.shape, cv2.INTER_CUBIC)
@@ -283,8 +277,6 @@ class SwapMethod:
         a 128² delegate on a 300-pixel face is smooth where its frame has pores, grain and
         compression noise. The textures are seeded per track, so they do not flicker.
         """
-        from streamanon.visual.align import crop_scale, warp_back_roi
-
         m = job.crop.matrix
         scale = crop_scale(m)
         if scale < 1.0:  # the crop is reduced into the frame: it has all the detail it needs
@@ -325,9 +317,6 @@ class SwapMethod:
 
     # -- verification ------------------------------------------------------------------------
     def _judge(self, original_crop: np.ndarray, image: np.ndarray, job: FaceJob) -> float:
-        from streamanon.visual.align import warp_to_crop
-        from streamanon.visual.lbp import lbp_descriptor, lbp_distance
-
         out = warp_to_crop(image, job.crop.matrix, original_crop.shape[0])
         if out.shape[0] != self.size:  # the judge's threshold was set on GEN_SIZE crops
             out = cv2.resize(out, (self.size, self.size), interpolation=cv2.INTER_AREA)
@@ -344,8 +333,6 @@ class SwapMethod:
         return float(np.linalg.norm(emb[0] - person)), self._judge(job.crop.image, trial, job)
 
     def _safe(self, d: float, j: float, margin: float | None = None) -> bool:
-        from streamanon.visual.lbp import SAME_PERSON
-
         return d >= (VERIFY_DIST if margin is None else margin) and j >= SAME_PERSON
 
     def _draw_verified(
@@ -382,8 +369,6 @@ class SwapMethod:
         return best
 
     def _birth(self, image: np.ndarray, job: FaceJob) -> TrackState:
-        from streamanon.visual.attributes import wears_glasses
-
         (emb,) = self.ids.embed_many([(image, job.box[None])])
         glasses = wears_glasses(job.crop.image, job.crop.landmarks)
         st = self._draw_verified(image, job, emb[0], eyewear=glasses)

@@ -11,9 +11,19 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+from streamanon.batch.journal import Journal, fingerprint
+from streamanon.batch.local import LocalBackend, cpu_count, default_workers
 from streamanon.batch.lock import FolderLock
-from streamanon.errors import InputError, OutputError
+from streamanon.batch.plan import discover
+from streamanon.batch.progress import format_table
+from streamanon.batch.ray_backend import RayBackend
+from streamanon.batch.runner import WorkerSetupError, run_batch, summary_rows
+from streamanon.batch.worker import WorkerConfig
+from streamanon.cli import _encode_options, _options
+from streamanon.cli import build_parser as main_parser
+from streamanon.errors import InputError, OutputError, StreamanonError
 from streamanon.io.atomic import check_output, write_text_atomic
+from streamanon.registry import get_spec
 
 # The main command's option groups that do NOT apply to a batch (inputs/outputs, live streams,
 # its run flags: batch has its own). Every other group (anonymization, detection, plates,
@@ -24,8 +34,6 @@ _ADDRESS = re.compile(r"^(auto|local|ray://.+|\[?[\w.:-]+\]?:\d+)$")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from streamanon.cli import build_parser as main_parser
-
     p = argparse.ArgumentParser(
         prog="streamanon batch",
         description="Anonymize every video and image under a folder (or listed in a manifest) "
@@ -144,8 +152,6 @@ def _parse(argv: list[str]) -> argparse.Namespace:
 
 
 def batch_main(argv: list[str]) -> int:
-    from streamanon.cli import _encode_options, _options
-
     args = _parse(argv)
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="streamanon batch: %(message)s")
@@ -170,13 +176,6 @@ def batch_main(argv: list[str]) -> int:
 
 def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> int:
     """The batch itself, run while this process holds ``out_dir``'s lock."""
-    from streamanon.batch.journal import Journal, fingerprint
-    from streamanon.batch.local import LocalBackend, cpu_count, default_workers
-    from streamanon.batch.plan import discover
-    from streamanon.batch.progress import format_table
-    from streamanon.batch.runner import WorkerSetupError, run_batch, summary_rows
-    from streamanon.batch.worker import WorkerConfig
-
     plan = discover(args.src, out_dir)
     if not plan.items:
         raise InputError(f"{args.src}: no videos or images found")
@@ -201,9 +200,6 @@ def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> 
     config = WorkerConfig(opts, encode, log_level=logging.WARNING if not args.verbose else level)
     chunk_seconds = args.chunk_seconds
     if args.ray is not None:
-        from streamanon.batch.ray_backend import RayBackend
-        from streamanon.registry import get_spec
-
         backend = RayBackend(
             config, args.ray, workers=args.workers, threads=args.threads,
             gpus=args.gpus_per_worker, wants_gpu=get_spec(opts.method).extra == "torch",
@@ -233,8 +229,6 @@ def _run(args, out_dir: Path, opts, encode, log: logging.Logger, level: int) -> 
             quiet=args.quiet,
         )  # fmt: skip
     except WorkerSetupError as exc:
-        from streamanon.errors import StreamanonError
-
         err = StreamanonError(f"workers cannot start: {exc}")
         err.exit_code = 4
         raise err from None

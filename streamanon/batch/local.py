@@ -17,8 +17,10 @@ import time
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
+from streamanon.batch import worker
 from streamanon.batch.backend import Event
 from streamanon.batch.worker import Task, WorkerConfig
+from streamanon.pipeline import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -49,9 +51,6 @@ def _worker_main(conn: Connection, config: WorkerConfig) -> None:
     # report the task as cancelled (the driver does the same for its own signal).
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    from streamanon.batch import worker
-    from streamanon.pipeline import Cancelled
-
     try:
         worker.setup(config)
     except Exception as exc:  # noqa: BLE001 - reported to the driver, which stops the batch

@@ -16,7 +16,9 @@ import logging
 import time
 from typing import Any
 
+from streamanon.batch import worker
 from streamanon.batch.backend import Event
+from streamanon.batch.local import cpu_count
 from streamanon.batch.worker import Task, WorkerConfig
 from streamanon.errors import InputError, MissingExtraError
 
@@ -33,8 +35,6 @@ def _ray():
 
 def _run(config: WorkerConfig, task: Task, board: Any) -> dict:
     """Body of the Ray task (runs in a Ray worker process)."""
-    from streamanon.batch import worker
-
     try:
         worker.setup(config)
     except Exception as exc:  # noqa: BLE001 - every worker would fail the same way
@@ -80,8 +80,6 @@ class RayBackend:
         self._owns = address in (None, "local")
         try:
             if self._owns:
-                from streamanon.batch.local import cpu_count
-
                 ray.init(
                     num_cpus=cpu_count(), include_dashboard=False, logging_level=logging.WARNING,
                     log_to_driver=False, object_store_memory=256 * 1024 * 1024,

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from streamanon.batch.backend import Backend
+from streamanon.batch.chunks import chunk_path, chunkable, join_chunks, plan_chunks
 from streamanon.batch.journal import Journal
 from streamanon.batch.plan import Item, Plan
 from streamanon.batch.progress import BatchProgress
@@ -74,8 +75,6 @@ def run_batch(
     quiet: bool = False,
 ) -> BatchResult:
     """Run ``plan`` to completion (or Ctrl-C); returns what happened to every file."""
-    from streamanon.batch.chunks import chunk_path, chunkable, plan_chunks
-
     res = BatchResult(skipped=list(plan.skipped))
     t0 = time.monotonic()
     todo: list[FileState] = []
@@ -276,8 +275,6 @@ def _file_report(st: FileState, encode: Any) -> dict:
     """The file's report: the task's own, or the chunks' summed after joining them."""
     if len(st.tasks) == 1 and st.tasks[0].chunk is None:
         return dict(st.results[st.tasks[0].id]["report"])
-    from streamanon.batch.chunks import join_chunks
-
     chunks = [Path(t.dst) for t in st.tasks]
     dst = Path(st.tasks[0].final_dst)
     remove_partials(dst)

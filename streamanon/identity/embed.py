@@ -17,6 +17,7 @@ import numpy as np
 from streamanon import models
 from streamanon.errors import InputError, OutputError
 from streamanon.identity.align import CHIP_SIZE, align_chips
+from streamanon.identity.weights import _dat_digest
 from streamanon.io.atomic import atomic_output
 from streamanon.models import CPU, onnx_session
 from streamanon.types import Detections
@@ -155,8 +156,6 @@ def psi_onnx_bytes() -> bytes:
     """Ψ exported to ONNX: from the model cache (named by the dlib model's digest), exported
     there at first use (temporary file + rename). Later runs need no torch for Ψ (~2 s of
     start-up); an unwritable cache exports in memory each time."""
-    from streamanon.identity.weights import _dat_digest
-
     dat = models.dlib_file(models.RESNET)
     path = models.cache_dir() / f"psi_dlib_resnet_v1.{_dat_digest(dat)}.v{ONNX_EXPORT_VERSION}.onnx"
     if path.is_file():

@@ -25,6 +25,7 @@ import cv2
 import numpy as np
 
 from streamanon.errors import InputError, OutputError
+from streamanon.io.rtsp_server import ServerProcess
 from streamanon.io.sources import url_scheme
 from streamanon.io.stream import TIME_BASE, Backoff, LiveSource
 from streamanon.io.video import VideoWriter
@@ -191,8 +192,6 @@ class LiveOutput:
         self.server = None
         self.url = spec.url
         if spec.kind == "serve":
-            from streamanon.io.rtsp_server import ServerProcess
-
             parts = urlsplit(spec.url)
             self.server = ServerProcess(
                 parts.hostname or "0.0.0.0", parts.port or 8554, parts.path or "/"

@@ -28,6 +28,8 @@ import threading
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from streamanon.errors import OutputError
+
 log = logging.getLogger(__name__)
 
 _METHODS = "OPTIONS, DESCRIBE, SETUP, PLAY, PAUSE, TEARDOWN, GET_PARAMETER, ANNOUNCE, RECORD"
@@ -61,8 +63,6 @@ class RtspServer:
             self._sock.bind((host, port))
         except OSError as exc:
             self._sock.close()
-            from streamanon.errors import OutputError
-
             raise OutputError(f"rtsp://{host}:{port}: cannot listen ({exc.strerror})") from None
         self._sock.listen(16)
         self.host, self.port = host, self._sock.getsockname()[1]
@@ -313,8 +313,6 @@ class ServerProcess:
     """
 
     def __init__(self, host: str = "0.0.0.0", port: int = 8554, path: str = "/") -> None:
-        from streamanon.errors import OutputError
-
         self.host, self.path = host, "/" + path.strip("/")
         self.publish_path = f"/publish-{secrets.token_hex(8)}"
         verbose = "1" if log.isEnabledFor(logging.INFO) else "0"
@@ -353,8 +351,6 @@ def _child_main(argv: list[str]) -> int:
         level=logging.INFO if verbose == "1" else logging.WARNING,
         format="streamanon: %(message)s",
     )
-    from streamanon.errors import OutputError
-
     try:
         server = RtspServer(host, int(port), path, publish_path)
     except OutputError as exc:

@@ -28,8 +28,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from streamanon.detect import plates as P
+from streamanon.detect.base import box_iou
+from streamanon.detect.plates import PLATENET_PAD, pad_boxes
+from streamanon.errors import InputError
+from streamanon.eval.plate_valset import closeups, load_openalpr
+from streamanon.eval.plates import MIN_HEIGHT, score_set
 from streamanon.plates import render
 from streamanon.plates.data import load_source
+from streamanon.types import Detections
 
 OUT_STRIDE = 4
 MIN_TRAIN_H = 7.0  # plates smaller than this (px, in the sample) are "don't care" regions
@@ -299,8 +306,6 @@ def torch_runner(model):
 
 def raw_detections(infer, data, low: float, levels=None) -> list:
     """Unpadded PlateNet detections (score >= `low`) of each photo of `data`."""
-    from streamanon.detect import plates as P
-
     HIRES_FROM, PLATENET_HIRES, PLATENET_LEVELS = P.HIRES_FROM, P.PLATENET_HIRES, P.PLATENET_LEVELS
     platenet_detect = P.platenet_detect
 
@@ -314,10 +319,6 @@ def raw_detections(infer, data, low: float, levels=None) -> list:
 
 def evaluate(infer, data, thresholds=(0.2, 0.3, 0.4, 0.5), levels=None, pad=None) -> dict:
     """Recall / precision / IoU on real photos at each threshold, boxes padded as shipped."""
-    from streamanon.detect.plates import PLATENET_PAD, pad_boxes
-    from streamanon.eval.plates import score_set
-    from streamanon.types import Detections
-
     pad = pad or PLATENET_PAD
     raw = raw_detections(infer, data, min(thresholds), levels)
     dets = [Detections(pad_boxes(d.xyxy, pad), d.score) for d in raw]
@@ -328,9 +329,6 @@ def needed_pad(raw: list, data, thresh: float, q: float = 80.0) -> tuple[float, 
     """The padding (fraction of the box's width, height per side) that the `q`-th percentile
     of matched detections (score >= thresh, IoU >= 0.3 with a plate >= 20 px) needs to contain
     its labelled plate."""
-    from streamanon.detect.base import box_iou
-    from streamanon.eval.plates import MIN_HEIGHT
-
     nx, ny = [], []
     for d, (_, _, gt) in zip(raw, data, strict=True):
         boxes = d.xyxy[d.score >= thresh]
@@ -518,15 +516,9 @@ def export(args: argparse.Namespace) -> int:
     import torch
 
     torch.set_num_threads(args.threads)
-    from streamanon.detect.plates import pad_boxes
-    from streamanon.eval.plates import score_set
-    from streamanon.types import Detections
-
     model, step = load_weights(args.out, args.step)
     val = load_source(args.src, "tune")
     if args.valset:  # the openalpr photos, whole and as close-ups (streamanon.eval.plate_valset)
-        from streamanon.eval.plate_valset import closeups, load_openalpr
-
         val = (
             val
             + load_openalpr(args.valset, every=2)
@@ -615,8 +607,6 @@ def main(argv: list[str] | None = None) -> int:
     e.add_argument("-o", "--output", required=True)
     e.add_argument("--threads", type=int, default=1)
     args = p.parse_args(argv)
-    from streamanon.errors import InputError
-
     try:
         return run(args) if args.cmd == "run" else export(args)
     except InputError as exc:

@@ -30,6 +30,7 @@ from streamanon.visual import (
     transform_points,
     warp_to_crop,
 )
+from streamanon.visual import dlib_models as dm
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".pgm"}
 VIDEO_SUFFIXES = {".mp4", ".mkv", ".mov", ".avi", ".webm"}
@@ -91,8 +92,6 @@ def crop_in_patch(patch: int, size: int = GEN_SIZE) -> np.ndarray:
 def _faces_in_image(image_bgr: np.ndarray, patch: int, upsample: int, all_faces: bool):
     """Yield (patch, landmarks, emb, emb_flip) for the faces dlib finds in one image."""
     import dlib
-
-    from streamanon.visual import dlib_models as dm
 
     rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
     rects = list(dm.hog_detector()(rgb, upsample))

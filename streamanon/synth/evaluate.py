@@ -20,8 +20,11 @@ import cv2
 import numpy as np
 import torch
 
+from streamanon.detect.centerface import CenterFace
 from streamanon.synth.data import FaceSet, crop_in_patch, make_sample
+from streamanon.synth.runtime import export_onnx
 from streamanon.visual import GEN_SIZE, face_mask, from_signed_rgb
+from streamanon.visual import dlib_models as dm
 
 REID_THRESHOLD = 0.6
 
@@ -71,8 +74,6 @@ def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 def _descriptor(image_bgr: np.ndarray, box: np.ndarray) -> np.ndarray:
     import dlib
 
-    from streamanon.visual import dlib_models as dm
-
     rgb = np.ascontiguousarray(image_bgr[:, :, ::-1])
     rects = dm.hog_detector()(rgb, 1)
     if len(rects):
@@ -110,8 +111,6 @@ def evaluate_generator(
     ``ifa``: a function crop (3, S, S) -> recast Z_id (128,) (see :func:`ifa_identity`); None
     uses a random other training face's embedding as Z_id.
     """
-    from streamanon.detect.centerface import CenterFace
-
     det = CenterFace(input_size=None)
     rng = np.random.default_rng(seed)
     n = len(hold_fs) if not n else min(n, len(hold_fs))
@@ -201,7 +200,6 @@ def torch_runner(G: torch.nn.Module):
 def evaluate_run(cfg, out: Path) -> dict:
     """Evaluate a training run's checkpoint; writes metrics.json, eval_grid.png, generator.onnx."""
     from streamanon.synth.networks import load_generator
-    from streamanon.synth.runtime import export_onnx
     from streamanon.synth.train import load_faces
 
     ck = torch.load(str(out / "ckpt.pt"), map_location="cpu", weights_only=False)

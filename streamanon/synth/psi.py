@@ -16,6 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from streamanon.identity.align import PADDING, chip_matrix
 from streamanon.visual import TEMPLATE68
 
 CHIP = 150
@@ -25,8 +26,6 @@ CHIP = 150
 def crop_to_chip_matrix(size: int = 128) -> np.ndarray:
     """(2, 3) map crop pixels -> dlib chip pixels for a face on the canonical template."""
     import dlib
-
-    from streamanon.identity.align import PADDING, chip_matrix
 
     pts = TEMPLATE68 * size
     rect = dlib.rectangle(0, 0, size - 1, size - 1)

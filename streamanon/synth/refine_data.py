@@ -17,8 +17,12 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from streamanon.synth.data import FLIP68, FaceSet, _jitter_matrix, compose, crop_in_patch
+from streamanon.anonymize.blend import lip_mask
+from streamanon.anonymize.ida import refiner_inputs
+from streamanon.anonymize.swap import render_delegate
+from streamanon.synth.data import FLIP68, Augment, FaceSet, _jitter_matrix, compose, crop_in_patch
 from streamanon.visual import GEN_SIZE, to_signed_rgb, transform_points, warp_to_crop
+from streamanon.visual.masks import skin_mask
 
 
 @dataclass(frozen=True)
@@ -79,8 +83,6 @@ def degrade_delegate(
     crop: np.ndarray, lm: np.ndarray, rng: np.random.Generator, d: Degrade
 ) -> np.ndarray:
     """The face as a bank delegate would arrive: other tone, softer, smoother, blotchy."""
-    from streamanon.visual.masks import skin_mask
-
     size = crop.shape[0]
     src = crop
     skin = skin_mask(lm, size)
@@ -114,8 +116,6 @@ def render_defects(
     render: np.ndarray, mask: np.ndarray, lm: np.ndarray, rng: np.random.Generator, d: Degrade
 ) -> np.ndarray:
     """Defects `swap` shows on real footage, added to a render (inside its face mask)."""
-    from streamanon.anonymize.blend import lip_mask
-
     size = render.shape[0]
     out = render
     if rng.random() < d.dark_lips:
@@ -146,8 +146,6 @@ def _frame_crop(
         patch = patch[:, ::-1]
         lm = lm[FLIP68].copy()
         lm[:, 0] = w - 1 - lm[:, 0]
-    from streamanon.synth.data import Augment
-
     aug = Augment(rotate_deg=d.rotate_deg, scale=d.scale, shift_px=d.shift_px)
     m = compose(_jitter_matrix(rng, aug, GEN_SIZE), crop_in_patch(fs.patch_size))
     crop = warp_to_crop(np.ascontiguousarray(patch), m, GEN_SIZE)
@@ -160,9 +158,6 @@ def _frame_crop(
 
 def make_pair(fs: FaceSet, i: int, rng: np.random.Generator, d: Degrade) -> dict[str, np.ndarray]:
     """One training sample: render, context, mask (inputs) and x (target), CHW float32."""
-    from streamanon.anonymize.ida import refiner_inputs
-    from streamanon.anonymize.swap import render_delegate
-
     crop, lm = _frame_crop(fs, i, rng, d)
     src = degrade_delegate(crop, lm, rng, d)
     c = lm.mean(0)

@@ -49,6 +49,7 @@ from streamanon.synth.train import (
     data_spec,
     save_checkpoint,
 )
+from streamanon.visual import from_signed_rgb
 
 
 @dataclass
@@ -174,8 +175,6 @@ def heldout_metrics(G: Refiner, b: dict[str, torch.Tensor]) -> dict[str, float]:
 
 
 def sample_grid(G: Refiner, b: dict[str, torch.Tensor], n: int = 8) -> np.ndarray:
-    from streamanon.visual import from_signed_rgb
-
     G.eval()
     with torch.no_grad():
         ref = G(b["render"][:n], b["context"][:n], b["mask"][:n])

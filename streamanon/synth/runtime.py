@@ -31,7 +31,7 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 
 from streamanon.errors import ModelMissingError
-from streamanon.models import onnx_session
+from streamanon.models import cache_dir, onnx_session
 
 INPUTS = ("z_g", "z_id", "z_a")
 OUTPUT = "x_hat"
@@ -268,8 +268,6 @@ def engine_path(
 
 
 def default_cache_dir() -> Path:
-    from streamanon.models import cache_dir
-
     return cache_dir() / "engines"  # the one model cache ($STREAMANON_CACHE)
 
 

@@ -28,6 +28,7 @@ from streamanon.synth.networks import (  # noqa: F401 - load_generator re-export
     PairDiscriminator,
     load_generator,
 )
+from streamanon.visual import from_signed_rgb
 
 STRUCTURE = slice(0, 7)  # Z_g channels D sees as the structure S_x: landmark edges + face mask
 MASK = 6
@@ -274,8 +275,6 @@ def save_checkpoint(path: Path, state: dict) -> None:
 
 def sample_grid(G: Generator, b: dict[str, torch.Tensor], y_id: torch.Tensor) -> np.ndarray:
     """Rows: x, Z_a, Z_g background + edges, reconstruction x̂, swap ŷ (Z_id of another face)."""
-    from streamanon.visual import from_signed_rgb
-
     G.eval()
     with torch.no_grad():
         rec = G(b["z_g"], b["z_id"], b["z_a"])
