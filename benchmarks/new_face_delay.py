@@ -26,18 +26,10 @@ from streamanon.detect.cadence import CadenceDetector  # noqa: E402
 from streamanon.detect.multiscale import MultiScaleDetector  # noqa: E402
 from streamanon.io.video import VideoReader  # noqa: E402
 from streamanon.track import FaceTracker  # noqa: E402
+from streamanon.track.association import inside_share  # noqa: E402
 
 SHARED = Path(os.environ.get("STREAMANON_SHARED", REPO.parent / "shared" / "data"))
 CLIPS = ["face_recognition_short_hamilton_clip.mp4", "intel_sample_videos_classroom.mp4"]
-
-
-def inside(face: np.ndarray, boxes: np.ndarray) -> float:
-    if len(boxes) == 0:
-        return 0.0
-    x1, y1 = np.maximum(face[:2], boxes[:, :2]).T
-    x2, y2 = np.minimum(face[2:], boxes[:, 2:]).T
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return float((inter / max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)).max())
 
 
 def run(frames: list[np.ndarray], every: int, fps: float) -> tuple[list, list, dict]:
@@ -85,7 +77,7 @@ def main() -> int:
                     continue
                 # From the first frame the face is detected with confidence on.
                 late = next(
-                    (i - hits[0][0] for i, f in hits if inside(f, outs[i].xyxy) >= 0.9), None
+                    (i - hits[0][0] for i, f in hits if inside_share(f, outs[i].xyxy) >= 0.9), None
                 )
                 if late is None:
                     never += 1

@@ -14,6 +14,7 @@ from streamanon.detect.cadence import CadenceDetector
 from streamanon.detect.multiscale import MultiScaleDetector
 from streamanon.errors import InputError
 from streamanon.track import FaceTracker
+from streamanon.track.association import inside_share
 from streamanon.types import Detections
 
 FPS = 25.0
@@ -26,16 +27,6 @@ def hamilton(shared_data: Path) -> list[np.ndarray]:
     clip = shared_data / "videos" / "face_recognition_short_hamilton_clip.mp4"
     with VideoReader(clip, audio=False) as r:
         return [f.image.copy() for _, f in zip(range(150), r, strict=False)]
-
-
-def _inside(face: np.ndarray, boxes: np.ndarray) -> float:
-    """Largest share of the face box that lies inside one output box."""
-    if len(boxes) == 0:
-        return 0.0
-    x1, y1 = np.maximum(face[:2], boxes[:, :2]).T
-    x2, y2 = np.minimum(face[2:], boxes[:, 2:]).T
-    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
-    return float((inter / max((face[2] - face[0]) * (face[3] - face[1]), 1e-6)).max())
 
 
 def _run(frames: list[np.ndarray], every: int) -> tuple[CadenceDetector, list, list]:
@@ -64,7 +55,7 @@ def test_cadence_keeps_every_tracked_face_covered(hamilton: list[np.ndarray]) ->
     shares, old_shares = [], []
     for i, d in enumerate(ref_raw):
         for face in d.xyxy[d.score >= 0.6]:
-            share = _inside(face, outs[i].xyxy)
+            share = inside_share(face, outs[i].xyxy)
             shares.append(share)
             iou = box_iou(face[None], ref_out[i].xyxy)[0]
             if iou.max() > 0.3 and i - first[int(ref_out[i].track_id[iou.argmax()])] >= 2 * every:
@@ -81,7 +72,7 @@ def test_cadence_keeps_every_tracked_face_covered(hamilton: list[np.ndarray]) ->
     # The first frame and the frames of a cut are detected: all their faces are inside.
     for i in (0, 20):
         assert all(
-            _inside(f, outs[i].xyxy) >= 0.9 for f in ref_raw[i].xyxy[ref_raw[i].score >= 0.6]
+            inside_share(f, outs[i].xyxy) >= 0.9 for f in ref_raw[i].xyxy[ref_raw[i].score >= 0.6]
         )
 
 

@@ -55,3 +55,14 @@ def test_iou_matrix_is_box_iou(shared_data: Path) -> None:
     flat = np.array([[5, 5, 5, 9], [0, 0, 10, 10]], np.float32)
     assert np.array_equal(iou_matrix(flat, flat), box_iou(flat, flat))
     assert iou_matrix(np.zeros((0, 4)), a).shape == (0, len(a))
+
+
+def test_inside_share_of_a_box() -> None:
+    from streamanon.track.association import inside_share
+
+    face = np.array([10.0, 10.0, 30.0, 30.0])  # 20 x 20
+    assert inside_share(face, np.empty((0, 4))) == 0.0
+    assert inside_share(face, np.array([[0, 0, 100, 100]])) == 1.0
+    # Half of it in the first box, a quarter in the second: the best single box counts.
+    assert inside_share(face, np.array([[0, 0, 20, 40], [20, 20, 40, 40]])) == 0.5
+    assert inside_share(face, np.array([[40, 40, 50, 50]])) == 0.0

@@ -42,3 +42,15 @@ def iou_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     area_b = np.clip(b[:, 2] - b[:, 0], 0, None) * np.clip(b[:, 3] - b[:, 1], 0, None)
     union = area_a[:, None] + area_b[None, :] - inter
     return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def inside_share(box: np.ndarray, boxes: np.ndarray) -> float:
+    """The largest share of ``box``'s area (x1, y1, x2, y2) that lies inside one of ``boxes``
+    (n, 4): 1.0 when some box contains it, 0.0 when none overlaps (or there are none)."""
+    boxes = np.asarray(boxes, float).reshape(-1, 4)
+    if len(boxes) == 0:
+        return 0.0
+    x1, y1 = np.maximum(box[:2], boxes[:, :2]).T
+    x2, y2 = np.minimum(box[2:], boxes[:, 2:]).T
+    inter = np.clip(x2 - x1, 0, None) * np.clip(y2 - y1, 0, None)
+    return float((inter / max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)).max())
