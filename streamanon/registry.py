@@ -401,35 +401,34 @@ class PlateDetectorSpec:
     shipped: bool = True  # has a model in engines/ (else needs --plate-model)
 
 
-def _levels(levels: tuple[int, ...] | None) -> dict:
-    return {"levels": tuple(levels)} if levels else {}
+def _plate_factory(cls, *, pyramid: bool = True) -> Callable[..., Any]:
+    """``cls(path, low_thresh=, threads=)``, plus ``levels=`` when the detector runs a
+    pyramid (PlateNet, SSD) and the caller names sizes (else the detector's own)."""
+
+    def factory(path, *, levels, low_thresh, threads):
+        extra = {"levels": tuple(levels)} if pyramid and levels else {}
+        return cls(path, low_thresh=low_thresh, threads=threads, **extra)
+
+    return factory
 
 
 PLATE_DETECTORS: Table[PlateDetectorSpec] = Table("plate detector")
 PLATE_DETECTORS.register(
     PlateDetectorSpec(
-        "net",
-        lambda path, *, levels, low_thresh, threads: P.PlateNetONNX(
-            path, low_thresh=low_thresh, threads=threads, **_levels(levels)
-        ),
-        "PlateNet, trained here (engines/plate_net.onnx)",
+        "net", _plate_factory(P.PlateNetONNX), "PlateNet, trained here (engines/plate_net.onnx)"
     )
 )
 PLATE_DETECTORS.register(
     PlateDetectorSpec(
         "ssd",
-        lambda path, *, levels, low_thresh, threads: P.PlateSSD(
-            path, low_thresh=low_thresh, threads=threads, **_levels(levels)
-        ),
+        _plate_factory(P.PlateSSD),
         "HyperLPR's MobileNet-SSD (engines/plate_mininet_ssd.onnx)",
     )
 )
 PLATE_DETECTORS.register(
     PlateDetectorSpec(
         "yolo",
-        lambda path, *, levels, low_thresh, threads: P.YoloV9Plates(
-            path, low_thresh=low_thresh, threads=threads
-        ),
+        _plate_factory(P.YoloV9Plates, pyramid=False),
         "your YOLOv9 plate model (--plate-model)",
         shipped=False,
     )
