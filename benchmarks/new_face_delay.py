@@ -21,26 +21,27 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from fractions import Fraction  # noqa: E402
+
+from streamanon.anonymizer import Anonymizer, Options  # noqa: E402
 from streamanon.detect.base import box_iou  # noqa: E402
-from streamanon.detect.cadence import CadenceDetector  # noqa: E402
 from streamanon.detect.multiscale import MultiScaleDetector  # noqa: E402
 from streamanon.io.video import VideoReader  # noqa: E402
-from streamanon.track import FaceTracker  # noqa: E402
 from streamanon.track.association import inside_share  # noqa: E402
+from streamanon.types import Frame  # noqa: E402
 
 SHARED = Path(os.environ.get("STREAMANON_SHARED", REPO.parent / "shared" / "data"))
 CLIPS = ["face_recognition_short_hamilton_clip.mp4", "intel_sample_videos_classroom.mp4"]
 
 
-def run(frames: list[np.ndarray], every: int, fps: float) -> tuple[list, list, dict]:
-    det = CadenceDetector(MultiScaleDetector(), every=every)
-    tracker = FaceTracker(coast_s=0.5, footprint=True)
-    raw, outs = [], []
-    for i, im in enumerate(frames):
-        d = det(im)
-        raw.append(d)
-        outs.append(tracker.update(d, i / fps, camera_shift=det.camera_shift))
-    return raw, outs, det.stats
+def run(frames: list[np.ndarray], every: int, fps: float) -> tuple[list, dict]:
+    """The product's face stage at cadence ``every``: the boxes it covers per frame."""
+    stage = Anonymizer(Options(method="blur", detect_every=every)).faces
+    outs = [
+        stage.track(Frame(im, i, round(i * 1000 / fps), Fraction(1, 1000)), i / fps)
+        for i, im in enumerate(frames)
+    ]
+    return outs, {"detections": stage.cadence.detected, "cuts": stage.cadence.cuts}
 
 
 def main() -> int:
@@ -53,13 +54,15 @@ def main() -> int:
         with VideoReader(SHARED / "videos" / name, audio=False) as r:
             fps = float(r.info.average_rate or 25)
             frames = [f.image.copy() for _, f in zip(range(args.frames), r, strict=False)]
-        ref_raw, ref_out, _ = run(frames, 1, fps)
+        det = MultiScaleDetector()
+        ref_raw = [det(im) for im in frames]
+        ref_out, _ = run(frames, 1, fps)
         first: dict[int, int] = {}
         for i, o in enumerate(ref_out):
             for tid in o.track_id:
                 first.setdefault(int(tid), i)
         for every in [int(x) for x in args.every.split(",")]:
-            _, outs, stats = run(frames, every, fps)
+            outs, stats = run(frames, every, fps)
             delays, never = [], 0
             for tid, i0 in first.items():
                 # The face of this track on the frames it was detected (score >= 0.6).

@@ -16,7 +16,6 @@ from fractions import Fraction
 import numpy as np
 
 from streamanon.detect.base import Detector
-from streamanon.detect.cadence import CadenceDetector
 from streamanon.identity.embed import reid_embeddings
 from streamanon.objects import plate_stage_for
 from streamanon.registry import (
@@ -50,7 +49,7 @@ class Options:
     min_face: float = 24.0
     tiles_per_frame: int | None = None  # None: the whole frame every 8 frames
     # Live streams (issue 23): detect one frame in N (plus the first and every scene cut),
-    # the tracker carries the faces in between; 1 = every frame. See detect/cadence.py.
+    # the tracker carries the faces in between; 1 = every frame. See streamanon/cadence.py.
     detect_every: int = 1
     mask_scale: float = 1.3
     coast_s: float = 0.5
@@ -227,8 +226,6 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
             min_face=opts.min_face,
             tiles_per_frame=opts.tiles_per_frame,
         )
-        if opts.detect_every > 1:
-            detector = CadenceDetector(detector, every=opts.detect_every)
     reid = _reid_function() if opts.wants_reid() else None
     cover = fallback_redactor(opts)  # validated before the (slow) method is built
     method = make_method(opts)
@@ -240,8 +237,8 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
         )
 
     return Stage(
-        FACE, detector, new_tracker, method, cover, thresh=opts.thresh, camera=True,
-        reid=reid is not None,
+        FACE, detector, new_tracker, method, cover, thresh=opts.thresh,
+        every=opts.detect_every, camera=True, reid=reid is not None,
     )  # fmt: skip
 
 

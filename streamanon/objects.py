@@ -58,8 +58,6 @@ def plate_stage(
     low_thresh = min(low_thresh, thresh)
     if not 0.0 < low_thresh <= thresh <= 1.0:
         raise InputError(f"need 0 < plate low_thresh <= thresh <= 1, got {low_thresh}, {thresh}")
-    if int(every) < 1:
-        raise InputError(f"plate detection cadence must be >= 1 frame, got {every}")
     tracker_args = dict(
         thresh=thresh, low_thresh=low_thresh, coast_s=coast_s, smooth_landmarks=False,
         **PLATE_TRACKER,

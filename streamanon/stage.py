@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 import numpy as np
 
+from streamanon.cadence import Cadence
 from streamanon.motion import CameraMotion
 from streamanon.track import FaceTracker
 from streamanon.types import Detections, Frame
@@ -81,8 +82,9 @@ class Stage:
     """detector -> tracker -> method for the objects of one ``kind``.
 
     new_tracker: builds the tracker (again at `reset`). every: run the detector on every
-    N-th frame, the tracker predicts in between. camera: move the tracks with the scene
-    (the detector's own measurement when it has one, else a `CameraMotion` of the stage).
+    N-th frame and on scene cuts, the tracker predicts in between (`streamanon.cadence`).
+    camera: move the tracks with the scene (with ``every`` > 1 measured on every frame by the
+    cadence; else the detector's own measurement when it has one, else a `CameraMotion`).
     reid: pass the image to the tracker (its re-identification embeds new faces).
     """
 
@@ -100,13 +102,17 @@ class Stage:
         reid: bool = False,
     ) -> None:
         self.kind, self.detector, self.method, self.cover = kind, detector, method, cover
-        self.new_tracker, self.thresh, self.every = new_tracker, thresh, int(every)
+        self.new_tracker, self.thresh = new_tracker, thresh
         self.camera, self.reid = camera, reid
+        self.cadence = Cadence(every, camera=camera, what=f"{kind} detection")
         self._scans = isinstance(detector, Scans)
         self.tracker = new_tracker()
         self._motion = CameraMotion() if camera else None
         self.counters = Counters()
-        self._frames = 0
+
+    @property
+    def every(self) -> int:
+        return self.cadence.every
 
     def reset(self) -> None:
         """Start over for an unrelated input: no track, per-track state or count is kept;
@@ -115,20 +121,16 @@ class Stage:
         self.tracker = self.new_tracker()
         self._motion = CameraMotion() if self.camera else None
         self.detector.reset()
+        self.cadence.reset()
         self.counters = Counters()
-        self._frames = 0
-
-    def due(self) -> bool:
-        """Whether the detector runs on the next frame (the cadence ``every``)."""
-        return self._frames % self.every == 0
 
     def track(self, frame: Frame, t: float) -> Detections:
-        """Detect (when due) and track at time ``t``; the boxes to cover are stored on the
-        frame and returned. In frame order."""
-        if not self.due():
+        """Detect (when the cadence says so) and track at time ``t``; the boxes to cover are
+        stored on the frame and returned. In frame order."""
+        if not self.cadence.step(frame.image):
             return self.update(frame, t, None)
         if self._scans:  # high-resolution windows, one per detected frame
-            dets = self.detector.scan(frame.image, (self._frames + 1) // self.every)
+            dets = self.detector.scan(frame.image, self.cadence.detected)
         else:
             dets = self.detector(frame.image)
         return self.update(frame, t, dets)
@@ -136,11 +138,11 @@ class Stage:
     def update(self, frame: Frame, t: float, dets: Detections | None) -> Detections:
         """Track with this frame's detections; ``None``: the frame was not detected, the
         tracker predicts (and keeps covering) the boxes it believes in."""
-        self._frames += 1
         shift = None
-        if self._motion is not None:
-            # The detector measured the scene's shift on this frame when it ran on it.
-            shift = self.detector.camera_shift if dets is not None else None
+        if self.camera:
+            shift = self.cadence.shift  # measured on every frame when not every frame is detected
+            if shift is None and dets is not None:
+                shift = self.detector.camera_shift  # the detector measured it on this frame
             if shift is None:
                 shift = self._motion(frame.image)
         boxes = self.tracker.update(
@@ -179,4 +181,7 @@ class Stage:
             self.cover.apply(frame.image, boxes)
 
     def report(self) -> dict:
-        return self.counters.as_dict()
+        rep = self.counters.as_dict()
+        if self.every > 1:
+            rep.update(detected_frames=self.cadence.detected, cuts=self.cadence.cuts)
+        return rep

@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from streamanon.anonymizer import Anonymizer, Options
-from streamanon.detect.cadence import CadenceDetector
 from streamanon.types import Frame
 
 
@@ -26,7 +25,7 @@ def _frames(shared_data: Path, n: int) -> list[np.ndarray]:
 def test_detect_every_covers_faces_on_frames_it_does_not_detect(shared_data: Path) -> None:
     frames = _frames(shared_data, 12)
     anon = Anonymizer(Options(method="blur", detect_every=3))
-    assert isinstance(anon.faces.detector, CadenceDetector)
+    assert anon.faces.every == 3
     covered = []
     for i, im in enumerate(frames):
         f = anon.apply(anon.track(Frame(im.copy(), i, i * 33, Fraction(1, 1000))))
@@ -34,13 +33,14 @@ def test_detect_every_covers_faces_on_frames_it_does_not_detect(shared_data: Pat
         # What was covered changed the picture (blur), detected frame or not.
         if len(f.faces):
             assert np.abs(f.image.astype(int) - im.astype(int)).sum() > 0
-    stats = anon.faces.detector.stats
-    assert stats["detections"] == 4 and stats["frames"] == 12  # frames 0, 3, 6, 9
+    cadence = anon.faces.cadence
+    assert cadence.detected == 4 and cadence.frames == 12  # frames 0, 3, 6, 9
+    assert anon.faces.report()["detected_frames"] == 4
     # The two faces of the opening shot are covered on every frame, detected or not.
     assert min(covered) >= 2
     assert anon.counters.coasted > 0  # carried by the tracker between detections
     anon.reset()
-    assert anon.faces.detector.stats["frames"] == 12  # counts are kept, the state is not
+    assert cadence.frames == 0  # an unrelated input: counts and state start over
 
 
 def test_detect_every_out_of_range_is_one_line(tmp_path: Path, shared_data: Path) -> None:

@@ -1,21 +1,23 @@
-"""CadenceDetector (a live mode that keeps the frame rate): detection on one frame in N, the
+"""The detection cadence of the face stage (`--detect-every`, a live mode that keeps the frame rate): detection on one frame in N, the
 tracker carrying every face in between; the first frame and scene cuts always detected.
 Real footage: the Hamilton clip (stage, cuts at frames 20 and 82, profiles, a moving camera)."""
 
 from __future__ import annotations
 
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from streamanon.anonymizer import Anonymizer, Options
+from streamanon.cadence import Cadence, thumb_difference
 from streamanon.detect.base import box_iou
-from streamanon.detect.cadence import CadenceDetector
 from streamanon.detect.multiscale import MultiScaleDetector
 from streamanon.errors import InputError
-from streamanon.track import FaceTracker
+from streamanon.stage import Stage
 from streamanon.track.association import inside_share
-from streamanon.types import Detections
+from streamanon.types import Detections, Frame
 
 FPS = 25.0
 
@@ -29,25 +31,29 @@ def hamilton(shared_data: Path) -> list[np.ndarray]:
         return [f.image.copy() for _, f in zip(range(150), r, strict=False)]
 
 
-def _run(frames: list[np.ndarray], every: int) -> tuple[CadenceDetector, list, list]:
-    det = CadenceDetector(MultiScaleDetector(), every=every)
-    tracker = FaceTracker(coast_s=0.5, footprint=True)
-    raw, outs = [], []
+def _run(frames: list[np.ndarray], every: int) -> tuple[Stage, list]:
+    """The product's face stage (blur) at cadence ``every``: the boxes it covers per frame."""
+    stage = Anonymizer(Options(method="blur", detect_every=every)).faces
+    outs = []
     for i, im in enumerate(frames):
-        d = det(im)
-        raw.append(d)
-        outs.append(tracker.update(d, i / FPS, camera_shift=det.camera_shift))
-    return det, raw, outs
+        outs.append(stage.track(Frame(im, i, i * 40, Fraction(1, 1000)), i / FPS))
+    return stage, outs
+
+
+def _reference(frames: list[np.ndarray]) -> list[Detections]:
+    det = MultiScaleDetector()
+    return [det(im) for im in frames]
 
 
 def test_cadence_keeps_every_tracked_face_covered(hamilton: list[np.ndarray]) -> None:
     every = 3
-    _, ref_raw, ref_out = _run(hamilton, 1)  # the detector on every frame: the reference
-    det, raw, outs = _run(hamilton, every)
+    ref_raw = _reference(hamilton)  # the detector on every frame: the reference
+    _, ref_out = _run(hamilton, 1)
+    stage, outs = _run(hamilton, every)
     # A subset of frames is detected: one in 3, plus the first frame and the two cuts.
-    assert det.stats["cuts"] == 2
-    assert det.stats["detections"] <= len(hamilton) // every + 3
-    assert sum(len(d) == 0 for d in raw) >= len(hamilton) // 2
+    assert stage.cadence.cuts == 2
+    assert stage.cadence.detected <= len(hamilton) // every + 3
+    assert stage.report()["detected_frames"] == stage.cadence.detected
     first: dict[int, int] = {}
     for i, o in enumerate(ref_out):
         for tid in o.track_id:
@@ -76,13 +82,26 @@ def test_cadence_keeps_every_tracked_face_covered(hamilton: list[np.ndarray]) ->
         )
 
 
-def test_cadence_of_one_is_the_detector(hamilton: list[np.ndarray]) -> None:
-    det = CadenceDetector(MultiScaleDetector(), every=1)
-    ref = MultiScaleDetector()
-    for im in hamilton[:5]:
-        a, b = det(im), ref(im)
-        assert np.array_equal(a.xyxy, b.xyxy)
-        assert det.camera_shift == ref.camera_shift
-    with pytest.raises(InputError):
-        CadenceDetector(ref, every=0)
-    assert isinstance(CadenceDetector(ref, every=2)(hamilton[0]), Detections)
+def test_cadence_of_one_detects_every_frame(hamilton: list[np.ndarray]) -> None:
+    stage, outs = _run(hamilton[:5], 1)
+    ref = _reference(hamilton[:5])
+    assert stage.cadence.detected == 5 and "detected_frames" not in stage.report()
+    for o, d in zip(outs, ref, strict=True):
+        assert len(o) == int((d.score >= 0.5).sum())
+    with pytest.raises(InputError, match="cadence"):
+        Anonymizer(Options(method="blur", detect_every=0))
+
+
+def test_cadence_thumbnails() -> None:
+    a = np.zeros((18, 32, 3), np.uint8)
+    assert thumb_difference(a, a) == 0.0
+    assert thumb_difference(a, a + 30) == 30.0
+    assert thumb_difference(a, np.zeros((24, 32, 3), np.uint8)) == float("inf")
+    cad = Cadence(3)
+    flat = np.full((90, 160, 3), 100, np.uint8)
+    # frames 0 and 3 by the cadence, 4 by a cut (a new scene), then 7.
+    scenes = [flat] * 4 + [flat + 60] * 4
+    assert [cad.step(im) for im in scenes] == [True, False, False, True, True, False, False, True]
+    assert (cad.detected, cad.cuts) == (4, 1)
+    cad.reset()
+    assert cad.step(flat) and cad.detected == 1
