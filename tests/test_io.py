@@ -234,3 +234,18 @@ def test_duplicate_timestamps_do_not_push_the_video_later(tmp_path: Path) -> Non
     assert len(got) == 50 and r.fixed_timestamps == 10
     assert all(b > a for a, b in zip(got, got[1:], strict=False))
     assert abs(got[-1] - pts[-1] / 1000) < 0.005
+
+
+@pytest.mark.parametrize(("size", "lookahead"), [((160, 96), b"rc_lookahead=10"), ((2592, 1472), b"rc_lookahead=5")])  # fmt: skip
+def test_large_pictures_get_a_shorter_x264_lookahead(
+    tmp_path: Path, size: tuple[int, int], lookahead: bytes
+) -> None:
+    """Above 1440p x264 looks 5 frames ahead instead of veryfast's 10: its frames held for the
+    lookahead were most of the 4K peak memory (issue 23). x264 writes its settings into the
+    stream, so the file says what it was given."""
+    src = make_clip(tmp_path / "in.mp4", [0, 40], audio=False, size=size)
+    dst = tmp_path / "out.mp4"
+    with VideoReader(src) as r, VideoWriter(dst, r.info) as w:  # the default preset: veryfast
+        for item in r:
+            w.write(item)
+    assert lookahead in dst.read_bytes()

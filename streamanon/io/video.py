@@ -58,6 +58,8 @@ CRF_RANGES = {
 
 # Encoders that code interlaced video (field order and interlaced DCT/ME from the context).
 INTERLACED_CODECS = {"libx264", "mpeg2video", "mpeg4", "libx264rgb"}
+# Pictures larger than this (1440p) get a shorter x264 lookahead (memory; VideoWriter).
+LOOKAHEAD_AREA = 2560 * 1440
 # Encoders that take any frame size in subsampled chroma (x264, x265, mpeg4, ... want even).
 ODD_SIZES_OK = {"libvpx-vp9", "libvpx", "libaom-av1", "ffv1", "png", "qtrle", "gif", "rawvideo"}
 
@@ -524,6 +526,10 @@ class VideoWriter:
                 opts.setdefault("crf", str(self.crf))
             if self.preset:
                 opts.setdefault("preset", self.preset)
+        if self.codec == "libx264" and ow * oh > LOOKAHEAD_AREA:
+            # x264 holds its lookahead's frames (~30 MB each at 4K, veryfast looks 10 ahead):
+            # 5 keeps 4K under 1.2 GB in all (docs/benchmarks.md), at a small cost in bit rate.
+            opts.setdefault("rc-lookahead", "5")
         if self.bit_rate:
             stream.bit_rate = int(self.bit_rate)
         stream.options = opts
