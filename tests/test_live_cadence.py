@@ -105,3 +105,22 @@ def test_cadence_thumbnails() -> None:
     assert (cad.detected, cad.cuts) == (4, 1)
     cad.reset()
     assert cad.step(flat) and cad.detected == 1
+
+
+def test_scene_cuts_on_clips_the_threshold_was_not_chosen_on(shared_data: Path) -> None:
+    """CUT_DIFF was chosen on the Hamilton clip; three other real clips joined end to end
+    (a crowd, a talking head, a classroom, each shrunk to 640x360) are cut exactly at their
+    joins, and nowhere inside them, with a cadence long enough that only cuts trigger."""
+    import cv2
+
+    from streamanon.io.video import VideoReader
+
+    frames = []
+    for name in ("dlib_MOT20-05-raw_even_shorter.mp4", "liveportrait_driving_d10.mp4",
+                 "intel_sample_videos_classroom.mp4"):  # fmt: skip
+        with VideoReader(shared_data / "videos" / name, audio=False) as r:
+            for _, f in zip(range(30), r, strict=False):
+                frames.append(cv2.resize(f.image, (640, 360), interpolation=cv2.INTER_AREA))
+    cad = Cadence(1000)
+    detected = [i for i, im in enumerate(frames) if cad.step(im)]
+    assert detected == [0, 30, 60] and cad.cuts == 2
