@@ -17,6 +17,8 @@ All functions work on the canonical aligned crop (``visual.align``), BGR uint8, 
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 import cv2
 import numpy as np
 
@@ -101,18 +103,62 @@ def transfer_colour(
     ratio = ds / ss
     ratio[0] = np.clip(ratio[0], *L_SPREAD)
     ratio[1:] = np.clip(ratio[1:], *AB_SPREAD)
-    orig = cv2.cvtColor(delegate, cv2.COLOR_BGR2LAB).astype(np.float32)
-    lab = (orig - sm) * ratio + dm
+    orig = cv2.cvtColor(delegate, cv2.COLOR_BGR2LAB)
+    # The affine move is per channel of a uint8 image: a 256-entry table per channel holds the
+    # exact values the per-pixel arithmetic gives (the same float ops), and one lookup
+    # replaces it. Only where the eyes or lips mix in more is the float image needed.
+    table = channel_tables(sm, ratio, dm)
+    out = cv2.LUT(orig, np.clip(table, 0, 255).astype(np.uint8)[:, None, :])
     if keep_chroma is not None:
+        lab = table[orig, np.arange(3)]
         k = keep_chroma[..., None]
-        lab[..., 1:] = lab[..., 1:] * (1 - k) + orig[..., 1:] * k
+        lab[..., 1:] = lab[..., 1:] * (1 - k) + orig[..., 1:].astype(np.float32) * k
+    else:
+        lab = None
     if lips is not None:
         inside_f, inside_p = lips[0] > 0.5, lips[1] > 0.5
         if inside_f.sum() >= 8 and inside_p.sum() >= 8:
+            if lab is None:  # only the lips' box (where the soft lip mask is not 0) moves on
+                y0, y1, x0, x1 = nonzero_box(lips[0])
+                win = table[orig[y0:y1, x0:x1], np.arange(3)]
+                want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
+                shift = want - np.median(win[inside_f[y0:y1, x0:x1]][:, 1:], axis=0)
+                win[..., 1:] += lips[0][y0:y1, x0:x1, None] * shift
+                out[y0:y1, x0:x1] = np.clip(win, 0, 255).astype(np.uint8)
+                return cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
             want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
             shift = want - np.median(lab[inside_f][:, 1:], axis=0)
             lab[..., 1:] += lips[0][..., None] * shift
-    return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
+    if lab is not None:
+        out = np.clip(lab, 0, 255).astype(np.uint8)
+    return cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
+
+
+def channel_tables(median_from, ratio, median_to) -> np.ndarray:
+    """(256, 3) the Lab value each uint8 level of each channel moves to: (v - m) * r + m'
+    with the very float ops (float32 levels, the statistics' dtype) a per-pixel move does."""
+    levels = np.arange(256, dtype=np.float32)[:, None]
+    return (levels - median_from) * ratio + median_to
+
+
+def mix_where(base: np.ndarray, other: np.ndarray, weight: np.ndarray) -> np.ndarray:
+    """``(base * (1 - weight) + other * weight).astype(uint8)`` (uint8 images, float weight
+    (h, w, 1)), computed only in the box where ``weight`` is not 0: outside it the mix is
+    ``base`` exactly, and the openings it serves (eyes, mouth) are a small part of a crop."""
+    out = base.copy()
+    y0, y1, x0, x1 = nonzero_box(weight[..., 0])
+    w = weight[y0:y1, x0:x1]
+    out[y0:y1, x0:x1] = (base[y0:y1, x0:x1] * (1 - w) + other[y0:y1, x0:x1] * w).astype(np.uint8)
+    return out
+
+
+def nonzero_box(mask: np.ndarray) -> tuple[int, int, int, int]:
+    """(y0, y1, x0, x1): the smallest box holding every non-zero pixel of ``mask`` (an
+    empty box at 0 when there is none)."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if len(rows) == 0:
+        return 0, 0, 0, 0
+    return int(rows[0]), int(rows[-1]) + 1, int(cols[0]), int(cols[-1]) + 1
 
 
 def _gauss(img: np.ndarray, levels: int) -> list[np.ndarray]:
@@ -177,8 +223,12 @@ def pyramid_blend(
     out = None
     for i in range(levels, -1, -1):
         w = gm[i][..., None]
-        band = lb[i] * (1.0 - w) + lf[i] * w
-        out = band if out is None else cv2.pyrUp(out, dstsize=band.shape[1::-1]) + band
+        # lb * (1 - w) + lf * w, in place (the same float ops, no temporaries).
+        band = np.multiply(lb[i], 1.0 - w, out=lb[i])
+        band += np.multiply(lf[i], w, out=lf[i])
+        if out is not None:
+            band += cv2.pyrUp(out, dstsize=band.shape[1::-1])
+        out = band
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
@@ -187,13 +237,23 @@ def paste_alpha(mask: np.ndarray, levels: int = LEVELS) -> np.ndarray:
     differ from the background (the mask grown by the coarsest band's reach), fading out."""
     size = mask.shape[0]
     reach = max(3, int(round(2 ** (levels - 1))))
-    grown = cv2.dilate((mask > 0.01).astype(np.uint8) * 255, disk(reach))
+    inside = mask > 0.01
+    grown = cv2.dilate(inside.astype(np.uint8) * 255, disk(reach))
     soft = cv2.GaussianBlur(grown.astype(np.float32) / 255.0, (0, 0), reach / 2)
-    soft = np.maximum(soft, (mask > 0.01).astype(np.float32))
-    # The crop's own border can never be blended seamlessly: fade out before it.
+    soft = np.maximum(soft, inside.astype(np.float32))
+    soft *= _edge_fade(size)
+    return soft
+
+
+@lru_cache(maxsize=8)
+def _edge_fade(size: int) -> np.ndarray:
+    """(size, size) float32: 0 on a crop's border rising to 1 four pixels in. The crop's own
+    border can never be blended seamlessly: a paste fades out before it."""
     d = np.minimum(np.arange(size), np.arange(size)[::-1])
     edge = np.minimum.outer(d, d)
-    return soft * np.clip(edge / 4.0, 0.0, 1.0).astype(np.float32)
+    fade = np.clip(edge / 4.0, 0.0, 1.0).astype(np.float32)
+    fade.flags.writeable = False
+    return fade
 
 
 # Detail bands (Gaussian sigmas, frame pixels): fine grain/pores [0, 1], skin texture [1, 2.5].

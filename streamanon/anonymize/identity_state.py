@@ -250,6 +250,7 @@ class IdentityState:
         pose: np.ndarray,
         attempt: int,
         far: bool = False,
+        attributes: np.ndarray | None = None,
     ):
         """The track's ``attempt``-th delegate draw (reproducible per seed and track id).
 
@@ -257,14 +258,18 @@ class IdentityState:
         eyewear, no occlusion: `visual.attributes`); the geometry delegate from the whole bank.
         ``far``: only bank faces at least ``FAR_DIST`` from the person in Ψ's space are
         candidates (the distraction draw, when near neighbours render too close to them).
+        ``attributes``: the person's `face_attributes` in ``crop`` when the caller has them
+        (they are the same for every draw of one birth).
         """
         rng = track_rng(
             self.opts.seed, tid, "delegates" if attempt == 0 else f"delegates/{attempt}"
         )
         dist = np.linalg.norm(self.bank.embeddings - np.asarray(embedding, np.float32), axis=1)
+        if attributes is None:
+            attributes = face_attributes(crop.image, crop.landmarks)
         allowed = compatible(
             self.attributes(),
-            face_attributes(crop.image, crop.landmarks),
+            attributes,
             self.opts.neighbours,
             dist,
         )

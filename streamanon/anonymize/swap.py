@@ -40,6 +40,7 @@ from streamanon.anonymize.blend import (
     lab_stats,
     lip_mask,
     missing_detail,
+    mix_where,
     paste_alpha,
     pyramid_blend,
     transfer_colour,
@@ -50,7 +51,7 @@ from streamanon.anonymize.warp import warp_face_tps
 from streamanon.types import Detections
 from streamanon.visual import delegates as D
 from streamanon.visual.align import GEN_SIZE, crop_scale, warp_back_roi, warp_to_crop
-from streamanon.visual.attributes import mouth_open_ratio, wears_glasses
+from streamanon.visual.attributes import face_attributes, mouth_open_ratio, wears_glasses
 from streamanon.visual.lbp import SAME_PERSON, lbp_descriptor, lbp_distance
 from streamanon.visual.masks import face_hull, skin_mask
 
@@ -169,9 +170,9 @@ def render_delegate(
     openings = eyes
     if mouth_open_ratio(lm) > MOUTH_OPEN:
         inner = mouth_interior_mask(lm, size)[..., None]
-        openings = (eyes * (1 - inner) + crop * inner).astype(np.uint8)
+        openings = mix_where(eyes, crop, inner)
         inside = np.maximum(inside, inner)
-    face = (face * (1 - inside) + openings * inside).astype(np.uint8)
+    face = mix_where(face, openings, inside)
     # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
     # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
     mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
@@ -184,7 +185,7 @@ def render_delegate(
     out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face))
     # The openings go back untouched: the band gains (and, at frame scale, the detail
     # pass) are for skin; on teeth near white they clipped a channel and tinted them.
-    out = (out * (1 - inside) + openings * inside).astype(np.uint8)
+    out = mix_where(out, openings, inside)
     return out, mask, inside
 
 
@@ -257,9 +258,14 @@ class SwapMethod:
         out = patch.astype(np.float32)
         if st is not None:
             self.restore_detail(roi, out, job, mask, st, image.shape)
+        # roi * (1 - a) + out * a + 0.5, in place (the same float ops, no temporaries).
         a = alpha[..., None]
-        blended = roi.astype(np.float32) * (1 - a) + out * a + 0.5
-        image[y0:y1, x0:x1] = np.clip(blended, 0, 255).astype(np.uint8)
+        blended = roi.astype(np.float32)
+        blended *= 1 - a
+        out *= a
+        blended += out
+        blended += 0.5
+        image[y0:y1, x0:x1] = np.clip(blended, 0, 255, out=blended).astype(np.uint8)
 
     def restore_detail(
         self,
@@ -348,12 +354,15 @@ class SwapMethod:
         best, best_key = None, (False, -1.0)
         tries = 1 if self.opts.keep_appearance else MAX_DRAWS
         plan = [(a, False) for a in range(tries)]
+        attrs = face_attributes(job.crop.image, job.crop.landmarks)  # the same for every draw
         if tries > 1:  # then distraction draws among bank faces far from the person
             plan += [(a, True) for a in range(tries, tries + FAR_DRAWS)]
         for attempt, far in plan:
             if far and best_key[0]:
                 break  # a near draw keeps the margin: no need to look further away
-            d_ = self.ids.draw(job.track_id, person, job.crop, job.pose, attempt, far=far)
+            d_ = self.ids.draw(
+                job.track_id, person, job.crop, job.pose, attempt, far=far, attributes=attrs
+            )
             st = TrackState(embedding=person.copy(), delegates=d_, draw=attempt, eyewear=eyewear)
             if tries == 1:
                 return st

@@ -67,13 +67,16 @@ TPS_SMOOTH = 1e-3  # regularisation (relative): near-interpolation, no wild swin
 
 def _u(r2: np.ndarray) -> np.ndarray:
     """TPS kernel U(r) = r^2 log r^2 (0 at r = 0)."""
-    return r2 * np.log(np.maximum(r2, 1e-20))
+    out = np.maximum(r2, 1e-20)
+    np.log(out, out=out)
+    out *= r2
+    return out
 
 
 def tps_fit(ctrl: np.ndarray, values: np.ndarray, smooth: float = TPS_SMOOTH) -> np.ndarray:
     """(n + 3, 2) coefficients of the TPS f with f(ctrl_i) ~ values_i (coordinates scaled to ~1)."""
     n = len(ctrl)
-    k = _u(((ctrl[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    k = _u(_sq_dist(ctrl, ctrl))
     p = np.hstack([np.ones((n, 1)), ctrl])
     a = np.zeros((n + 3, n + 3))
     a[:n, :n] = k + smooth * np.eye(n)
@@ -84,8 +87,19 @@ def tps_fit(ctrl: np.ndarray, values: np.ndarray, smooth: float = TPS_SMOOTH) ->
     return np.linalg.solve(a, b)
 
 
+def _sq_dist(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """(len(a), len(b)) squared distances: dx*dx + dy*dy, the same sums a reduction over the
+    last axis makes, without its cost (a sum over an axis of 2 is slow in numpy)."""
+    dx = a[:, 0, None] - b[None, :, 0]
+    dy = a[:, 1, None] - b[None, :, 1]
+    dx *= dx
+    dy *= dy
+    dx += dy
+    return dx
+
+
 def tps_eval(ctrl: np.ndarray, coef: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    k = _u(((pts[:, None, :] - ctrl[None, :, :]) ** 2).sum(-1))
+    k = _u(_sq_dist(pts, ctrl))
     return k @ coef[: len(ctrl)] + coef[-3] + pts @ coef[-2:]
 
 
