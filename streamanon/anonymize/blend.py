@@ -274,8 +274,17 @@ def band_spreads(image: np.ndarray, region: np.ndarray) -> np.ndarray:
     out = np.zeros(len(BANDS))
     if int(region.sum()) < 16:
         return out
+    blurred: dict[float, np.ndarray] = {}  # one blur per sigma: a band's top is the next's floor
+
+    def blur(sigma: float) -> np.ndarray:
+        if sigma <= 0:
+            return gray
+        if sigma not in blurred:
+            blurred[sigma] = cv2.GaussianBlur(gray, (0, 0), sigma)
+        return blurred[sigma]
+
     for k, (lo, hi) in enumerate(BANDS):
-        out[k] = _spread(_band(gray, lo, hi), region)
+        out[k] = _spread(blur(lo) - blur(hi), region)
     return out
 
 

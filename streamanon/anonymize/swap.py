@@ -41,6 +41,7 @@ from streamanon.anonymize.blend import (
     lip_mask,
     missing_detail,
     mix_where,
+    nonzero_box,
     paste_alpha,
     pyramid_blend,
     transfer_colour,
@@ -302,7 +303,11 @@ class SwapMethod:
             # and lips get back the edge contrast a 128² crop loses when it is enlarged.
             amount = min(SHARPEN * (scale - 1.0), SHARPEN_MAX)
             soft = cv2.GaussianBlur(out, (0, 0), 0.5 * scale)
-            out += (amount * where)[..., None] * (out - soft)
+            # Only where the face is (outside, where = 0 adds nothing): a large face's patch
+            # is mostly the background around it.
+            y0, y1, x0, x1 = nonzero_box(where)
+            box = out[y0:y1, x0:x1]
+            box += (amount * where[y0:y1, x0:x1])[..., None] * (box - soft[y0:y1, x0:x1])
         need = np.minimum(missing_detail(roi, out.astype(np.uint8), skin > 0.5), GRAIN_MAX)
         if float(need.max()) < 0.5:
             return
