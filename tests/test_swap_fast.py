@@ -101,3 +101,18 @@ def test_tps_distances_and_kernel_are_bit_identical_to_the_broadcast_sum() -> No
     # The spline still interpolates its control points (smoothing is near zero).
     coef = tps_fit(ctrl, ctrl + 0.01)
     assert np.abs(tps_eval(ctrl, coef, ctrl) - (ctrl + 0.01)).max() < 1e-3
+
+
+def test_missing_detail_in_the_region_box_matches_the_whole_patch() -> None:
+    from streamanon.anonymize.blend import BANDS, band_spreads, missing_detail
+
+    big = cv2.resize(_faces()[0], (360, 300), interpolation=cv2.INTER_CUBIC)  # a 2.8x face
+    smooth = cv2.GaussianBlur(big, (0, 0), 2.0)  # a render with less detail than the frame
+    region = np.zeros(big.shape[:2], bool)
+    region[90:210, 120:250] = True  # the skin, well inside the patch
+    want, have = band_spreads(big, region), band_spreads(smooth, region)
+    full = np.sqrt(np.maximum(want * want - have * have, 0.0))
+    got = missing_detail(big, smooth, region)
+    assert got.shape == (len(BANDS),) and (full > 0.5).all()
+    assert np.allclose(got, full, rtol=1e-4, atol=1e-4)
+    assert not missing_detail(big, smooth, np.zeros_like(region)).any()

@@ -291,8 +291,17 @@ def band_spreads(image: np.ndarray, region: np.ndarray) -> np.ndarray:
 def missing_detail(reference: np.ndarray, rendered: np.ndarray, region: np.ndarray) -> np.ndarray:
     """Per band, the std of the texture that gives ``rendered`` the detail ``reference`` has in
     ``region`` (both the same size). Only these numbers are taken from the person, never
-    their texture."""
-    want, have = band_spreads(reference, region), band_spreads(rendered, region)
+    their texture.
+
+    Measured in the box of ``region`` grown by the widest band's blur reach: the spreads are
+    of pixels in ``region`` only, and a large face's patch is mostly background around it."""
+    y0, y1, x0, x1 = nonzero_box(region)
+    reach = int(np.ceil(4.5 * max(hi for _, hi in BANDS))) + 1  # OpenCV's kernel: ~4 sigma
+    h, w = region.shape[:2]
+    y0, x0, y1, x1 = max(y0 - reach, 0), max(x0 - reach, 0), min(y1 + reach, h), min(x1 + reach, w)
+    box = (slice(y0, y1), slice(x0, x1))
+    region = region[box]
+    want, have = band_spreads(reference[box], region), band_spreads(rendered[box], region)
     return np.sqrt(np.maximum(want * want - have * have, 0.0))
 
 

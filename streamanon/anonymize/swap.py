@@ -122,8 +122,8 @@ def eye_interiors(
             continue
         near = cv2.dilate(poly, np.ones((3, 3), np.uint8), iterations=2 * max(1, round(px))) > 0
         # Only the eye's box is warped (beyond the polygon too: the softened mask reaches there).
-        ys, xs = np.nonzero(near)
-        x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
+        x0, y0, bw, bh = cv2.boundingRect(near.view(np.uint8))
+        x1, y1 = x0 + bw, y0 + bh
         shifted = m.copy()
         shifted[:, 2] -= [x0, y0]
         warped = cv2.warpAffine(crop, shifted, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
