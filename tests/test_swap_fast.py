@@ -116,3 +116,16 @@ def test_missing_detail_in_the_region_box_matches_the_whole_patch() -> None:
     assert got.shape == (len(BANDS),) and (full > 0.5).all()
     assert np.allclose(got, full, rtol=1e-4, atol=1e-4)
     assert not missing_detail(big, smooth, np.zeros_like(region)).any()
+
+
+def test_scratch_reuses_its_arrays_and_keeps_none_too_large() -> None:
+    from streamanon.anonymize.scratch import Scratch
+
+    s = Scratch(keep_max_bytes=4 * 100 * 100 * 3)
+    a = s.get("patch", (100, 100, 3))
+    assert a.shape == (100, 100, 3) and a.dtype == np.float32 and a.flags.c_contiguous
+    b = s.get("patch", (50, 60, 3))  # smaller: a view of the same buffer
+    assert np.shares_memory(a, b) and b.flags.c_contiguous
+    assert not np.shares_memory(a, s.get("other", (10, 10)))
+    big = s.get("patch", (101, 100, 3))  # over the cap: a fresh array, not kept
+    assert not np.shares_memory(a, big) and np.shares_memory(a, s.get("patch", (10, 3)))

@@ -48,6 +48,7 @@ from streamanon.anonymize.blend import (
 )
 from streamanon.anonymize.classic import Redactor
 from streamanon.anonymize.identity_state import FaceJob, IdentityState, TrackState, face_jobs
+from streamanon.anonymize.scratch import Scratch
 from streamanon.anonymize.warp import warp_face_tps
 from streamanon.types import Detections
 from streamanon.visual import delegates as D
@@ -207,6 +208,7 @@ class SwapMethod:
         bank = self.ids.bank
         self.hires = bank.hires_size if bank.hires_jpeg is not None else 0
         self._sides: dict[int, int] = {}  # track id -> crop side last frame
+        self._scratch = Scratch()  # the paste's frame-scale work arrays, reused
 
     def _skin_stats(self, index: int):
         """Lab skin statistics of bank face ``index`` (its crop, its own landmarks)."""
@@ -256,17 +258,19 @@ class SwapMethod:
         if patch.size == 0:
             return
         roi = image[y0:y1, x0:x1]
-        out = patch.astype(np.float32)
+        out = self._scratch.get("patch", patch.shape)
+        np.copyto(out, patch)
         if st is not None:
             self.restore_detail(roi, out, job, mask, st, image.shape)
-        # roi * (1 - a) + out * a + 0.5, in place (the same float ops, no temporaries).
+        # roi * (1 - a) + out * a + 0.5, in reused arrays (the same float ops).
         a = alpha[..., None]
-        blended = roi.astype(np.float32)
-        blended *= 1 - a
+        blended = self._scratch.get("blend", roi.shape)
+        np.copyto(blended, roi)
+        blended *= np.subtract(1, a, out=self._scratch.get("alpha", a.shape))
         out *= a
         blended += out
         blended += 0.5
-        image[y0:y1, x0:x1] = np.clip(blended, 0, 255, out=blended).astype(np.uint8)
+        np.copyto(roi, np.clip(blended, 0, 255, out=blended), casting="unsafe")
 
     def restore_detail(
         self,
@@ -302,12 +306,16 @@ class SwapMethod:
             # Unsharp mask at the upsampling's scale: the delegate's eyelids, brows, nostrils
             # and lips get back the edge contrast a 128² crop loses when it is enlarged.
             amount = min(SHARPEN * (scale - 1.0), SHARPEN_MAX)
-            soft = cv2.GaussianBlur(out, (0, 0), 0.5 * scale)
+            soft = cv2.GaussianBlur(
+                out, (0, 0), 0.5 * scale, dst=self._scratch.get("soft", out.shape)
+            )
             # Only where the face is (outside, where = 0 adds nothing): a large face's patch
             # is mostly the background around it.
             y0, y1, x0, x1 = nonzero_box(where)
             box = out[y0:y1, x0:x1]
-            box += (amount * where[y0:y1, x0:x1])[..., None] * (box - soft[y0:y1, x0:x1])
+            edge = np.subtract(box, soft[y0:y1, x0:x1], out=self._scratch.get("edge", box.shape))
+            edge *= (amount * where[y0:y1, x0:x1])[..., None]
+            box += edge
         need = np.minimum(missing_detail(roi, out.astype(np.uint8), skin > 0.5), GRAIN_MAX)
         if float(need.max()) < 0.5:
             return
@@ -403,11 +411,10 @@ class SwapMethod:
         jobs, declined = face_jobs(
             image, faces, self.size, self.ids.count, self.hires, LORES, self._sides
         )
-        original = image.copy() if jobs else image
         for job in jobs:
             st = self.ids.get(job.track_id)
             if st is None:
-                st = self._birth(original, job)
+                st = self._birth(image, job)  # nothing is rendered yet: ``image`` is the original
                 self.ids.put(job.track_id, st)
             job.state = st
         covered = [job for job in jobs if job.state.covered]
@@ -417,6 +424,9 @@ class SwapMethod:
                 self.ids.count(job.track_id, job.state.covered)
             declined = declined + [job.index for job in covered]
         due = [job for job in jobs if self._due(job.state, job)]
+        # The person's faces for the re-verification; copied only when one is due (a frame
+        # copy per frame was a few ms at 720p: the pipeline maps every buffer over 1 MiB).
+        original = image.copy() if due else image
         for job in jobs:
             rendered, mask = self.render(job, job.state)
             self.paste(image, job, self._steady(job.state, rendered), mask, job.state)
