@@ -23,6 +23,9 @@ PHOTOS = [
     ("groups", "misc", "deepface_selfie-many-people.jpg"),
     ("groups", "ultralight_crowd", "20.jpg"),
 ]
+# (photo, brightness gain, largest score difference): the dark case is stage light, where a
+# fully int8 network (stem included) dropped faces (scores 0.9 -> 0.24 on this photo).
+CASES = [(p, 1.0, 0.15) for p in PHOTOS] + [(PHOTOS[1], 0.12, 0.25)]
 
 
 @pytest.fixture(scope="module")
@@ -32,10 +35,14 @@ def pair() -> tuple[CenterFace, CenterFace]:
     return CenterFace(threads=1), CenterFace(centerface_int8_path(), threads=1)
 
 
-@pytest.mark.parametrize("parts", PHOTOS, ids=[p[-1] for p in PHOTOS])
-def test_int8_finds_the_faces_fp32_finds(pair, parts) -> None:
+@pytest.mark.parametrize(
+    ("parts", "gain", "tol"), CASES, ids=[f"{p[-1]}-x{g}" for p, g, _ in CASES]
+)
+def test_int8_finds_the_faces_fp32_finds(pair, parts, gain: float, tol: float) -> None:
     fp32, int8 = pair
     image = cv2.imread(str(needs_shared(*parts)))
+    if gain != 1.0:
+        image = (image.astype(np.float32) * gain).astype(np.uint8)
     full, b = fp32(image), int8(image)
     # Clear faces only: one near the 0.5 cut may fall either side of it after rounding.
     a = full[full.score >= 0.6]
@@ -43,7 +50,7 @@ def test_int8_finds_the_faces_fp32_finds(pair, parts) -> None:
     iou = box_iou(a.xyxy, b.xyxy)
     j, best = iou.argmax(1), iou.max(1)
     assert (best >= 0.7).all(), f"fp32 faces without an int8 box: {a.xyxy[best < 0.7]}"
-    assert (b.score[j] >= 0.5).all() and np.abs(b.score[j] - a.score).max() <= 0.15
+    assert (b.score[j] >= 0.5).all() and np.abs(b.score[j] - a.score).max() <= tol
     # Nor does int8 invent faces: every clear int8 face is one fp32 also scores >= 0.3.
     c, loose = b[b.score >= 0.7], full[full.score >= 0.3]
     assert (box_iou(c.xyxy, loose.xyxy).max(1) >= 0.5).all(), c.xyxy

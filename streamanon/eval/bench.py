@@ -159,13 +159,18 @@ def measure_coverage(
 
 
 def parse_detect_setting(text: str) -> dict:
-    """'640:24:1' -> {input_size: 640, min_face: 24, tiles_per_frame: 1}; 0 scale = native."""
-    parts = text.strip().split(":")
+    """'640:24:1' -> {input_size: 640, min_face: 24, tiles_per_frame: 1}; 0 scale = native.
+    An '@DETECTOR' suffix also names the detector ('640:24@centerface-int8')."""
+    setting, _, detector = text.strip().partition("@")
     try:
-        vals = [float(v) for v in parts]
+        vals = [float(v) for v in setting.split(":")]
     except ValueError:
-        raise InputError(f"detect setting {text!r}: expected SCALE[:MIN_FACE[:TILES]]") from None
+        raise InputError(
+            f"detect setting {text!r}: expected SCALE[:MIN_FACE[:TILES]][@DETECTOR]"
+        ) from None
     out: dict = {"input_size": int(vals[0]) or None, "min_face": 0.0, "tiles_per_frame": None}
+    if detector:
+        out["detector"] = detector
     if len(vals) > 1:
         out["min_face"] = vals[1]
     if len(vals) > 2:
@@ -432,7 +437,7 @@ def bench_main(argv: list[str]) -> int:
     p.add_argument(
         "--detect-settings",
         default="",
-        help="extra entries of the first method, SCALE[:MIN_FACE[:TILES]] comma-separated, "
+        help="extra entries of the first method, SCALE[:MIN_FACE[:TILES]][@DETECTOR] comma-separated, "
         "e.g. 640:0,640:24:1,960:0,0:0",
     )
     p.add_argument(
