@@ -2,7 +2,9 @@
 
 The shipped graph has a fixed 32x32 input; it is rewritten once at load with dynamic spatial
 dimensions (and its weights are taken out of the graph inputs so ONNX Runtime can fold them).
-Decoding is vectorised numpy; NMS runs in OpenCV (fast_nms).
+Decoding is vectorised numpy; NMS runs in OpenCV (fast_nms). The int8 graph
+(engines/centerface_int8.onnx, `--detector centerface-int8`) keeps the same input and output
+names, so this class runs it unchanged.
 
 Scores: every face scoring at least ``low_thresh`` is returned, not only those above
 ``thresh``. The tracker's second association stage (ByteTrack) extends existing tracks with
