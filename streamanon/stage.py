@@ -130,7 +130,7 @@ class Stage:
         if not self.cadence.step(frame.image):
             return self.update(frame, t, None)
         if self._scans:  # high-resolution windows, one per detected frame
-            dets = self.detector.scan(frame.image, self.cadence.detected)
+            dets = self.detector.scan(frame.image, self.cadence.frames // self.every)
         else:
             dets = self.detector(frame.image)
         return self.update(frame, t, dets)
