@@ -10,7 +10,7 @@ import pytest
 
 from streamanon.errors import InputError
 from streamanon.track import FaceTracker
-from streamanon.track.association import match_iou
+from streamanon.track.association import inside_share, match_iou
 from streamanon.track.kalman import PointsFilter
 from streamanon.track.landmarks import LandmarkSmoother
 from streamanon.types import Detections
@@ -353,3 +353,54 @@ def test_stretch_along_motion_is_pure_geometry() -> None:
     out = stretch_along_motion(b, v, 0.1)
     assert np.allclose(out[0], [10 - 5, 10 - 5, 20 + 10, 20 + 2.5])
     assert np.allclose(out[1], b[1])
+
+
+def test_a_face_lost_behind_another_coasts_longer() -> None:
+    """Two people: B stands behind A and is lost there; a third face C is lost in the open.
+    B (its box at least half inside A's detected box) is covered for ``behind_coast_s``,
+    C only for ``coast_s``, and B's coasting box ends once that time is over."""
+    tr = FaceTracker(coast_s=0.5, behind_coast_s=1.5)
+    fps = 10
+    alive: dict[str, list[bool]] = {"B": [], "C": []}
+    for i in range(25):
+        t = i / fps
+        boxes, scores = [box_at(300, 200, 80)], [0.9]  # A, always detected
+        if i < 5:
+            boxes += [box_at(290, 205, 60), box_at(600, 200)]  # B, behind A; C
+            scores += [0.9, 0.9]
+        out = tr.update(dets(boxes, scores), t)
+        for name, ref in (("B", box_at(290, 205, 60)), ("C", box_at(600, 200))):
+            alive[name].append(
+                any(inside_share(np.array(ref), b[None]) >= 0.9 for b in out.xyxy[out.coasting])
+            )
+    # Last seen at t = 0.4: C coasts to t = 0.9, B (behind A) to t = 1.9.
+    assert alive["C"][5:10] == [True] * 5 and not any(alive["C"][10:])
+    assert all(alive["B"][5:20]) and not any(alive["B"][20:])
+    # A box deep inside a face 16x its area is a part of that face (its old track), not a
+    # person behind it: it ends at coast_s.
+    tr = FaceTracker(coast_s=0.5, behind_coast_s=1.5)
+    for i in range(12):
+        boxes = [box_at(300, 200, 80)] + ([box_at(300, 190, 20)] if i < 5 else [])
+        out = tr.update(dets(boxes, [0.9] * len(boxes)), i / fps)
+    assert len(out) == 1  # t = 1.1: only A
+    plain = FaceTracker(coast_s=0.5)  # the default: no longer coast behind a face
+    assert plain.behind_coast_s == plain.coast_s
+
+
+def test_demo_face_coming_out_from_behind_another_is_covered() -> None:
+    """examples/demo.mp4, frame 108: a man lost behind a nearer face for 0.6 s comes out half
+    visible one frame before the detector finds him again; his region must be covered."""
+    from fractions import Fraction
+
+    from streamanon.anonymizer import Anonymizer, Options
+    from streamanon.io.video import VideoReader
+    from streamanon.types import Frame
+
+    demo = Path(__file__).resolve().parents[1] / "examples" / "demo.mp4"
+    anon = Anonymizer(Options(method="blur"))
+    with VideoReader(demo, audio=False) as r:
+        for i, f in zip(range(109), r, strict=False):
+            frame = anon.track(Frame(f.image, i, i * 40, Fraction(1, 1000)))
+    assert frame.index == 108
+    man = np.array([240.0, 280.0, 312.0, 362.0])  # where the detector finds him on frame 109
+    assert inside_share(man, frame.faces.xyxy) >= 0.95

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamanon.errors import InputError
-from streamanon.track.association import iou_matrix, match_iou
+from streamanon.track.association import inside_share, iou_matrix, match_iou
 from streamanon.track.kalman import (
     BoxFilter,
     face_size,
@@ -56,6 +56,7 @@ class Track:
     last_hit_t: float
     landmarks68: np.ndarray | None = None  # smoothed (68, 2), or None
     coasting: bool = False
+    behind: bool = False  # lost while behind another detected face: coasts longer
     embedding: np.ndarray | None = None  # set only when the tracker has a reid function
     # Internal filter state.
     filter: BoxFilter | None = field(default=None, repr=False)
@@ -106,6 +107,16 @@ def stretch_along_motion(
     return b
 
 
+def _behind(box: np.ndarray, front: np.ndarray) -> bool:
+    """Whether ``box`` (a lost face, ungrown) lies half or more inside one of the detected
+    boxes ``front`` that is not over 4x its area: a person behind another. A box deep inside a
+    face ten times its size is a part of that face (its old track), not someone behind it."""
+    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
+    sizes = (front[:, 2] - front[:, 0]) * (front[:, 3] - front[:, 1])
+    near = front[sizes <= 4.0 * area]
+    return inside_share(box, near) >= 0.5
+
+
 class FaceTracker:
     """Tracks faces across frames; see the module docstring for what `update` returns.
 
@@ -121,6 +132,10 @@ class FaceTracker:
     footprint: a weak detection that continues no track still starts one when it overlaps
     (IoU >= match_iou) a box where some face was detected in the last ``coast_s`` seconds
     (faces half hidden behind a pole; off for objects).
+    behind_coast_s: a track that coasts while its box lies half or more inside a face detected
+    on the same frame (a person passing behind another) is output for this long after its
+    last detection instead of ``coast_s`` (None: ``coast_s``): the face comes out from behind
+    the other one, partly visible, before the detector finds it again.
     reid / reid_window_s / reid_max_dist: optional re-identification. When `reid` is given and
     `update` gets the image, a new face whose embedding is within `reid_max_dist` of a track
     that ended less than `reid_window_s` ago gets that track back (id and cache).
@@ -140,6 +155,7 @@ class FaceTracker:
         stretch: tuple[float, float] = (1.0, 0.5),
         union_filtered: bool = True,
         footprint: bool = False,
+        behind_coast_s: float | None = None,
         reid: ReidFn | None = None,
         reid_window_s: float = 10.0,
         reid_max_dist: float = 0.6,
@@ -155,6 +171,7 @@ class FaceTracker:
         self.stretch, self.union_filtered = (float(stretch[0]), float(stretch[1])), union_filtered
         self.reid, self.reid_window_s, self.reid_max_dist = reid, reid_window_s, reid_max_dist
         self.footprint = footprint
+        self.behind_coast_s = coast_s if behind_coast_s is None else max(coast_s, behind_coast_s)
         self.box_filter = box_filter  # xyxy box -> a filter started there (norfair-style)
         # Recent hits: when (t) and where (detected box) some face was, as arrays.
         self._fp_t = np.zeros(0)
@@ -242,11 +259,17 @@ class FaceTracker:
 
         # Tracks without a detection: coast while young enough, else end.
         matched_ids = {id(tr) for tr in row_track.values()}
+        front = dets.xyxy[list(row_track)].reshape(-1, 4)
         live: list[Track] = []
         for tr in self._tracks:
             if id(tr) in matched_ids:
+                tr.behind = False
                 live.append(tr)
-            elif tr.hits >= self.min_hits and t - tr.last_hit_t <= self.coast_s + 1e-9:
+                continue
+            if not tr.behind and len(front) and self.behind_coast_s > self.coast_s:
+                tr.behind = _behind(tr.hit_box if tr.hit_box is not None else tr.box, front)
+            limit = self.behind_coast_s if tr.behind else self.coast_s
+            if tr.hits >= self.min_hits and t - tr.last_hit_t <= limit + 1e-9:
                 self._coast(tr, t)
                 live.append(tr)
             else:
