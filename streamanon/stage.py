@@ -107,19 +107,24 @@ class Stage:
         self.cadence = Cadence(every, camera=camera, what=f"{kind} detection")
         self._scans = isinstance(detector, Scans)
         self.tracker = new_tracker()
-        self._motion = CameraMotion() if camera else None
+        self._motion = self._own_motion()
         self.counters = Counters()
 
     @property
     def every(self) -> int:
         return self.cadence.every
 
+    def _own_motion(self) -> CameraMotion | None:
+        # With every > 1 the cadence measures the shift on every frame; the stage's own
+        # measurement is for detectors that do not measure it themselves, at every == 1.
+        return CameraMotion() if self.camera and self.every == 1 else None
+
     def reset(self) -> None:
         """Start over for an unrelated input: no track, per-track state or count is kept;
         the detector (its state reset) and the method's models are."""
         self.method.forget(sorted(self.counters.track_ids))
         self.tracker = self.new_tracker()
-        self._motion = CameraMotion() if self.camera else None
+        self._motion = self._own_motion()
         self.detector.reset()
         self.cadence.reset()
         self.counters = Counters()
@@ -143,7 +148,7 @@ class Stage:
             shift = self.cadence.shift  # measured on every frame when not every frame is detected
             if shift is None and dets is not None:
                 shift = self.detector.camera_shift  # the detector measured it on this frame
-            if shift is None:
+            if shift is None and self._motion is not None:
                 shift = self._motion(frame.image)
         boxes = self.tracker.update(
             Detections.empty() if dets is None else dets,

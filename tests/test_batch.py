@@ -104,6 +104,17 @@ def run_batch_cli(*args: str, timeout: float = 600) -> subprocess.CompletedProce
     )
 
 
+def run_chunked(src: Path, out: Path, *, workers: int, overlap: float) -> dict:
+    """`streamanon batch` of ``src`` into ``out`` in 2-s chunks (blur); its one journal line."""
+    r = run_batch_cli(
+        str(src), "-o", str(out), "--workers", str(workers), "--chunk-seconds", "2",
+        "--chunk-overlap", str(overlap), "-m", "blur", "-q",
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    (line,) = journal_lines(out)
+    return line
+
+
 VIDEOS = {
     "drive_a/d3.mp4": ("liveportrait_driving_d3.mp4", 256),
     "drive_a/d10.mp4": ("liveportrait_driving_d10.mp4", 256),
@@ -446,12 +457,7 @@ def test_chunked_video_is_whole_and_covered_at_every_cut(tmp_path):
     clip = src / "drive.mp4"
     make_clip(needs_shared("videos", "liveportrait_driving_d10.mp4"), clip, 7.0, 256, gop=25)
     out = tmp_path / "out"
-    r = run_batch_cli(
-        str(src), "-o", str(out), "--workers", "2", "--chunk-seconds", "2",
-        "--chunk-overlap", "1", "-m", "blur", "-q",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    (line,) = journal_lines(out)
+    line = run_chunked(src, out, workers=2, overlap=1.0)
     specs = plan_chunks(clip, 2.0, 1.0)
     assert line["report"]["extra"]["chunks"] == len(specs) >= 3
     # Every chunk after the first tracked the overlap before its cut (1 s at 30 fps, at least).
@@ -552,7 +558,9 @@ def test_chunked_video_keeps_its_subtitles(tmp_path):
     from tests.conftest import needs_ffmpeg
 
     srt = tmp_path / "s.srt"
-    srt.write_text("1\n00:00:00,500 --> 00:00:01,000\nfirst\n\n2\n00:00:04,000 --> 00:00:04,500\nlast\n")
+    srt.write_text(
+        "1\n00:00:00,500 --> 00:00:01,000\nfirst\n\n2\n00:00:04,000 --> 00:00:04,500\nlast\n"
+    )
     src = tmp_path / "src"
     src.mkdir()
     clip = src / "talk.mkv"
@@ -563,12 +571,7 @@ def test_chunked_video_keeps_its_subtitles(tmp_path):
         check=True, timeout=120,
     )  # fmt: skip
     out = tmp_path / "out"
-    r = run_batch_cli(
-        str(src), "-o", str(out), "--workers", "1", "--chunk-seconds", "2",
-        "--chunk-overlap", "0.5", "-m", "blur", "-q",
-    )  # fmt: skip
-    assert r.returncode == 0, r.stderr
-    (line,) = journal_lines(out)
+    line = run_chunked(src, out, workers=1, overlap=0.5)
     assert line["report"]["extra"]["chunks"] >= 2  # really joined from pieces
     with av.open(str(out / "talk.mkv")) as c:
         assert [s.type for s in c.streams] == ["video", "subtitle"]

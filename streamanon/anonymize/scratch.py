@@ -1,8 +1,8 @@
 """Reusable work arrays for the per-face passes at frame scale (`swap`'s paste).
 
-The pipeline gives every buffer of 1 MiB and more its own memory mapping
-(`pipeline.map_large_buffers`), so a fresh float patch of a large face costs its page faults
-on every frame; a few named arrays kept by the method and reused do not.
+On frames above 1080p the pipeline gives every buffer of 1 MiB and more its own memory
+mapping (`pipeline.map_large_buffers`), so a fresh float patch of a large face costs its page
+faults on every frame; a few named arrays kept by the method and reused do not.
 """
 
 from __future__ import annotations
