@@ -14,6 +14,9 @@ order, so the sink can remux them beside the frames they came with.
 Privacy rules kept in this one place:
 - a live source may drop frames only before detection (``drop_when_busy``); after that, every
   frame is either anonymized and emitted or not emitted at all;
+- a file with detection on one frame in N holds the frames between two detections in the
+  tracking stage until the next detection has been tracked (`streamanon.lookahead`: a face
+  first found there is covered back on them); held frames are never emitted unanonymized;
 - any exception in a stage stops the whole graph; nothing after the failing frame is written.
 """
 
@@ -29,6 +32,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from streamanon.lookahead import Lookahead, frames_held
 from streamanon.types import Frame
 
 _END = object()
@@ -39,13 +43,16 @@ _END = object()
 QUEUED_BYTES = 160 * 2**20
 
 
-def queue_depth(frame_bytes: int, queue_size: int, queues: int, budget: int = QUEUED_BYTES) -> int:
-    """Frames per queue so that ``queues`` full queues hold at most ``budget`` bytes of frames
-    of ``frame_bytes``; never more than ``queue_size``, and not under 2 for lack of memory (one
-    frame waiting while the next stage works keeps the stages overlapping)."""
+def queue_depth(
+    frame_bytes: int, queue_size: int, queues: int, budget: int = QUEUED_BYTES, held: int = 0
+) -> int:
+    """Frames per queue so that ``queues`` full queues, plus ``held`` frames a stage keeps
+    (a file's look-ahead), hold at most ``budget`` bytes of frames of ``frame_bytes``; never
+    more than ``queue_size``, and not under 2 for lack of memory (one frame waiting while the
+    next stage works keeps the stages overlapping)."""
     if queue_size <= 0:
         return queue_size  # unbounded on request
-    fit = budget // max(1, frame_bytes * queues)
+    fit = max(0, budget - held * frame_bytes) // max(1, frame_bytes * queues)
     return int(min(queue_size, max(2, fit)))
 
 
@@ -107,6 +114,7 @@ def run_frames(
     shown: Callable[[Frame], bool] | None = None,
     queue_size: int = 8,
     drop_when_busy: bool = False,
+    lookahead: bool | None = None,
     stop: threading.Event | None = None,
     times: StageTimes | None = None,
 ) -> StageTimes:
@@ -117,8 +125,17 @@ def run_frames(
 
     shown: frames for which it is False are tracked but not anonymized (a chunk's warm-up
     frames, which its sink does not write). drop_when_busy: a live source may drop frames
-    before detection. Raises `Cancelled` when ``stop`` was set.
+    before detection. lookahead: with detection on one frame in N, hold the frames between
+    two detections and cover on them the faces first found at the next one
+    (`streamanon.lookahead`); None: for files, not for live sources (``drop_when_busy``:
+    latency matters there). Raises `Cancelled` when ``stop`` was set.
     """
+    track: Callable[[Any], Any] = work.track
+    held = 0
+    if (not drop_when_busy) if lookahead is None else lookahead:
+        held = frames_held(work)
+        if held:
+            track = Lookahead(work)
     apply = work.apply
     if shown is not None:
 
@@ -127,10 +144,11 @@ def run_frames(
 
     return run_pipeline(
         source,
-        [("detect", work.track), ("anonymize", apply)],
+        [("detect", track), ("anonymize", apply)],
         sink,
         queue_size=queue_size,
         drop_when_busy=drop_when_busy,
+        held_frames=held,
         stop=stop,
         times=times,
     )
@@ -138,18 +156,21 @@ def run_frames(
 
 def run_pipeline(
     source: Iterable[Any],
-    stages: list[tuple[str, Callable[[Frame], Frame]]],
+    stages: list[tuple[str, Callable[[Any], Any]]],
     sink: Callable[[Any], None],
     *,
     queue_size: int = 8,
     drop_when_busy: bool = False,
+    held_frames: int = 0,
     stop: threading.Event | None = None,
     times: StageTimes | None = None,
 ) -> StageTimes:
     """Run ``source`` through ``stages`` into ``sink``; returns per-stage times.
 
     ``stages`` are (name, function) pairs applied in order to every Frame; the source and the
-    sink each get a thread too. ``stop`` may be set from outside (signal handler) to end early:
+    sink each get a thread too. A function with a ``flush`` method holds items (a file's
+    look-ahead, at most ``held_frames`` frames): it is given every item, returns a list of
+    the items that are done, in order, and ``flush()`` returns the rest at the end. ``stop`` may be set from outside (signal handler) to end early:
     ``Cancelled`` is then raised after all threads have finished.
     """
     stop = stop or threading.Event()
@@ -197,7 +218,9 @@ def run_pipeline(
                         sized = True
                         if item.image.nbytes >= LARGE_FRAME_BYTES:
                             map_large_buffers()
-                        depth = queue_depth(item.image.nbytes, queue_size, len(queues))
+                        depth = queue_depth(
+                            item.image.nbytes, queue_size, len(queues), held=held_frames
+                        )
                         for qq in queues:
                             with qq.mutex:
                                 qq.maxsize = depth
@@ -225,7 +248,8 @@ def run_pipeline(
         finally:
             put(q, _END) if not stop.is_set() else None
 
-    def work(name: str, fn: Callable[[Frame], Frame], qin: queue.Queue, qout: queue.Queue) -> None:
+    def work(name: str, fn: Callable[[Any], Any], qin: queue.Queue, qout: queue.Queue) -> None:
+        flush = getattr(fn, "flush", None)  # a stage that holds items (look-ahead)
         try:
             while True:
                 item = get(qin)
@@ -235,8 +259,15 @@ def run_pipeline(
                     t0 = time.perf_counter()
                     item = fn(item)
                     times.add(name, time.perf_counter() - t0)
-                if not put(qout, item):
-                    return
+                elif flush is not None:
+                    item = fn(item)  # keeps its place behind held frames
+                for out in item if flush is not None else (item,):
+                    if not put(qout, out):
+                        return
+            if flush is not None and not stop.is_set():
+                for out in flush():
+                    if not put(qout, out):
+                        return
         except BaseException as exc:  # noqa: BLE001
             fail(exc)
             return

@@ -44,6 +44,7 @@ class Counters:
     detections: int = 0
     coasted: int = 0
     fallbacks: int = 0
+    backfilled: int = 0  # boxes a file's look-ahead added to held frames (`lookahead`)
     track_ids: set[int] = field(default_factory=set)
 
     @property
@@ -105,6 +106,8 @@ class Stage:
         self.new_tracker, self.thresh = new_tracker, thresh
         self.camera, self.reid = camera, reid
         self.cadence = Cadence(every, camera=camera, what=f"{kind} detection")
+        # The last tracked frame: was it detected, and was it a scene cut (`lookahead`).
+        self.detected, self.cut = False, False
         self._scans = isinstance(detector, Scans)
         self.tracker = new_tracker()
         self._motion = self._own_motion()
@@ -127,12 +130,16 @@ class Stage:
         self._motion = self._own_motion()
         self.detector.reset()
         self.cadence.reset()
+        self.detected, self.cut = False, False
         self.counters = Counters()
 
     def track(self, frame: Frame, t: float) -> Detections:
         """Detect (when the cadence says so) and track at time ``t``; the boxes to cover are
         stored on the frame and returned. In frame order."""
-        if not self.cadence.step(frame.image):
+        cuts = self.cadence.cuts
+        self.detected = self.cadence.step(frame.image)
+        self.cut = self.cadence.cuts > cuts
+        if not self.detected:
             return self.update(frame, t, None)
         if self._scans:  # high-resolution windows, one per detected frame
             dets = self.detector.scan(frame.image, self.cadence.frames // self.every)
@@ -159,15 +166,18 @@ class Stage:
         ended = self.tracker.pop_ended()
         if ended:
             self.method.forget([tr.id for tr in ended])
-        if self.kind == FACE:
-            frame.faces = boxes
-        else:
-            frame.objects[self.kind] = boxes
+        self.set_boxes(frame, boxes)
         self.counters.count(dets, boxes, self.thresh)
         return boxes
 
     def boxes(self, frame: Frame) -> Detections | None:
         return frame.faces if self.kind == FACE else frame.objects.get(self.kind)
+
+    def set_boxes(self, frame: Frame, boxes: Detections) -> None:
+        if self.kind == FACE:
+            frame.faces = boxes
+        else:
+            frame.objects[self.kind] = boxes
 
     def apply(self, frame: Frame) -> None:
         """Cover the frame's boxes in place; any failure covers them with ``cover``."""
@@ -189,4 +199,6 @@ class Stage:
         rep = self.counters.as_dict()
         if self.every > 1:
             rep.update(detected_frames=self.cadence.detected, cuts=self.cadence.cuts)
+            if self.counters.backfilled:
+                rep["backfilled"] = self.counters.backfilled
         return rep
