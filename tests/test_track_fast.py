@@ -66,3 +66,36 @@ def test_inside_share_of_a_box() -> None:
     # Half of it in the first box, a quarter in the second: the best single box counts.
     assert inside_share(face, np.array([[0, 0, 20, 40], [20, 20, 40, 40]])) == 0.5
     assert inside_share(face, np.array([[40, 40, 50, 50]])) == 0.0
+
+
+def test_behind_faces_is_the_per_box_rule(shared_data: Path) -> None:
+    """The tracker decides "lost behind another face" for all lost tracks in one array
+    operation; on a real crowd's boxes it must say what the per-box rule says (half or more of
+    the box inside one detected box at most 4x its area)."""
+    from streamanon.track.association import inside_share
+    from streamanon.track.tracker import behind_faces
+
+    im = cv2.imread(str(shared_data / "groups" / "ultralight_crowd" / "11.jpg"))
+    d = MultiScaleDetector(input_size=None)(cv2.resize(im, None, fx=2, fy=2))
+    front = d.xyxy[::2]
+    rng = np.random.default_rng(0)
+    # Lost faces: the other half of the crowd, some moved next to a front face, some shrunk
+    # inside one (a small face behind a near one), some far larger than any.
+    lost = np.concatenate([
+        d.xyxy[1::2],
+        front + rng.uniform(-8, 8, front.shape).astype(np.float32),
+        (front[:, :2].repeat(2, axis=1) + np.float32([2, 2, 12, 12])),
+        front + np.float32([-40, -40, 40, 40]),
+    ])  # fmt: skip
+
+    def rule(box: np.ndarray) -> bool:
+        area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
+        sizes = (front[:, 2] - front[:, 0]) * (front[:, 3] - front[:, 1])
+        return inside_share(box, front[sizes <= 4.0 * area]) >= 0.5
+
+    want = np.array([rule(b) for b in lost])
+    got = behind_faces(lost, front)
+    assert 10 < want.sum() < len(lost) - 10  # both answers occur
+    assert np.array_equal(got, want)
+    assert behind_faces(np.zeros((0, 4)), front).shape == (0,)
+    assert not behind_faces(lost[:3], np.zeros((0, 4))).any()

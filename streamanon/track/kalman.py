@@ -39,8 +39,9 @@ def xyxy_to_z(box: np.ndarray) -> np.ndarray:
 
 
 def z_to_xyxy(z: np.ndarray) -> np.ndarray:
-    c, wh = z[:2], np.maximum(z[2:4], 0.0)
-    return np.concatenate([c - wh / 2, c + wh / 2])
+    """[cx, cy, w, h] (or (n, 4) of them, one row per box) -> xyxy, sizes clamped at 0."""
+    c, wh = z[..., :2], np.maximum(z[..., 2:4], 0.0)
+    return np.concatenate([c - wh / 2, c + wh / 2], axis=-1)
 
 
 def face_size(z: np.ndarray) -> float:

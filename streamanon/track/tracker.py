@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from streamanon.errors import InputError
-from streamanon.track.association import inside_share, iou_matrix, match_iou
+from streamanon.track.association import iou_matrix, match_iou
 from streamanon.track.kalman import (
     BoxFilter,
     face_size,
@@ -73,9 +73,26 @@ def _move_with_box(
     """Carry points drawn relative to box `src` into box `dst` (translation + per-axis scale)."""
     if points is None:
         return None
-    s = np.maximum(src[2:] - src[:2], 1e-6)
-    d = np.maximum(dst[2:] - dst[:2], 0.0)
-    return ((points - src[:2]) / s * d + dst[:2]).astype(np.float32)
+    s = np.maximum(src[..., 2:] - src[..., :2], 1e-6)
+    d = np.maximum(dst[..., 2:] - dst[..., :2], 0.0)
+    if points.ndim == 3:  # (k, n, 2) points of k boxes (k, 4)
+        s, d, src, dst = s[:, None], d[:, None], src[:, None], dst[:, None]
+    return ((points - src[..., :2]) / s * d + dst[..., :2]).astype(np.float32)
+
+
+def _move_many(
+    points: list[np.ndarray | None], src: np.ndarray, dst: np.ndarray
+) -> list[np.ndarray | None]:
+    """`_move_with_box` for many tracks: points per track (None where a track has none),
+    boxes (k, 4); one array operation per group of same-shaped points."""
+    out: list[np.ndarray | None] = [None] * len(points)
+    have = [i for i, p in enumerate(points) if p is not None]
+    for shape in {points[i].shape for i in have}:
+        rows = [i for i in have if points[i].shape == shape]
+        moved = _move_with_box(np.stack([points[i] for i in rows]), src[rows], dst[rows])
+        for k, i in enumerate(rows):
+            out[i] = moved[k]
+    return out
 
 
 def _shift_track(tr: Track, d: np.ndarray, d4: np.ndarray) -> None:
@@ -107,14 +124,25 @@ def stretch_along_motion(
     return b
 
 
-def _behind(box: np.ndarray, front: np.ndarray) -> bool:
-    """Whether ``box`` (a lost face, ungrown) lies half or more inside one of the detected
-    boxes ``front`` that is not over 4x its area: a person behind another. A box deep inside a
-    face ten times its size is a part of that face (its old track), not someone behind it."""
-    area = max((box[2] - box[0]) * (box[3] - box[1]), 1e-6)
-    sizes = (front[:, 2] - front[:, 0]) * (front[:, 3] - front[:, 1])
-    near = front[sizes <= 4.0 * area]
-    return inside_share(box, near) >= 0.5
+def behind_faces(boxes: np.ndarray, front: np.ndarray) -> np.ndarray:
+    """(k,) bool: whether each lost face's box (``boxes`` (k, 4), ungrown) lies half or more
+    inside one of the detected boxes ``front`` (m, 4) that is not over 4x its area: a person
+    behind another. A box deep inside a face ten times its size is a part of that face (its
+    old track), not someone behind it. One (k, m) computation for all lost tracks: a crowd
+    loses hundreds a frame."""
+    b = np.asarray(boxes, np.float32).reshape(-1, 4)
+    f = np.asarray(front, np.float32).reshape(-1, 4)
+    if not len(b) or not len(f):
+        return np.zeros(len(b), bool)
+    area = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    sizes = (f[:, 2] - f[:, 0]) * (f[:, 3] - f[:, 1])
+    near = sizes[None, :] <= 4.0 * np.maximum(area, np.float32(1e-6))[:, None]
+    f64 = f.astype(np.float64)
+    lo = np.maximum(b[:, None, :2], f64[None, :, :2])
+    hi = np.minimum(b[:, None, 2:], f64[None, :, 2:])
+    wh = np.clip(hi - lo, 0, None)
+    share = wh[..., 0] * wh[..., 1] / np.maximum(area.astype(np.float64), 1e-6)[:, None]
+    return (np.where(near, share, 0.0) >= 0.5).any(axis=1)
 
 
 class FaceTracker:
@@ -232,7 +260,7 @@ class FaceTracker:
         for tr in self._tracks:
             tr.filter.predict(t - tr.state_t)
             tr.state_t = t
-        pred = np.array([tr.filter.box for tr in self._tracks]).reshape(-1, 4)
+        pred = z_to_xyxy(np.array([tr.filter.state for tr in self._tracks]).reshape(-1, 4))
 
         idx = np.arange(len(dets))
         high = idx[dets.score >= self.thresh]
@@ -260,20 +288,27 @@ class FaceTracker:
         # Tracks without a detection: coast while young enough, else end.
         matched_ids = {id(tr) for tr in row_track.values()}
         front = dets.xyxy[list(row_track)].reshape(-1, 4)
+        if len(front) and self.behind_coast_s > self.coast_s:
+            lost = [tr for tr in self._tracks if id(tr) not in matched_ids and not tr.behind]
+            hidden = behind_faces(
+                np.array([tr.hit_box if tr.hit_box is not None else tr.box for tr in lost]), front
+            )
+            for tr, h in zip(lost, hidden.tolist(), strict=True):
+                tr.behind = h
         live: list[Track] = []
+        coasting: list[Track] = []
         for tr in self._tracks:
             if id(tr) in matched_ids:
                 tr.behind = False
                 live.append(tr)
                 continue
-            if not tr.behind and len(front) and self.behind_coast_s > self.coast_s:
-                tr.behind = _behind(tr.hit_box if tr.hit_box is not None else tr.box, front)
             limit = self.behind_coast_s if tr.behind else self.coast_s
             if tr.hits >= self.min_hits and t - tr.last_hit_t <= limit + 1e-9:
-                self._coast(tr, t)
+                coasting.append(tr)
                 live.append(tr)
             else:
                 self._end(tr)
+        self._coast(coasting, t)
         known = {id(tr) for tr in live}
         self._tracks = live + [tr for tr in row_track.values() if id(tr) not in known]
         self._expire_lost(t)
@@ -392,18 +427,26 @@ class FaceTracker:
             out.append(tr)
         return out
 
-    def _coast(self, tr: Track, t: float) -> None:
-        z = tr.filter.state.copy()
+    def _coast(self, tracks: list[Track], t: float) -> None:
+        """Move the tracks that lost their detection to their predicted boxes, all at once."""
+        if not tracks:
+            return
+        z = np.array([tr.filter.state for tr in tracks], np.float64).reshape(-1, 4)
         predicted = z_to_xyxy(z)
         # Never smaller than at the last hit, and growing with the time since it.
-        z[2:4] = np.maximum(z[2:4], tr.hit_wh) * (1.0 + self.coast_grow * (t - tr.last_hit_t))
-        tr.box = z_to_xyxy(z).astype(np.float32)
-        tr.coasting = True
+        since = t - np.array([tr.last_hit_t for tr in tracks], np.float64)
+        hit_wh = np.array([tr.hit_wh for tr in tracks]).reshape(-1, 2)
+        z[:, 2:4] = np.maximum(z[:, 2:4], hit_wh) * (1.0 + self.coast_grow * since)[:, None]
+        boxes = z_to_xyxy(z).astype(np.float32)
+        hit_boxes = np.array([tr.hit_box for tr in tracks], np.float32).reshape(-1, 4)
         # Landmarks ride along with the (ungrown) predicted box.
-        tr.landmarks68 = _move_with_box(tr.landmarks68, tr.hit_box, predicted)
-        tr.hit_landmarks5 = _move_with_box(tr.hit_landmarks5, tr.hit_box, predicted)
-        tr.hit_box = predicted.astype(np.float32)
-        tr.lm_filter = None  # restart smoothing when the face is seen again
+        lm68 = _move_many([tr.landmarks68 for tr in tracks], hit_boxes, predicted)
+        lm5 = _move_many([tr.hit_landmarks5 for tr in tracks], hit_boxes, predicted)
+        new_hit = predicted.astype(np.float32)
+        for i, tr in enumerate(tracks):
+            tr.box, tr.hit_box, tr.coasting = boxes[i], new_hit[i], True
+            tr.landmarks68, tr.hit_landmarks5 = lm68[i], lm5[i]
+            tr.lm_filter = None  # restart smoothing when the face is seen again
 
     def _end(self, tr: Track) -> None:
         tr.coasting = False
