@@ -14,10 +14,12 @@ emitted: fail closed) until k is tracked, and then, on each held frame j:
   covered without look-ahead) and the camera-compensated interpolation from p to k.
 
 Boxes are only added or grown, so every frame is covered by a superset of the forward-only
-boxes. A cut frame (always detected) ends a segment without backfill: a face of the new scene
-was not in the old one. At the end of the stream the held frames go out as tracked. Live
-sources keep forward-only tracking (`pipeline.run_frames`: latency matters there); at most
-N-1 frames are held (a 4K frame is 25 MB; `pipeline.queue_depth` counts them).
+boxes. A segment that gets no later detection in its scene (a cut follows: the cut frame is
+always detected; or the stream ends) is closed by one detection of its last held frame: what
+it finds that the frame does not already cover is covered there and, the same way, back on
+the other held frames; nothing of a new scene is drawn onto the old one. Live sources keep
+forward-only tracking (`pipeline.run_frames`: latency matters there); at most N-1 frames are
+held (a 4K frame is 25 MB; `pipeline.queue_depth` counts them).
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from streamanon.stage import Stage
+from streamanon.track.association import inside_share
 from streamanon.types import Detections, Frame
 
 # Per side, in face sizes (max(w, h)) per frame between the held frame and k. Measured on
@@ -56,20 +59,61 @@ def _moved(d: Detections, shift: np.ndarray) -> Detections:
     return out
 
 
-def _joined(a: Detections, b: Detections) -> Detections:
-    """Rows of ``a`` then ``b``; an optional column survives only when both have it."""
+# Five points of a frontal face in its box (eyes, nose, mouth corners): a row without its own
+# keeps the frame's landmark column, so the other faces' head regions do not change.
+_FRONTAL5 = np.array([[0.3, 0.4], [0.7, 0.4], [0.5, 0.55], [0.35, 0.75], [0.65, 0.75]], np.float32)
 
-    def col(x: np.ndarray | None, y: np.ndarray | None) -> np.ndarray | None:
-        return None if x is None or y is None else np.concatenate([x, y])
+
+def _column(d: Detections, name: str) -> np.ndarray:
+    """``d``'s optional column ``name``, or a stand-in for rows that lack it."""
+    have = getattr(d, name)
+    if have is not None:
+        return have
+    n = len(d)
+    if name == "landmarks5":
+        return d.xyxy[:, None, :2] + _FRONTAL5[None] * d.wh[:, None, :]
+    if name == "landmarks68":
+        return np.full((n, 68, 2), np.nan, np.float32)  # methods that need them decline
+    if name == "track_id":
+        return np.full(n, -1, np.int64)
+    return np.ones(n, bool)  # coasting: not a detection of this frame
+
+
+def _joined(have: Detections, add: Detections) -> Detections:
+    """Rows of ``have`` then ``add``. A column ``have`` has stays (``add`` gets stand-ins):
+    the landmarks of the faces already there keep shaping their head regions."""
+
+    def col(name: str) -> np.ndarray | None:
+        if getattr(have, name) is None:
+            return None
+        return np.concatenate([getattr(have, name), _column(add, name)])
 
     return Detections(
-        np.concatenate([a.xyxy, b.xyxy]),
-        np.concatenate([a.score, b.score]),
-        col(a.landmarks5, b.landmarks5),
-        col(a.landmarks68, b.landmarks68),
-        col(a.track_id, b.track_id),
-        col(a.coasting, b.coasting),
+        np.concatenate([have.xyxy, add.xyxy]),
+        np.concatenate([have.score, add.score]),
+        col("landmarks5"),
+        col("landmarks68"),
+        col("track_id"),
+        col("coasting"),
     )
+
+
+def _grown(have: Detections, ids: np.ndarray, boxes: np.ndarray) -> tuple[Detections, np.ndarray]:
+    """``have`` with each row of track ``ids[r]`` grown to hold ``boxes[r]``; and which of
+    ``ids`` had no row (the tracker dropped it between p and k)."""
+    missing = np.ones(len(ids), bool)
+    if have.track_id is None or not len(have):
+        return have, missing
+    xyxy = have.xyxy.copy()
+    for r, tid in enumerate(ids):
+        rows = np.flatnonzero(have.track_id == tid)
+        if len(rows):
+            missing[r] = False
+            xyxy[rows, :2] = np.minimum(xyxy[rows, :2], boxes[r, :2])
+            xyxy[rows, 2:] = np.maximum(xyxy[rows, 2:], boxes[r, 2:])
+    out = have[np.arange(len(have))]
+    out.xyxy = xyxy
+    return out, missing
 
 
 class _Segment:
@@ -77,7 +121,8 @@ class _Segment:
 
     def __init__(self, stage: Stage) -> None:
         self.stage = stage
-        self.frames: list[tuple[int, Frame, np.ndarray]] = []  # (seq, frame, shift at it)
+        self.frames: list[tuple[int, Frame]] = []  # (seq, frame)
+        self.shifts: list[np.ndarray] = []  # the camera's shift measured at each held frame
         self.last: Detections | None = None  # boxes at p
         self.prev_ids: set[int] = set()  # track ids of the previous frame's boxes
 
@@ -86,77 +131,93 @@ class _Segment:
         boxes = stage.boxes(frame)
         shift = np.asarray(stage.cadence.shift or (0.0, 0.0), np.float64)
         if not stage.detected:
-            self.frames.append((seq, frame, shift))
+            self.frames.append((seq, frame))
+            self.shifts.append(shift)
         else:
-            if self.frames and not stage.cut and boxes is not None and len(boxes):
+            if self.frames and boxes is not None and len(boxes):
                 self._backfill(boxes, shift)
-            self.frames, self.last = [], boxes
+            self.frames, self.shifts, self.last = [], [], boxes
         ids = boxes.track_id if boxes is not None and boxes.track_id is not None else ()
         self.prev_ids = {int(i) for i in ids}
+
+    def close(self) -> None:
+        """The held frames get no later detection in their scene (a cut follows, or the
+        stream ends): detect the last of them, and cover what it finds there and back on the
+        others as a new track at the next detection would be."""
+        if not self.frames:
+            return
+        held, shifts = self.frames, self.shifts
+        self.frames, self.shifts = [], []  # the segment ends here: its frames may go
+        stage = self.stage
+        _, last = held[-1]
+        dets = stage.detector(last.image)
+        stage.counters.closing_detections += 1
+        dets = dets[dets.score >= stage.thresh]
+        have = stage.boxes(last)
+        if have is not None and len(have) and len(dets):
+            # Faces the frame already covers keep their track's row (and its method).
+            new = [inside_share(b, have.xyxy) < 0.5 for b in dets.xyxy]
+            dets = dets[np.array(new, bool)]
+        if not len(dets):
+            return
+        dets.coasting = np.ones(len(dets), bool)  # not on a track: never synthesized
+        self._add(last, dets, have)
+        self._cover_back(held[:-1], dets, np.array(shifts[1:]).reshape(-1, 2))
+
+    def _cover_back(self, held: list, born: Detections, shifts: np.ndarray) -> None:
+        """Cover ``born`` (boxes on the frame after ``held``, whose shifts ``shifts`` are,
+        one per frame after each held one) on every held frame: moved back by the camera's
+        shift, grown by `MARGIN_PER_FRAME` per frame of distance."""
+        back = np.cumsum(shifts[::-1], axis=0)[::-1]
+        size = born.wh.max(axis=1, keepdims=True)
+        for i, (_, frame) in enumerate(held):
+            d = len(held) - i  # frames from this one to the one ``born`` was found on
+            rows = _moved(born, -back[i])
+            grow = (MARGIN_PER_FRAME * d * size).astype(np.float32)
+            rows.xyxy = rows.xyxy + np.hstack([-grow, -grow, grow, grow])
+            rows.coasting = np.ones(len(rows), bool)  # a guess: never synthesized
+            have = self.stage.boxes(frame)
+            self._add(frame, rows, have)
+
+    def _add(self, frame: Frame, rows: Detections, have: Detections | None) -> None:
+        stage = self.stage
+        stage.counters.backfilled += len(rows)
+        stage.counters.covered += len(rows)
+        stage.set_boxes(frame, rows if have is None or not len(have) else _joined(have, rows))
 
     def _backfill(self, at_k: Detections, shift_k: np.ndarray) -> None:
         stage, held = self.stage, self.frames
         ids = at_k.track_id if at_k.track_id is not None else np.full(len(at_k), -1)
-        new = np.array([int(i) not in self.prev_ids for i in ids])
+        shifts = np.array(self.shifts[1:] + [shift_k]).reshape(-1, 2)
+        new = np.array([int(i) not in self.prev_ids for i in ids], bool)
+        if new.any():
+            self._cover_back(held, at_k[new], shifts)
         last = self.last
-        both: list[tuple[int, int]] = []  # (row at p, row at k) of tracks at both ends
-        if last is not None and last.track_id is not None and len(last):
-            row_p = {int(i): r for r, i in enumerate(last.track_id) if i >= 0}
-            both = [(row_p[int(i)], r) for r, i in enumerate(ids) if int(i) in row_p]
-        # back[i]: the camera's shift from held frame i to k; fwd[i]: from p to held frame i.
-        shifts = np.array([s for _, _, s in held] + [shift_k])
-        back = np.cumsum(shifts[::-1], axis=0)[::-1][1:]
-        fwd = np.cumsum(shifts[:-1], axis=0)
+        if last is None or last.track_id is None or not len(last):
+            return
+        # Tracks at both p and k: also the camera-compensated interpolation from p to k.
+        row_p = {int(i): r for r, i in enumerate(last.track_id) if i >= 0}
+        both = [(row_p[int(i)], r) for r, i in enumerate(ids) if int(i) in row_p]
+        if not both:
+            return
+        rp, rk = (np.array(c) for c in zip(*both, strict=True))
+        back = np.cumsum(shifts[::-1], axis=0)[::-1]  # from held frame i to k
+        fwd = np.cumsum(np.array(self.shifts), axis=0)  # from p to held frame i
         span = len(held) + 1  # k - p
-        for i, (_, frame, _) in enumerate(held):
+        for i, (_, frame) in enumerate(held):
+            w = (i + 1) / span
+            between = (1 - w) * (last.xyxy[rp] + np.tile(fwd[i], 2)) + w * (
+                at_k.xyxy[rk] - np.tile(back[i], 2)
+            )
             have = stage.boxes(frame)
             have = Detections.empty() if have is None else have
-            add: list[Detections] = []
-            if new.any():
-                d = span - 1 - i  # frames from this one to k
-                born = _moved(at_k[new], -back[i])
-                size = born.wh.max(axis=1, keepdims=True)
-                grow = (MARGIN_PER_FRAME * d * size).astype(np.float32)
-                born.xyxy = born.xyxy + np.hstack([-grow, -grow, grow, grow])
-                born.coasting = np.ones(len(born), bool)  # a guess: never synthesized
-                add.append(born)
-            if both:
-                w = (i + 1) / span
-                rp, rk = (np.array(c) for c in zip(*both, strict=True))
-                between = (1 - w) * (last.xyxy[rp] + np.tile(fwd[i], 2)) + w * (
-                    at_k.xyxy[rk] - np.tile(back[i], 2)
-                )
-                have, missing = self._grown(have, ids[rk], between.astype(np.float32))
-                if missing.any():
-                    extra = _moved(at_k[rk[missing]], -back[i])
-                    extra.xyxy = between[missing].astype(np.float32)
-                    extra.coasting = np.ones(len(extra), bool)
-                    add.append(extra)
-            for a in add:
-                have = _joined(have, a)
-                stage.counters.backfilled += len(a)
-                stage.counters.covered += len(a)
+            have, missing = _grown(have, ids[rk], between.astype(np.float32))
             stage.set_boxes(frame, have)
-
-    @staticmethod
-    def _grown(
-        have: Detections, ids: np.ndarray, boxes: np.ndarray
-    ) -> tuple[Detections, np.ndarray]:
-        """``have`` with each row of track ``ids[r]`` grown to hold ``boxes[r]``; and which
-        of ``ids`` had no row (the tracker dropped it between p and k)."""
-        missing = np.ones(len(ids), bool)
-        if have.track_id is None or not len(have):
-            return have, missing
-        xyxy = have.xyxy.copy()
-        for r, tid in enumerate(ids):
-            rows = np.flatnonzero(have.track_id == tid)
-            if len(rows):
-                missing[r] = False
-                xyxy[rows, :2] = np.minimum(xyxy[rows, :2], boxes[r, :2])
-                xyxy[rows, 2:] = np.maximum(xyxy[rows, 2:], boxes[r, 2:])
-        out = have[np.arange(len(have))]
-        out.xyxy = xyxy
-        return out, missing
+            if missing.any():
+                extra = _moved(at_k[rk[missing]], -back[i])
+                extra.xyxy = between[missing].astype(np.float32)
+                extra.coasting = np.ones(len(extra), bool)
+                self._add(frame, extra, have)
 
 
 class Lookahead:
@@ -169,6 +230,8 @@ class Lookahead:
     def __init__(self, work: Any) -> None:
         self.work = work
         self._segments = [_Segment(s) for s in work.stages if s.every > 1]
+        for seg in self._segments:
+            seg.stage.before_cut = seg.close  # the stage calls it before detecting a cut
         self._held: deque[tuple[int, Any]] = deque()
         self._seq = 0
 
@@ -189,9 +252,11 @@ class Lookahead:
         return done
 
     def flush(self) -> list[Any]:
-        """The held items, as tracked (no later detection to look at)."""
+        """The held items at the end of the stream (each stage detects its last held frame
+        and covers back what it finds there)."""
+        for seg in self._segments:
+            seg.close()
+            seg.stage.before_cut = None
         done = [item for _, item in self._held]
         self._held.clear()
-        for seg in self._segments:
-            seg.frames = []
         return done

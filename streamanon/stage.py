@@ -45,6 +45,7 @@ class Counters:
     coasted: int = 0
     fallbacks: int = 0
     backfilled: int = 0  # boxes a file's look-ahead added to held frames (`lookahead`)
+    closing_detections: int = 0  # the look-ahead's detections of a segment's last frame
     track_ids: set[int] = field(default_factory=set)
 
     @property
@@ -108,6 +109,9 @@ class Stage:
         self.cadence = Cadence(every, camera=camera, what=f"{kind} detection")
         # The last tracked frame: was it detected, and was it a scene cut (`lookahead`).
         self.detected, self.cut = False, False
+        # Called on a cut before its frame is detected (a file's look-ahead closes the old
+        # scene's held frames: `lookahead`).
+        self.before_cut: Callable[[], None] | None = None
         self._scans = isinstance(detector, Scans)
         self.tracker = new_tracker()
         self._motion = self._own_motion()
@@ -141,6 +145,8 @@ class Stage:
         self.cut = self.cadence.cuts > cuts
         if not self.detected:
             return self.update(frame, t, None)
+        if self.cut and self.before_cut is not None:
+            self.before_cut()
         if self._scans:  # high-resolution windows, one per detected frame
             dets = self.detector.scan(frame.image, self.cadence.frames // self.every)
         else:
@@ -199,6 +205,7 @@ class Stage:
         rep = self.counters.as_dict()
         if self.every > 1:
             rep.update(detected_frames=self.cadence.detected, cuts=self.cadence.cuts)
-            if self.counters.backfilled:
+            if self.counters.backfilled or self.counters.closing_detections:
                 rep["backfilled"] = self.counters.backfilled
+                rep["closing_detections"] = self.counters.closing_detections
         return rep

@@ -228,6 +228,7 @@ def run_bench(
     objects: str = "face",
     detect_settings: list[str] | None = None,
     mmod_upsample: int | None = 1,
+    detect_every: list[int] | None = None,
 ) -> dict:
     """The whole benchmark; returns a JSON-able dict (see `write_results`)."""
     clip = Path(clip)
@@ -256,6 +257,10 @@ def run_bench(
         m = methods[0] if methods else "blur"
         anon = Anonymizer(Options(method=m, objects=objects, **ds))
         run(f"{m} {text}", anon, lambda a=anon: a.counters.faces)
+    for every in detect_every or []:  # a file: with the look-ahead backfill (issue 23)
+        m = methods[0] if methods else "blur"
+        anon = Anonymizer(Options(method=m, objects=objects, detect_every=every))
+        run(f"{m} every {every}", anon, lambda a=anon: a.counters.faces)
     if deface:
         if deface_available():
             for label, scale in (("deface", None), ("deface 640", deface_scale)):
@@ -413,6 +418,16 @@ def _scale(text: str | None) -> tuple[int, int] | None:
         raise InputError(f"--deface-scale {text!r}: expected WxH, e.g. 640x360") from None
 
 
+def _every(text: str) -> list[int]:
+    try:
+        out = [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise InputError(f"--detect-every {text!r}: expected frame counts, e.g. 2,3") from None
+    if any(n < 1 or n > 12 for n in out):
+        raise InputError(f"--detect-every {text!r}: each N must be 1 to 12")
+    return out
+
+
 def bench_main(argv: list[str]) -> int:
 
     p = argparse.ArgumentParser(
@@ -441,6 +456,12 @@ def bench_main(argv: list[str]) -> int:
         "e.g. 640:0,640:24:1,960:0,0:0",
     )
     p.add_argument(
+        "--detect-every",
+        default="",
+        help="extra entries of the first method detecting one frame in N (with the file "
+        "look-ahead), comma-separated, e.g. 2,3",
+    )
+    p.add_argument(
         "--mmod-upsample",
         type=int,
         default=1,
@@ -461,6 +482,7 @@ def bench_main(argv: list[str]) -> int:
         objects=args.objects,
         detect_settings=[t for t in args.detect_settings.split(",") if t.strip()],
         mmod_upsample=None if args.mmod_upsample < 0 else args.mmod_upsample,
+        detect_every=_every(args.detect_every),
     )
     path = write_results(result, args.out, args.doc)
     png = path.with_suffix(".png")
