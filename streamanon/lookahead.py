@@ -99,21 +99,20 @@ def _joined(have: Detections, add: Detections) -> Detections:
 
 
 def _grown(have: Detections, ids: np.ndarray, boxes: np.ndarray) -> tuple[Detections, np.ndarray]:
-    """``have`` with each row of track ``ids[r]`` grown to hold ``boxes[r]``; and which of
-    ``ids`` had no row (the tracker dropped it between p and k)."""
-    missing = np.ones(len(ids), bool)
+    """``have`` with the row of track ``ids[r]`` grown to hold ``boxes[r]``; and which of
+    ``ids`` had no row (the tracker dropped it between p and k). One array pass: a crowd
+    has hundreds of tracks."""
     if have.track_id is None or not len(have):
-        return have, missing
-    xyxy = have.xyxy.copy()
-    for r, tid in enumerate(ids):
-        rows = np.flatnonzero(have.track_id == tid)
-        if len(rows):
-            missing[r] = False
-            xyxy[rows, :2] = np.minimum(xyxy[rows, :2], boxes[r, :2])
-            xyxy[rows, 2:] = np.maximum(xyxy[rows, 2:], boxes[r, 2:])
+        return have, np.ones(len(ids), bool)
+    order = np.argsort(have.track_id, kind="stable")
+    known = have.track_id[order]
+    pos = np.minimum(np.searchsorted(known, ids), len(known) - 1)
+    found = known[pos] == ids
+    rows = order[pos[found]]
     out = have[np.arange(len(have))]
-    out.xyxy = xyxy
-    return out, missing
+    out.xyxy[rows, :2] = np.minimum(out.xyxy[rows, :2], boxes[found, :2])
+    out.xyxy[rows, 2:] = np.maximum(out.xyxy[rows, 2:], boxes[found, 2:])
+    return out, ~found
 
 
 class _Segment:
@@ -124,7 +123,7 @@ class _Segment:
         self.frames: list[tuple[int, Frame]] = []  # (seq, frame)
         self.shifts: list[np.ndarray] = []  # the camera's shift measured at each held frame
         self.last: Detections | None = None  # boxes at p
-        self.prev_ids: set[int] = set()  # track ids of the previous frame's boxes
+        self.prev_ids = np.zeros(0, np.int64)  # track ids of the previous frame's boxes
 
     def step(self, seq: int, frame: Frame) -> None:
         stage = self.stage
@@ -137,8 +136,8 @@ class _Segment:
             if self.frames and boxes is not None and len(boxes):
                 self._backfill(boxes, shift)
             self.frames, self.shifts, self.last = [], [], boxes
-        ids = boxes.track_id if boxes is not None and boxes.track_id is not None else ()
-        self.prev_ids = {int(i) for i in ids}
+        ids = boxes.track_id if boxes is not None else None
+        self.prev_ids = ids if ids is not None else np.zeros(0, np.int64)
 
     def close(self) -> None:
         """The held frames get no later detection in their scene (a cut follows, or the
@@ -189,7 +188,7 @@ class _Segment:
         stage, held = self.stage, self.frames
         ids = at_k.track_id if at_k.track_id is not None else np.full(len(at_k), -1)
         shifts = np.array(self.shifts[1:] + [shift_k]).reshape(-1, 2)
-        new = np.array([int(i) not in self.prev_ids for i in ids], bool)
+        new = ~np.isin(ids, self.prev_ids)
         if new.any():
             self._cover_back(held, at_k[new], shifts)
         last = self.last
@@ -256,7 +255,14 @@ class Lookahead:
         and covers back what it finds there)."""
         for seg in self._segments:
             seg.close()
-            seg.stage.before_cut = None
+        self.detach()
         done = [item for _, item in self._held]
         self._held.clear()
         return done
+
+    def detach(self) -> None:
+        """Unhook from the stages (the run is over, or failed: its held frames are dropped)."""
+        for seg in self._segments:
+            if seg.stage.before_cut == seg.close:
+                seg.stage.before_cut = None
+            seg.frames, seg.shifts = [], []

@@ -142,16 +142,20 @@ def run_frames(
         def apply(frame: Frame) -> Frame:
             return work.apply(frame) if shown(frame) else frame
 
-    return run_pipeline(
-        source,
-        [("detect", track), ("anonymize", apply)],
-        sink,
-        queue_size=queue_size,
-        drop_when_busy=drop_when_busy,
-        held_frames=held,
-        stop=stop,
-        times=times,
-    )
+    try:
+        return run_pipeline(
+            source,
+            [("detect", track), ("anonymize", apply)],
+            sink,
+            queue_size=queue_size,
+            drop_when_busy=drop_when_busy,
+            held_frames=held,
+            stop=stop,
+            times=times,
+        )
+    finally:
+        if isinstance(track, Lookahead):
+            track.detach()
 
 
 def run_pipeline(
