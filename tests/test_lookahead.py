@@ -137,8 +137,13 @@ def test_flush_keeps_packets_in_place_and_live_stays_forward(hamilton: list[np.n
     assert order == [(k, i) for i in range(8) for k in ("f", "p")]
     # A live source (drop_when_busy) keeps forward-only tracking: nothing is held or grown.
     anon = Anonymizer(Options(method="blur", detect_every=4))
-    run_frames(_frames(images), anon, lambda f: None, queue_size=8, lookahead=False)
-    assert anon.faces.counters.backfilled == 0
+    run_frames(_frames(images), anon, lambda f: None, queue_size=8, drop_when_busy=True)
+    c = anon.faces.counters
+    assert c.backfilled == 0 and c.closing_detections == 0
+    # (The file path on the same 8 frames closes its last held frames with a detection.)
+    anon = Anonymizer(Options(method="blur", detect_every=4))
+    run_frames(_frames(images), anon, lambda f: None, queue_size=8)
+    assert anon.faces.counters.closing_detections == 1
     # The held frames count against the queues' memory budget (4K: 25 MB a frame).
     k4 = 3840 * 2160 * 3
     assert queue_depth(k4 // 4, 8, 3, held=3) < queue_depth(k4 // 4, 8, 3)
