@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from streamanon.stage import Stage
-from streamanon.track.association import inside_share
+from streamanon.track.association import inside_share, iou_matrix
 from streamanon.types import Detections, Frame
 
 # Per side, in face sizes (max(w, h)) per frame between the held frame and k. Measured on
@@ -39,6 +39,16 @@ from streamanon.types import Detections, Frame
 # face's box at k needed to hold its box d frames earlier, per frame of distance, has a 99th
 # percentile of 0.017-0.126 per clip and d (1-4), largest 0.159 (a head turning fast, d = 1).
 MARGIN_PER_FRAME = 0.15
+# The margin is measured on heads moving in place; a pedestrian crossing the view moves ~0.4
+# face sizes a frame (1.4 m/s at 25 fps). So a face new at k is also searched for on the held
+# frames, newest first: the detector runs on a window around where it was on the frame after
+# (moved back by the camera's shift), reaching this far per side for its own motion ...
+BACK_REACH = 0.7
+# ... plus this much context (face sizes per side: a window ~3 faces wide);
+BACK_CONTEXT = 0.3
+# at most this many windows per held frame (one network batch; a crowd's births past it keep
+# the margin alone).
+MAX_BACK_WINDOWS = 16
 
 
 def frames_held(work: Any) -> int:
@@ -46,6 +56,29 @@ def frames_held(work: Any) -> int:
     slowest cadence of its stages; 0 when every stage detects every frame."""
     stages = getattr(work, "stages", None) or []
     return max((s.every for s in stages), default=1) - 1
+
+
+def _window_finder(detector: Any) -> Any:
+    """The detector's (or its backend's) ``detect_windows``, or None (plates: margin only)."""
+    for d in (detector, getattr(detector, "backend", None)):
+        find = getattr(d, "detect_windows", None)
+        if callable(find):
+            return find
+    return None
+
+
+def _nearest(box: np.ndarray, boxes: np.ndarray) -> int:
+    c = (box[:2] + box[2:]) / 2
+    return int(np.argmin((((boxes[:, :2] + boxes[:, 2:]) / 2 - c) ** 2).sum(axis=1)))
+
+
+def _stacked(parts: list[Detections]) -> Detections:
+    """Rows of ``parts`` (boxes, scores, 5 landmarks) as one `Detections`."""
+    return Detections(
+        np.concatenate([p.xyxy for p in parts]).astype(np.float32),
+        np.concatenate([p.score for p in parts]).astype(np.float32),
+        landmarks5=np.concatenate([p.landmarks5 for p in parts]).astype(np.float32),
+    )
 
 
 def _moved(d: Detections, shift: np.ndarray) -> Detections:
@@ -177,6 +210,45 @@ class _Segment:
             rows.coasting = np.ones(len(rows), bool)  # a guess: never synthesized
             have = self.stage.boxes(frame)
             self._add(frame, rows, have)
+        self._search_back(held, born, shifts)
+
+    def _search_back(self, held: list, born: Detections, shifts: np.ndarray) -> None:
+        """Find the sure faces of ``born`` on the held frames, newest first, and cover every
+        face a search window holds there (with the margin boxes: a superset). A face is
+        followed back from where it was found on the frame after; its search stops at the
+        first held frame whose window finds nothing (it was not in view yet)."""
+        stage = self.stage
+        find = _window_finder(stage.detector)
+        if find is None or not stage.search_back:
+            return
+        at = born.xyxy[born.score >= stage.thresh].astype(np.float64)
+        if not len(at):
+            return
+        at = at[np.argsort(-born.score[born.score >= stage.thresh], kind="stable")]
+        at = at[:MAX_BACK_WINDOWS]  # the surest first
+        for i in range(len(held) - 1, -1, -1):
+            _, frame = held[i]
+            pred = at - np.tile(shifts[i], 2)  # where the scene put it on this frame
+            size = np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1])[:, None]
+            grow = (BACK_REACH + BACK_CONTEXT) * size
+            found = find(frame.image, pred + np.hstack([-grow, -grow, grow, grow]))
+            stage.counters.backward_windows += len(pred)
+            keep, rows = [], []
+            for f, d in enumerate(found):
+                if not len(d):
+                    continue  # not there yet: no further back either
+                rows.append(d)
+                keep.append(f)
+                iou = iou_matrix(pred[f : f + 1], d.xyxy)[0]
+                best = int(np.argmax(iou)) if iou.max() > 0 else _nearest(pred[f], d.xyxy)
+                at[f] = d.xyxy[best]
+            if rows:
+                add = _stacked(rows)
+                add.coasting = np.ones(len(add), bool)  # found, not tracked: never synthesized
+                self._add(frame, add, stage.boxes(frame))
+            at = at[keep]
+            if not len(at):
+                return
 
     def _add(self, frame: Frame, rows: Detections, have: Detections | None) -> None:
         stage = self.stage

@@ -46,6 +46,7 @@ class Counters:
     fallbacks: int = 0
     backfilled: int = 0  # boxes a file's look-ahead added to held frames (`lookahead`)
     closing_detections: int = 0  # the look-ahead's detections of a segment's last frame
+    backward_windows: int = 0  # windows the look-ahead's backward search detected on
     track_ids: set[int] = field(default_factory=set)
 
     @property
@@ -112,6 +113,9 @@ class Stage:
         # Called on a cut before its frame is detected (a file's look-ahead closes the old
         # scene's held frames: `lookahead`).
         self.before_cut: Callable[[], None] | None = None
+        # A file's look-ahead searches the held frames for a face new at the next detection
+        # (`lookahead`), when the detector can search windows; False: the margin alone.
+        self.search_back = True
         self._scans = isinstance(detector, Scans)
         self.tracker = new_tracker()
         self._motion = self._own_motion()
@@ -208,4 +212,6 @@ class Stage:
             if self.counters.backfilled or self.counters.closing_detections:
                 rep["backfilled"] = self.counters.backfilled
                 rep["closing_detections"] = self.counters.closing_detections
+            if self.counters.backward_windows:
+                rep["backward_windows"] = self.counters.backward_windows
         return rep

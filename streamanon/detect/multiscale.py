@@ -53,6 +53,11 @@ SWEEP_FRAMES = 8
 STRIP_MIN_SHIFT = (8.0, 0.005)
 # Windows around known small faces are this many pixels (high-resolution) on a side.
 WINDOW = 160
+# `detect_windows` fits each window into a square this many pixels on a side: a window three
+# face sizes wide (a face and its reach, the look-ahead's backward search) shows the face at
+# ~40 px, well above NET_MIN_FACE; upscaling stops at MAX_UPSCALE.
+SEARCH_SIDE = 128
+MAX_UPSCALE = 4.0
 
 
 def tile_grid(width: int, height: int, tile: int, overlap: int) -> list[tuple[int, int, int, int]]:
@@ -114,7 +119,7 @@ class MultiScaleDetector:
         self._frame = 0
         # Small faces seen recently: (box in source px, frame index last seen).
         self._small: list[tuple[np.ndarray, int]] = []
-        self.stats = {"base": 0, "tiles": 0, "windows": 0}
+        self.stats = {"base": 0, "tiles": 0, "windows": 0, "search": 0}
 
     @property
     def camera_shift(self) -> tuple[float, float]:
@@ -160,6 +165,34 @@ class MultiScaleDetector:
         self._remember(dets, image.shape)
         self._frame += 1
         return dets
+
+    def detect_windows(self, image_bgr: np.ndarray, windows: np.ndarray) -> list[Detections]:
+        """Faces inside each of ``windows`` ((n, 4) xyxy source px; clipped to the image), one
+        network batch for all: each window is resized to fit a `SEARCH_SIDE` square. Boxes
+        and landmarks in the image's pixels, scores >= the detector's ``low_thresh``. No state
+        changes (the sweep, the small faces and the camera are left as they were)."""
+        image = check_image(image_bgr)
+        h, w = image.shape[:2]
+        wins = np.asarray(windows, np.float64).reshape(-1, 4)
+        crops, origins = [], []
+        for x1, y1, x2, y2 in wins:
+            x1, y1 = int(np.clip(np.floor(x1), 0, w - 1)), int(np.clip(np.floor(y1), 0, h - 1))
+            x2, y2 = int(np.clip(np.ceil(x2), x1 + 1, w)), int(np.clip(np.ceil(y2), y1 + 1, h))
+            crop = image[y1:y2, x1:x2]
+            s = min(SEARCH_SIDE / max(crop.shape[:2]), MAX_UPSCALE)
+            scaled = _resize(crop, s)
+            canvas = np.zeros((SEARCH_SIDE, SEARCH_SIDE, 3), np.uint8)  # one batch: equal sizes
+            ch, cw = min(scaled.shape[0], SEARCH_SIDE), min(scaled.shape[1], SEARCH_SIDE)
+            canvas[:ch, :cw] = scaled[:ch, :cw]
+            crops.append(canvas)
+            origins.append((x1, y1, crop.shape[1] / scaled.shape[1], crop.shape[0] / scaled.shape[0]))
+        out = []
+        for d, (x1, y1, fx, fy) in zip(self.net.detect_batch(crops), origins, strict=True):
+            d.xyxy *= np.array([fx, fy, fx, fy], np.float32)
+            d.landmarks5 *= np.array([fx, fy], np.float32)
+            out.append(clip_detections(_shift(d, x1, y1), image.shape))
+        self.stats["search"] += len(crops)
+        return out
 
     def _sweep(self, image: np.ndarray, hi: float, small: np.ndarray) -> list[Detections]:
         h, w = image.shape[:2]
