@@ -213,22 +213,26 @@ class _Segment:
         self._search_back(held, born, shifts)
 
     def _search_back(self, held: list, born: Detections, shifts: np.ndarray) -> None:
-        """Find the sure faces of ``born`` on the held frames, newest first, and cover every
-        face a search window holds there (with the margin boxes: a superset). A face is
-        followed back from where it was found on the frame after; its search stops at the
-        first held frame whose window finds nothing (it was not in view yet)."""
+        """Find the sure faces of ``born`` (on the frame after ``held``) on the held frames,
+        newest first: a face new at k walked in, or came out from behind something, since p."""
+        steps = [(held[i][1], -shifts[i]) for i in range(len(held) - 1, -1, -1)]
+        self._search(steps, born)
+
+    def _search(self, steps: list[tuple[Frame, np.ndarray]], start: Detections) -> None:
+        """Follow the sure faces of ``start`` through ``steps`` ((held frame, camera shift from
+        the frame before it in the walk), in walking order) and cover every face a search
+        window holds on each (with the margin boxes and the tracker's: a superset). A face is
+        searched for around where it was found on the frame before (moved by the shift); its
+        search stops at the first frame whose window finds nothing."""
         stage = self.stage
         find = _window_finder(stage.detector)
-        if find is None or not stage.search_back:
+        sure = start.score >= stage.thresh
+        if find is None or not stage.search_back or not sure.any():
             return
-        at = born.xyxy[born.score >= stage.thresh].astype(np.float64)
-        if not len(at):
-            return
-        at = at[np.argsort(-born.score[born.score >= stage.thresh], kind="stable")]
-        at = at[:MAX_BACK_WINDOWS]  # the surest first
-        for i in range(len(held) - 1, -1, -1):
-            _, frame = held[i]
-            pred = at - np.tile(shifts[i], 2)  # where the scene put it on this frame
+        at = start.xyxy[sure].astype(np.float64)
+        at = at[np.argsort(-start.score[sure], kind="stable")][:MAX_BACK_WINDOWS]  # surest first
+        for frame, shift in steps:
+            pred = at + np.tile(shift, 2)  # where the scene put it on this frame
             size = np.maximum(pred[:, 2] - pred[:, 0], pred[:, 3] - pred[:, 1])[:, None]
             grow = (BACK_REACH + BACK_CONTEXT) * size
             found = find(frame.image, pred + np.hstack([-grow, -grow, grow, grow]))
@@ -236,7 +240,7 @@ class _Segment:
             keep, rows = [], []
             for f, d in enumerate(found):
                 if not len(d):
-                    continue  # not there yet: no further back either
+                    continue  # not in view here: no further either
                 rows.append(d)
                 keep.append(f)
                 iou = iou_matrix(pred[f : f + 1], d.xyxy)[0]
@@ -266,6 +270,13 @@ class _Segment:
         last = self.last
         if last is None or last.track_id is None or not len(last):
             return
+        # A face detected at p and not at k may have walked out (or behind something) since:
+        # the tracker's guess for a new track has no speed yet, so it is searched for forward.
+        det_k = ids[~at_k.coasting] if at_k.coasting is not None else ids
+        gone = np.ones(len(last), bool) if last.coasting is None else ~last.coasting
+        gone &= ~np.isin(last.track_id, det_k)
+        if gone.any():
+            self._search([(f, s) for (_, f), s in zip(held, self.shifts, strict=True)], last[gone])
         # Tracks at both p and k: also the camera-compensated interpolation from p to k.
         row_p = {int(i): r for r, i in enumerate(last.track_id) if i >= 0}
         both = [(row_p[int(i)], r) for r, i in enumerate(ids) if int(i) in row_p]
