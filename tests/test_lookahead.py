@@ -147,3 +147,34 @@ def test_flush_keeps_packets_in_place_and_live_stays_forward(hamilton: list[np.n
     # The held frames count against the queues' memory budget (4K: 25 MB a frame).
     k4 = 3840 * 2160 * 3
     assert queue_depth(k4 // 4, 8, 3, held=3) < queue_depth(k4 // 4, 8, 3)
+
+
+def _walker_run(clip, every: int, search: bool) -> list[Detections]:
+    anon = Anonymizer(Options(method="blur", detect_every=every))
+    anon.faces.search_back = search
+    out: list = []
+    run_frames(_frames(clip.frames), anon, out.append, queue_size=4)
+    return [f.faces for f in out]
+
+
+@pytest.mark.parametrize("scene", ["edge", "occluder"])
+def test_fast_walkers_are_covered_wherever_every_frame_detection_covers_them(
+    shared_data: Path, scene: str
+) -> None:
+    """Real faces crossing a real street at 0.6 face sizes a frame (`eval.walkers`), walking in
+    from the frame's edge or out from behind a bar: with N = 3 the look-ahead's search covers
+    every judged walker-frame that detection on every frame covers; the margin alone (search
+    off) does not (the walker moves 1.8 face sizes between two detections)."""
+    from streamanon.eval import walkers as W
+
+    for part in ("videos", "faces"):
+        if not (shared_data / part).is_dir():
+            pytest.skip(f"needs {shared_data / part}")
+    clip = W.walker_clip(shared_data, 0.6, scene, n=24)
+    every_frame = W.judge(clip, _walker_run(clip, 1, True))
+    searched = W.judge(clip, _walker_run(clip, 3, True))
+    margin = W.judge(clip, _walker_run(clip, 3, False))
+    assert clip.births >= 3 and every_frame.judged >= 30
+    assert every_frame.covered >= every_frame.judged - 1  # the pasted faces are detectable
+    assert not set(searched.missed) - set(every_frame.missed), searched.missed
+    assert len(set(margin.missed) - set(every_frame.missed)) >= 5, margin.missed
