@@ -49,6 +49,8 @@ BACK_CONTEXT = 0.3
 # at most this many windows per held frame (one network batch; a crowd's births past it keep
 # the margin alone).
 MAX_BACK_WINDOWS = 16
+# A face found this much inside a box the frame already has needs no box of its own.
+COVERED = 0.9
 
 
 def frames_held(work: Any) -> int:
@@ -247,12 +249,24 @@ class _Segment:
                 best = int(np.argmax(iou)) if iou.max() > 0 else _nearest(pred[f], d.xyxy)
                 at[f] = d.xyxy[best]
             if rows:
-                add = _stacked(rows)
-                add.coasting = np.ones(len(add), bool)  # found, not tracked: never synthesized
-                self._add(frame, add, stage.boxes(frame))
+                self._add_found(frame, _stacked(rows))
             at = at[keep]
             if not len(at):
                 return
+
+    def _add_found(self, frame: Frame, found: Detections) -> None:
+        """Cover the faces of ``found`` that no box of the frame holds yet (a face inside its
+        track's box or a margin is covered; one more box over it only adds a seam)."""
+        have = self.stage.boxes(frame)
+        boxes = np.zeros((0, 4), np.float32) if have is None else have.xyxy
+        new: list[int] = []
+        for r in np.argsort(-found.score, kind="stable"):  # a face two windows found: once
+            if inside_share(found.xyxy[r], np.vstack([boxes, found.xyxy[new]])) < COVERED:
+                new.append(int(r))
+        if new:
+            add = found[np.array(sorted(new))]
+            add.coasting = np.ones(len(add), bool)  # found, not tracked: never synthesized
+            self._add(frame, add, have)
 
     def _add(self, frame: Frame, rows: Detections, have: Detections | None) -> None:
         stage = self.stage
