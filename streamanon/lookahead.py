@@ -13,6 +13,14 @@ emitted: fail closed) until k is tracked, and then, on each held frame j:
 - a track at both p and k is covered by the union of what the tracker predicted (what is
   covered without look-ahead) and the camera-compensated interpolation from p to k.
 
+The margin is measured on heads moving in place; a pedestrian crossing the view moves ~0.4
+face sizes a frame. So, when the detector can search windows (`MultiScaleDetector.
+detect_windows`; the plate detectors cannot: margin only), a sure face new at k is also
+searched for on the held frames, newest first, around where it was on the frame after, and a
+sure face detected at p and not at k (it may have walked out, or behind something) is searched
+for forward from p; every face a window finds there is covered too, and a face's search stops
+at the first window that finds nothing (`Stage.search_back`, counted as ``backward_windows``).
+
 Boxes are only added or grown, so every frame is covered by a superset of the forward-only
 boxes. A segment that gets no later detection in its scene (a cut follows: the cut frame is
 always detected; or the stream ends) is closed by one detection of its last held frame: what
@@ -39,15 +47,14 @@ from streamanon.types import Detections, Frame
 # face's box at k needed to hold its box d frames earlier, per frame of distance, has a 99th
 # percentile of 0.017-0.126 per clip and d (1-4), largest 0.159 (a head turning fast, d = 1).
 MARGIN_PER_FRAME = 0.15
-# The margin is measured on heads moving in place; a pedestrian crossing the view moves ~0.4
-# face sizes a frame (1.4 m/s at 25 fps). So a face new at k is also searched for on the held
-# frames, newest first: the detector runs on a window around where it was on the frame after
-# (moved back by the camera's shift), reaching this far per side for its own motion ...
+# The search (see above): a window around where a face was on the neighbouring frame (moved
+# by the camera's shift) reaches this far per side, face sizes, for the face's own motion
+# (1.4 m/s at 25 fps is ~0.4 face sizes a frame) ...
 BACK_REACH = 0.7
 # ... plus this much context (face sizes per side: a window ~3 faces wide);
 BACK_CONTEXT = 0.3
-# at most this many windows per held frame (one network batch; a crowd's births past it keep
-# the margin alone).
+# at most this many windows per held frame and direction (one network batch each; the
+# surest faces first, a crowd's others keep the margin alone).
 MAX_BACK_WINDOWS = 16
 # A face found this much inside a box the frame already has needs no box of its own.
 COVERED = 0.9
