@@ -35,6 +35,8 @@ import numpy as np
 
 from streamanon.anonymize.regions import head_boxes_xyxy
 from streamanon.errors import InputError
+from streamanon.eval.retinaface import RetinaFace
+from streamanon.io.video import VideoReader
 from streamanon.types import Detections
 
 SPEEDS = (0.1, 0.25, 0.4, 0.6)
@@ -83,8 +85,6 @@ class Judged:
 
 
 def _people(shared: Path, sizes: tuple[int, ...], offset: int) -> list[_Person]:
-    from streamanon.eval.retinaface import RetinaFace
-
     rf = RetinaFace(0.8)
     out = []
     for k, size in enumerate(sizes):
@@ -113,8 +113,6 @@ def _people(shared: Path, sizes: tuple[int, ...], offset: int) -> list[_Person]:
 
 
 def _background(shared: Path, n: int) -> list[np.ndarray]:
-    from streamanon.io.video import VideoReader
-
     path = shared / VIDEO
     if not path.is_file():
         raise InputError(f"missing {path}")
