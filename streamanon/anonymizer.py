@@ -40,8 +40,7 @@ log = logging.getLogger(__name__)
 # (the coverage gate's four, fast walkers, Hamilton's walk-ins) that covers as much as
 # detecting every frame, at about twice the speed on a crowd (docs/benchmarks.md, "Look-ahead
 # backfill"). The per-frame API and live streams have no look-ahead: they detect every frame
-# unless asked (a face walking in would be covered up to N - 1 frames late there). Only the box
-# methods: mask, swap and ida draw on each frame's detected landmarks (`Options.for_files`).
+# unless asked (a face walking in would be covered up to N - 1 frames late there).
 FILE_DETECT_EVERY = 3
 
 
@@ -93,13 +92,10 @@ class Options:
 
     def for_files(self) -> Options:
         """These options for frames a file gives through `pipeline.run_frames` (with its
-        look-ahead): an unset ``detect_every`` becomes `FILE_DETECT_EVERY` for the box
-        methods (blur, pixelate, solid) and 1 for the methods drawn on landmarks (mask, swap,
-        ida): they render only faces detected on the frame itself, so between two detections
-        the tracker's predicted boxes would get the fallback's blur, two frames in three."""
+        look-ahead): an unset ``detect_every`` becomes `FILE_DETECT_EVERY`."""
         if self.detect_every is not None:
             return self
-        return replace(self, detect_every=1 if self.needs_landmarks() else FILE_DETECT_EVERY)
+        return replace(self, detect_every=FILE_DETECT_EVERY)
 
     def wants_reid(self) -> bool:
         return self.reid if self.reid is not None else get_spec(self.method).needs_reid

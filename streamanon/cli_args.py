@@ -165,9 +165,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect faces on one frame in N (and on the first frame and every scene cut); the "
         "tracker covers them in between. A file holds the N-1 frames between two detections "
         "and covers a face first found at the next one back on them (default for files: "
-        f"{FILE_DETECT_EVERY} with blur, pixelate and solid, 1 with mask, swap and ida); a live "
-        "stream keeps its frame rate and may cover a face that walks in up to N-1 frames late "
-        "(default for live streams: 1, every frame)",
+        f"{FILE_DETECT_EVERY}); a live stream keeps its frame rate and may cover a face that "
+        "walks in up to N-1 frames late (default for live streams: 1, every frame)",
     )
     g.add_argument(
         "--coast",
