@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from fractions import Fraction
 
 import numpy as np
@@ -34,16 +34,6 @@ from streamanon.types import Detections, Frame
 log = logging.getLogger(__name__)
 
 
-# Files detect faces on one frame in this many by default (issue 23). `pipeline.run_frames`
-# holds the frames between two detections and covers a face first found at the next one back
-# on them, from windows searched around it (`streamanon.lookahead`): on every judged clip
-# (the coverage gate's four, fast walkers, Hamilton's walk-ins) that covers as much as
-# detecting every frame, at about twice the speed on a crowd (docs/benchmarks.md, "Look-ahead
-# backfill"). The per-frame API and live streams have no look-ahead: they detect every frame
-# unless asked (a face walking in would be covered up to N - 1 frames late there).
-FILE_DETECT_EVERY = 3
-
-
 @dataclass
 class Options:
     """Every knob of an anonymization run. Most have a CLI flag; ``low_thresh``, ``landmarks``
@@ -58,11 +48,9 @@ class Options:
     # and high-resolution tiles searched per frame (0: base pass only). See detect/multiscale.
     min_face: float = 24.0
     tiles_per_frame: int | None = None  # None: the whole frame every 8 frames
-    # Detect one frame in N (plus the first and every scene cut), the tracker carries the
-    # faces in between (streamanon/cadence.py). None: the default for how frames arrive:
-    # `FILE_DETECT_EVERY` for a file run through `pipeline.run_frames` (`for_files`), every
-    # frame for the per-frame API and live streams.
-    detect_every: int | None = None
+    # Live streams (issue 23): detect one frame in N (plus the first and every scene cut),
+    # the tracker carries the faces in between; 1 = every frame. See streamanon/cadence.py.
+    detect_every: int = 1
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -89,13 +77,6 @@ class Options:
     # Re-identification gives a person who leaves and comes back (within 10 s) their track,
     # and so their fake identity, back. None: as the method's registry entry says.
     reid: bool | None = None
-
-    def for_files(self) -> Options:
-        """These options for frames a file gives through `pipeline.run_frames` (with its
-        look-ahead): an unset ``detect_every`` becomes `FILE_DETECT_EVERY`."""
-        if self.detect_every is not None:
-            return self
-        return replace(self, detect_every=FILE_DETECT_EVERY)
 
     def wants_reid(self) -> bool:
         return self.reid if self.reid is not None else get_spec(self.method).needs_reid
@@ -265,8 +246,7 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
 
     return Stage(
         FACE, detector, new_tracker, method, cover, thresh=opts.thresh,
-        every=1 if opts.detect_every is None else opts.detect_every, camera=True,
-        reid=reid is not None,
+        every=opts.detect_every, camera=True, reid=reid is not None,
     )  # fmt: skip
 
 

@@ -130,7 +130,7 @@ def anonymize_main(argv: list[str]) -> int:
     def anonymizer() -> Anonymizer:
         """One Anonymizer for all file inputs (models built once), reset between inputs."""
         if not shared:
-            shared.append(Anonymizer(opts.for_files()))
+            shared.append(Anonymizer(opts))
         else:
             shared[0].reset()
         return shared[0]

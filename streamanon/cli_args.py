@@ -11,7 +11,7 @@ import argparse
 
 from streamanon import __version__
 from streamanon.anonymize.generative import generator_available
-from streamanon.anonymizer import FILE_DETECT_EVERY, Options, parse_objects
+from streamanon.anonymizer import Options, parse_objects
 from streamanon.errors import InputError
 from streamanon.registry import (
     DETECTORS,
@@ -164,9 +164,9 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="detect faces on one frame in N (and on the first frame and every scene cut); the "
         "tracker covers them in between. A file holds the N-1 frames between two detections "
-        "and covers a face first found at the next one back on them (default for files: "
-        f"{FILE_DETECT_EVERY}); a live stream keeps its frame rate and may cover a face that "
-        "walks in up to N-1 frames late (default for live streams: 1, every frame)",
+        "and covers a face first found at the next one back on them; a live stream keeps its "
+        "frame rate and may cover a face that walks in up to N-1 frames late (default: "
+        "%(default)s, every frame)",
     )
     g.add_argument(
         "--coast",

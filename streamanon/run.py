@@ -419,7 +419,7 @@ def anonymize_file(
 
     ``options`` are `Options` fields (method, thresh, mask_scale, coast_s, ...).
     """
-    opts = Options(**options).for_files()
+    opts = Options(**options)
     kind = input_kind(str(src))
     out = default_output(src, dst, many=False)
     if kind == "image":

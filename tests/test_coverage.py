@@ -361,24 +361,17 @@ def _clip_frames(name: str, n: int | None) -> list[np.ndarray]:
 @pytest.mark.slow
 @pytest.mark.parametrize("name", list(CLIPS))
 def test_crowd_coverage_does_not_regress(name: str, tmp_path: Path) -> None:
-    from streamanon.anonymizer import Anonymizer, Options
-    from streamanon.pipeline import run_frames
+    from streamanon.anonymizer import Anonymizer
     from streamanon.types import Frame
 
     n, idx, mmod = CLIPS[name]
     frames = _clip_frames(name, n)
-    # The defaults a user gets for a file: its detection cadence and look-ahead, through the
-    # product's frame loop.
-    anon = Anonymizer(Options(method="blur").for_files())
+    anon = Anonymizer(method="blur")  # the defaults a user gets
     outs = {}
-
-    def keep(f: Frame) -> None:
-        if f.index in idx:
-            outs[f.index] = f.image
-
-    source = (Frame(im.copy(), i, i * 40, Fraction(1, 1000)) for i, im in enumerate(frames))
-    run_frames(source, anon, keep)
-    assert sorted(outs) == idx
+    for i, im in enumerate(frames):
+        f = anon.apply(anon.track(Frame(im.copy(), i, i * 40, Fraction(1, 1000))))
+        if i in idx:
+            outs[i] = f.image
     ref = _reference(mmod)
     labels = ground_truth(f"videos/{VIDEO_FILES[name]}") if name in VIDEO_FILES else {}
     rep = C.CoverageReport()

@@ -156,7 +156,7 @@ def batch_main(argv: list[str]) -> int:
     level = logging.DEBUG if args.verbose else logging.WARNING if args.quiet else logging.INFO
     logging.basicConfig(level=level, format="streamanon batch: %(message)s")
     log = logging.getLogger("streamanon.batch")
-    opts = _options(args).for_files()  # batches are files: their look-ahead cadence
+    opts = _options(args)
     encode = _encode_options(args)
     out_dir = Path(args.output)
     if out_dir.exists() and not out_dir.is_dir():

@@ -248,14 +248,14 @@ def run_bench(
         return e
 
     plain = run("decode+encode", None)
-    for m in methods:  # the defaults a user gets for a file
-        anon = Anonymizer(Options(method=m, objects=objects).for_files())
+    for m in methods:
+        anon = Anonymizer(Options(method=m, objects=objects))
         e = run(m, anon, lambda a=anon: a.counters.faces)
         e.objects = anon.object_report()
     for text in detect_settings or []:
         ds = parse_detect_setting(text)
         m = methods[0] if methods else "blur"
-        anon = Anonymizer(Options(method=m, objects=objects, **ds).for_files())
+        anon = Anonymizer(Options(method=m, objects=objects, **ds))
         run(f"{m} {text}", anon, lambda a=anon: a.counters.faces)
     for every in detect_every or []:  # a file: with the look-ahead backfill (issue 23)
         m = methods[0] if methods else "blur"
@@ -459,8 +459,7 @@ def bench_main(argv: list[str]) -> int:
         "--detect-every",
         default="",
         help="extra entries of the first method detecting one frame in N (with the file "
-        "look-ahead), comma-separated, e.g. 1,2 (the method entries use the file default, "
-        "FILE_DETECT_EVERY; 1 = every frame)",
+        "look-ahead), comma-separated, e.g. 2,3",
     )
     p.add_argument(
         "--mmod-upsample",
