@@ -42,6 +42,17 @@ def needs_shared(*parts: str) -> Path:
     return p
 
 
+HAMILTON = "face_recognition_short_hamilton_clip.mp4"
+
+
+def hamilton_frames(count: int) -> list:
+    """The first ``count`` frames (BGR arrays) of the Hamilton clip (640x360, cuts, walk-ins)."""
+    from streamanon.io.video import VideoReader
+
+    with VideoReader(needs_shared("videos", HAMILTON), audio=False) as r:
+        return [f.image.copy() for _, f in zip(range(count), r, strict=False)]
+
+
 def needs_module(name: str, install: str = 'pip install "streamanon[torch]"'):
     """Import a test dependency the suite requires (torch): skip without it, or, in CI, fail
     (``pytest.importorskip`` would skip there too, silently)."""

@@ -18,17 +18,14 @@ from streamanon.errors import InputError
 from streamanon.stage import Stage
 from streamanon.track.association import inside_share
 from streamanon.types import Detections, Frame
+from tests.conftest import hamilton_frames
 
 FPS = 25.0
 
 
 @pytest.fixture(scope="module")
-def hamilton(shared_data: Path) -> list[np.ndarray]:
-    from streamanon.io.video import VideoReader
-
-    clip = shared_data / "videos" / "face_recognition_short_hamilton_clip.mp4"
-    with VideoReader(clip, audio=False) as r:
-        return [f.image.copy() for _, f in zip(range(150), r, strict=False)]
+def hamilton() -> list[np.ndarray]:
+    return hamilton_frames(150)
 
 
 def _run(frames: list[np.ndarray], every: int) -> tuple[Stage, list]:

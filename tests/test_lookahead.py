@@ -14,17 +14,14 @@ from streamanon.anonymizer import Anonymizer, Options
 from streamanon.pipeline import queue_depth, run_frames
 from streamanon.track.association import inside_share
 from streamanon.types import Detections, Frame
+from tests.conftest import hamilton_frames, needs_shared
 
 FPS = 29.97
 
 
 @pytest.fixture(scope="module")
-def hamilton(shared_data: Path) -> list[np.ndarray]:
-    from streamanon.io.video import VideoReader
-
-    clip = shared_data / "videos" / "face_recognition_short_hamilton_clip.mp4"
-    with VideoReader(clip, audio=False) as r:
-        return [f.image.copy() for _, f in zip(range(100), r, strict=False)]
+def hamilton() -> list[np.ndarray]:
+    return hamilton_frames(100)
 
 
 def _frames(images: list[np.ndarray], start: int = 0) -> list[Frame]:
@@ -168,8 +165,7 @@ def test_fast_walkers_are_covered_wherever_every_frame_detection_covers_them(
     from streamanon.eval import walkers as W
 
     for part in ("videos", "faces"):
-        if not (shared_data / part).is_dir():
-            pytest.skip(f"needs {shared_data / part}")
+        needs_shared(part)  # skips, or fails in CI, without the data
     clip = W.walker_clip(shared_data, 0.6, scene, n=24)
     every_frame = W.judge(clip, _walker_run(clip, 1, True))
     searched = W.judge(clip, _walker_run(clip, 3, True))
