@@ -165,8 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="detect faces on one frame in N (and on the first frame and every scene cut); the "
         "tracker covers them in between. A file holds the N-1 frames between two detections "
         "and covers a face first found at the next one back on them; a live stream keeps its "
-        "frame rate and may cover a face that walks in up to N-1 frames late (default: "
-        "%(default)s, every frame)",
+        "frame rate and may cover a face that walks in up to N-1 frames late. mask, swap and "
+        "ida draw only on detected frames: between them their faces get the fallback "
+        "(default: %(default)s, every frame)",
     )
     g.add_argument(
         "--coast",
