@@ -42,6 +42,12 @@ FRONTAL, ASIDE = 0, 262  # frames of liveportrait_driving_d10.mp4: eyes ahead / 
 @lru_cache(maxsize=1)
 def _d10_faces() -> dict[int, tuple[np.ndarray, np.ndarray]]:
     """{frame: (128² aligned crop, its landmarks)} of the two d10 frames."""
+    return {i: v[:2] for i, v in _d10().items()}
+
+
+@lru_cache(maxsize=1)
+def _d10() -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """{frame: (128² aligned crop, its landmarks, dlib descriptor)} of the two d10 frames."""
     from streamanon.visual.explain import face_in_image
 
     path = needs_shared("videos", "liveportrait_driving_d10.mp4")
@@ -50,9 +56,9 @@ def _d10_faces() -> dict[int, tuple[np.ndarray, np.ndarray]]:
         for i, f in enumerate(c.decode(video=0)):
             if i in (FRONTAL, ASIDE):
                 img = f.to_ndarray(format="bgr24")
-                pts = face_in_image(img)[0]
+                pts, emb, _ = face_in_image(img)
                 m = align_matrix(pts)
-                out[i] = (warp_to_crop(img, m), transform_points(pts, m))
+                out[i] = (warp_to_crop(img, m), transform_points(pts, m), emb)
             if i >= max(FRONTAL, ASIDE):
                 break
     return out
@@ -138,3 +144,30 @@ def test_a_young_person_never_draws_an_old_or_dark_socketed_delegate(bank_and_at
     dist[OLD[1]] = 0.61
     wrinkled = attrs.column("wrinkles") > WRINKLE_MAX
     assert compatible(attrs, person, k, dist)[wrinkled].any()
+
+
+def test_an_adult_draws_a_delegate_of_their_own_sex(bank_and_attrs) -> None:
+    """The woman of d10 (a real frame) and reviewed bank faces of either sex as the person:
+    every compatible delegate is reviewed as the same sex."""
+    from streamanon.visual.attributes import face_attributes
+
+    bank, attrs = bank_and_attrs
+    crop, lm, emb = _d10()[FRONTAL]
+    dist = np.linalg.norm(bank.embeddings - np.asarray(emb, np.float32), axis=1)
+    mask = compatible(attrs, face_attributes(crop, lm), 10, dist)
+    assert mask is not None and mask.sum() >= 10
+    assert (attrs.male[mask] == 0).all()
+    # Bank faces as the person: when 7 of their 10 nearest reviewed faces agree, every
+    # compatible delegate is of that sex (the read itself is right for 93 % of them).
+    known = np.flatnonzero(attrs.male >= 0)
+    decided = 0
+    for i in known[::9]:
+        person, d = _person_of(bank, attrs, i)
+        near = known[np.argsort(d[known], kind="stable")[:10]]
+        share = attrs.male[near].mean()
+        if 0.3 < share < 0.7:
+            continue
+        mask = compatible(attrs, person, 10, d)
+        assert (attrs.male[mask] == int(share >= 0.7)).all(), i
+        decided += 1
+    assert decided >= 12

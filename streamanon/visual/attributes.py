@@ -51,6 +51,10 @@ FIELDS = (
 )  # fmt: skip
 SIDECAR = "bank_attributes.npz"
 REVIEW = "bank_review.json"
+# Sex of the neutral adult bank faces, by eye (issue 21; ambiguous faces left out): with the
+# wrinkle and socket rules the adult pool shrank, and Ψ's 10 nearest of what was left put a
+# man's face on a woman (d3) and a woman's on a man (ASL) on the tuning clips.
+SEX_REVIEW = "bank_sex_review.json"
 FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
 BEARD = 0.55  # lower_skin below this: beard (or an occluded chin)
 SHARP_MIN = 3.4  # sharpness below this (the bank's softest ~20 %) is not an appearance delegate
@@ -59,12 +63,12 @@ SAME_PERSON_DIST = 0.6  # dlib's threshold: bank faces closer than this to the p
 POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
 SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
 # Age and eye-socket rules (units of `face_wrinkles` / `socket_darkness`), measured on the
-# bank (tuning data only, docs/generator.md): wrinkles 0.6 is the neutral faces' 78th
-# percentile, where hand-labelled old faces start (AUC 0.97 old vs young on 35 bank faces);
-# a delegate may be more wrinkled than that only when the person measures within
-# WRINKLE_MARGIN of it. Sockets 24 L units below the skin is the bank's 90th percentile
+# bank (tuning data only, docs/generator.md): old vs young on 35 hand-labelled bank faces,
+# AUC 0.97; wrinkles 0.5 is the neutral faces' ~70th percentile, under the two old women the
+# tuning clips drew at 0.52-0.54 (ASL, Hamilton), over 15 of 19 young faces; a delegate may
+# be more wrinkled only when the person measures within WRINKLE_MARGIN of it. Sockets 24 L units below the skin is the bank's 90th percentile
 # (deep-set eyes under heavy brows); darker is allowed only within SOCKET_MARGIN of the person.
-WRINKLE_MAX, WRINKLE_MARGIN = 0.6, 0.15
+WRINKLE_MAX, WRINKLE_MARGIN = 0.5, 0.15
 SOCKET_MAX, SOCKET_MARGIN = 24.0, 6.0
 
 
@@ -186,6 +190,7 @@ class BankAttributes:
     children: np.ndarray | None = None  # (n,) bool: reviewed children
     neutral: np.ndarray | None = None  # (n,) bool: frontal, neutral (`neutral_faces`)
     beard: np.ndarray | None = None  # (n,) bool: reviewed beards (the measure misses light ones)
+    male: np.ndarray | None = None  # (n,) int8: reviewed sex, 1 man, 0 woman, -1 not reviewed
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, FIELDS.index(name)]
@@ -203,17 +208,17 @@ def measure_bank(bank) -> BankAttributes:
     return BankAttributes(values.astype(np.float32), bank_digest(bank))
 
 
-def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:
-    """(n,) bool: bank faces listed under any of ``keys`` in ``engines/bank_review.json``."""
+def reviewed(bank, keys: tuple[str, ...], review: str = REVIEW) -> np.ndarray:
+    """(n,) bool: bank faces listed under any of ``keys`` in ``engines/<review>``."""
     import json
 
-    path = find_engine(REVIEW)
+    path = find_engine(review)
     out = np.zeros(len(bank), bool)
     if path is None:
         return out
     try:
-        review = json.loads(path.read_text())
-        names = {n for key in keys for n in review.get(key, [])}
+        lists = json.loads(path.read_text())
+        names = {n for key in keys for n in lists.get(key, [])}
     except (OSError, ValueError, AttributeError):
         log.warning("cannot read %s; no reviewed exclusions", path)
         return out
@@ -264,33 +269,41 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
 
 
+def reviewed_sex(bank) -> np.ndarray:
+    """(n,) int8: 1 for faces reviewed as men, 0 as women, -1 for the rest."""
+    out = np.full(len(bank), -1, np.int8)
+    out[reviewed(bank, ("female",), SEX_REVIEW)] = 0
+    out[reviewed(bank, ("male",), SEX_REVIEW)] = 1
+    return out
+
+
 def bank_attributes(bank) -> BankAttributes:
     """The bank's attributes: from the sidecar next to it when it matches, else measured now."""
     path = find_engine(SIDECAR)
     digest = bank_digest(bank)
     excluded, children = reviewed_exclusions(bank), reviewed(bank, ("children",))
+    attrs = None
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
-                    values = z["values"].astype(np.float32)
-                    return BankAttributes(
-                        values, digest, excluded, children,
-                        neutral_faces(bank.pose, bank.landmarks), reviewed(bank, ("beard",)),
-                    )  # fmt: skip
+                    attrs = BankAttributes(z["values"].astype(np.float32), digest)
         except (OSError, KeyError, ValueError):
             pass
-    log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
-    attrs = measure_bank(bank)
+    if attrs is None:
+        log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
+        attrs = measure_bank(bank)
     attrs.excluded, attrs.children = excluded, children
     attrs.neutral = neutral_faces(bank.pose, bank.landmarks)
     attrs.beard = reviewed(bank, ("beard",))
+    attrs.male = reviewed_sex(bank)
     return attrs
 
 
 # A person is a child when ALL of their 10 nearest bank faces are children: Ψ's neighbours of
 # a young man in a low-resolution webcam clip were 20-90 % children from frame to frame.
 CHILD_SHARE = 1.0
+SEX_SHARE = 0.7  # share of one sex among the 10 nearest reviewed faces that decides it
 
 
 def compatible(
@@ -300,7 +313,8 @@ def compatible(
 
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
-    faces in Ψ's space; a frontal neutral face, no face far more wrinkled
+    faces in Ψ's space; for an adult the sex of the 10 nearest reviewed faces when 7 agree;
+    a frontal neutral face, no face far more wrinkled
     than the person, a sharp crop, no sockets far darker than the person's, no occluded
     forehead and no beard on a beardless face, these dropped from the end if fewer than ``k``
     remain). Then, when ``distances``
@@ -318,12 +332,27 @@ def compatible(
         ok = np.isfinite(attrs.values).all(1)
         if attrs.excluded is not None:
             ok &= ~attrs.excluded
+        if distances is not None:
+            # Never the person themselves: a bank face within dlib's same-person distance of
+            # the person (a bank built from footage, or a synthetic face in the bank) is out;
+            # before the rules below count what is left.
+            ok &= np.asarray(distances) >= SAME_PERSON_DIST
         if attrs.children is not None and distances is not None and attrs.children.any():
             near = np.argsort(np.asarray(distances), kind="stable")[:10]
             child = attrs.children[near].mean() >= CHILD_SHARE
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
+            # An adult's sex: the majority of their 10 nearest reviewed bank faces in Ψ's space
+            # (leave-one-out on the reviewed faces: 93 % right), only when clear (SEX_SHARE).
+            if not child and attrs.male is not None and (attrs.male >= 0).sum() >= 10:
+                known = np.flatnonzero(attrs.male >= 0)
+                near = known[np.argsort(np.asarray(distances)[known], kind="stable")[:10]]
+                share = float(attrs.male[near].mean())
+                if share >= SEX_SHARE or share <= 1.0 - SEX_SHARE:
+                    sex_ok = attrs.male == int(share >= SEX_SHARE)
+                    if (ok & sex_ok).sum() >= k:
+                        ok &= sex_ok
         # Dropped from the end while fewer than k faces pass: a neutral pose is kept longest.
         rules = [
             np.ones(len(ok), bool) if attrs.neutral is None else attrs.neutral,
@@ -347,11 +376,6 @@ def compatible(
         return None
     if distances is None:
         return hard
-    # Never the person themselves: a bank face within dlib's same-person distance of the
-    # person (a bank built from footage, or a synthetic face that is in the bank) is out.
-    hard &= np.asarray(distances) >= SAME_PERSON_DIST
-    if hard.sum() < k:
-        return None
     pool = np.flatnonzero(hard)
     near = pool[np.argsort(np.asarray(distances)[pool], kind="stable")[: POOL * k]]
     keep = near[np.argsort(tone[near], kind="stable")[: 2 * k]]
