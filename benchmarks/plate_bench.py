@@ -26,21 +26,30 @@ from tests.conftest import SHARED  # noqa: E402
 MOT = SHARED / "videos" / "dlib_MOT20-05-raw_even_shorter.mp4"
 
 
-def write_clip(path: Path, frames: int) -> None:
-    import av
-
+def compose(frames: int) -> list:
+    """The composed road clip: [(BGR 1280x720 frame, true plate boxes)] x ``frames``."""
     from streamanon.eval import plates as PE
 
-    data = PE.load_labelled()
-    clip = PE.compose_clip(
-        PE.read_backgrounds(MOT, 50), PE.default_tracks(PE.plate_sprites(data)), frames
-    )
+    sprites = PE.plate_sprites(PE.load_labelled())
+    return list(PE.compose_clip(PE.read_backgrounds(MOT, 50), PE.default_tracks(sprites), frames))
+
+
+def write_images(path: Path, images: list, crf: int | None = None) -> None:
+    """``images`` (BGR) as an x264 clip at 25 fps (``crf``: None = x264's default)."""
+    import av
+
     with av.open(str(path), "w") as out:
         s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = 1280, 720, "yuv420p"
-        for img, _ in clip:
+        s.width, s.height, s.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
+        if crf is not None:
+            s.options = {"crf": str(crf)}
+        for img in images:
             out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
         out.mux(s.encode())
+
+
+def write_clip(path: Path, frames: int) -> None:
+    write_images(path, [img for img, _ in compose(frames)])
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -21,21 +21,9 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from tests.conftest import SHARED  # noqa: E402
+sys.path.insert(0, str(REPO / "benchmarks"))
 
-MOT = SHARED / "videos" / "dlib_MOT20-05-raw_even_shorter.mp4"
-
-
-def _write(path: Path, images: list[np.ndarray]) -> None:
-    import av
-
-    with av.open(str(path), "w") as out:
-        s = out.add_stream("libx264", rate=25)
-        s.width, s.height, s.pix_fmt = images[0].shape[1], images[0].shape[0], "yuv420p"
-        s.options = {"crf": "12"}
-        for img in images:
-            out.mux(s.encode(av.VideoFrame.from_ndarray(img, format="bgr24")))
-        out.mux(s.encode())
+from plate_bench import MOT, compose, write_images  # noqa: E402
 
 
 def _frames(path: Path) -> list[np.ndarray]:
@@ -48,7 +36,6 @@ def _frames(path: Path) -> list[np.ndarray]:
 def main(argv: list[str] | None = None) -> int:
     from streamanon.anonymizer import Anonymizer, Options
     from streamanon.eval import metrics as M
-    from streamanon.eval import plates as PE
     from streamanon.eval.bench import transcode
     from streamanon.eval.frames import box_covered
 
@@ -62,12 +49,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {MOT} not found (needs ../shared/data)", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="plate-cadence-"))
-    sprites = PE.plate_sprites(PE.load_labelled())
-    clip = list(
-        PE.compose_clip(PE.read_backgrounds(MOT, 50), PE.default_tracks(sprites), args.frames)
-    )
+    clip = compose(args.frames)
     src = work / "clip.mp4"
-    _write(src, [img for img, _ in clip])
+    write_images(src, [img for img, _ in clip], crf=12)
     plain = _frames(src)  # what the product reads: judged against the decoded input
     res: dict = {}
     for every in (int(v) for v in args.every.split(",")):
