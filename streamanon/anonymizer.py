@@ -16,6 +16,7 @@ from fractions import Fraction
 import numpy as np
 
 from streamanon.detect.base import Detector
+from streamanon.detect.orientations import TurnedDetector, parse_orientations
 from streamanon.identity.embed import reid_embeddings
 from streamanon.objects import plate_stage_for
 from streamanon.registry import (
@@ -51,6 +52,9 @@ class Options:
     # Live streams (issue 23): detect one frame in N (plus the first and every scene cut),
     # the tracker carries the faces in between; 1 = every frame. See streamanon/cadence.py.
     detect_every: int = 1
+    # Quarter turns of the frame the face detector also runs on: (0, 180) finds upside-down
+    # faces, (0, 90, 180, 270) faces at any roll; one detection per turn (detect/orientations).
+    orientations: tuple[int, ...] = (0,)
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -223,16 +227,21 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
     """Faces: the detector (unless given), tracker and method ``opts`` name."""
     low = min(opts.low_thresh, opts.thresh)
     if detector is None:
-        detector = make_detector(
-            opts.detector,
-            thresh=opts.thresh,
-            low_thresh=low,
-            input_size=opts.input_size,
-            landmarks=opts.needs_landmarks(),
-            threads=opts.threads,
-            min_face=opts.min_face,
-            tiles_per_frame=opts.tiles_per_frame,
-        )
+
+        def build() -> Detector:
+            return make_detector(
+                opts.detector,
+                thresh=opts.thresh,
+                low_thresh=low,
+                input_size=opts.input_size,
+                landmarks=opts.needs_landmarks(),
+                threads=opts.threads,
+                min_face=opts.min_face,
+                tiles_per_frame=opts.tiles_per_frame,
+            )
+
+        turns = parse_orientations(opts.orientations)
+        detector = build() if turns == (0,) else TurnedDetector(build, turns)
     reid = _reid_function() if opts.wants_reid() else None
     cover = fallback_redactor(opts)  # validated before the (slow) method is built
     method = make_method(opts)

@@ -12,6 +12,7 @@ import argparse
 from streamanon import __version__
 from streamanon.anonymize.generative import generator_available
 from streamanon.anonymizer import Options, parse_objects
+from streamanon.detect.orientations import parse_orientations
 from streamanon.errors import InputError
 from streamanon.registry import (
     DETECTORS,
@@ -168,6 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
         "frame rate and may cover a face that walks in up to N-1 frames late. mask, swap and "
         "ida draw only on detected frames: between them their faces get the fallback "
         "(default: %(default)s, every frame)",
+    )
+    g.add_argument(
+        "--orientations",
+        default="0",
+        metavar="ANGLES",
+        help="also detect faces on the frame turned clockwise by these angles: 0,180 finds "
+        "upside-down faces (a camera mounted upside down), all (= 0,90,180,270) faces at any "
+        "roll (people lying down, body cameras); each angle costs one more detection per frame "
+        "(default: %(default)s, upright faces and those rolled up to ~45 degrees)",
     )
     g.add_argument(
         "--coast",
@@ -409,6 +419,7 @@ def _options(args: argparse.Namespace):
         min_face=args.min_face,
         tiles_per_frame=args.tiles_per_frame,
         detect_every=args.detect_every,
+        orientations=parse_orientations(args.orientations),
         mask_scale=args.mask_scale,
         coast_s=args.coast_s,
         threads=args.threads,

@@ -65,7 +65,51 @@ def head_boxes_xyxy(
         right = r > 0  # looks right: the back of the head is on the left
         x1 = x1 - np.where(right, back, front)
         x2 = x2 + np.where(right, front, back)
+        out = np.stack([x1, y1, x2, y2], axis=1)
+        return _rolled(out, b, mask_scale, landmarks5)
     return np.stack([x1, y1, x2, y2], axis=1)
+
+
+def roll_side(landmarks5: np.ndarray) -> np.ndarray:
+    """(n,) int: where the top of each head points in the image, from its 5 landmarks (mouth
+    to eyes): 0 up (rolled less than 45°), 1 right, 2 down (upside down), 3 left."""
+    p = np.asarray(landmarks5, np.float64).reshape(-1, 5, 2)
+    up = (p[:, 0] + p[:, 1]) / 2 - (p[:, 3] + p[:, 4]) / 2
+    ux, uy = np.nan_to_num(up[:, 0]), np.nan_to_num(up[:, 1])
+    side = np.where(np.abs(ux) > np.abs(uy), np.where(ux > 0, 1, 3), np.where(uy > 0, 2, 0))
+    return side.astype(np.int64)
+
+
+def _rolled(
+    boxes: np.ndarray, b: np.ndarray, mask_scale: float, landmarks5: np.ndarray
+) -> np.ndarray:
+    """Head boxes of faces rolled past 45° (sideways or upside down: `detect.orientations`)
+    grown towards where their hairline is, as an upright face's box grows upward; the result
+    is the union with the upright box, so no box gets smaller."""
+    side = roll_side(landmarks5)
+    rolled = np.flatnonzero(side != 0)
+    if not len(rolled):
+        return boxes
+    out = boxes.copy()
+    for i in rolled.tolist():
+        x1, y1, x2, y2 = b[i]
+        w, h = max(x2 - x1, 0.0), max(y2 - y1, 0.0)
+        if side[i] in (1, 3):  # the face's height runs along x
+            w, h = h, w
+        top = HAIRLINE * h  # past the box on the hairline side
+        grow = (h + top) * (mask_scale - 1)
+        ahead, behind = top + UP_SHARE * grow, (1 - UP_SHARE) * grow
+        half = w * mask_scale / 2
+        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
+        if side[i] == 2:  # hairline below the box
+            r = (cx - half, y1 - behind, cx + half, y2 + ahead)
+        elif side[i] == 1:  # hairline to the right
+            r = (x1 - behind, cy - half, x2 + ahead, cy + half)
+        else:  # hairline to the left
+            r = (x1 - ahead, cy - half, x2 + behind, cy + half)
+        out[i, :2] = np.minimum(out[i, :2], r[:2])
+        out[i, 2:] = np.maximum(out[i, 2:], r[2:])
+    return out
 
 
 def clip_boxes(boxes: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:
