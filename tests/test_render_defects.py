@@ -171,3 +171,15 @@ def test_an_adult_draws_a_delegate_of_their_own_sex(bank_and_attrs) -> None:
         assert (attrs.male[mask] == int(share >= 0.7)).all(), i
         decided += 1
     assert decided >= 12
+
+
+def test_a_delegate_with_downcast_eyes_is_not_neutral(bank_and_attrs) -> None:
+    """Bank face 505 looks down through heavy make-up: warped open it rendered two black
+    holes on a tuning clip (demo.mp4); open-eyed faces stay."""
+    from streamanon.visual.attributes import EYE_OPEN, eye_openness
+
+    bank, attrs = bank_and_attrs
+    assert eye_openness(bank.landmarks[505])[0] < EYE_OPEN and not attrs.neutral[505]
+    assert (eye_openness(bank.landmarks[list(YOUNG)]) >= EYE_OPEN).all()
+    assert attrs.neutral[list(YOUNG)].all()
+

@@ -89,7 +89,7 @@ MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior 
 # on the tuning clips (d3, d10, ASL, demo): open eyes with a seen iris 25-60 below the skin and
 # their bright tenth 0-5 above it; through glare (a missed pair of glasses) 0-12 below; eyes
 # looking far aside, mostly sclera, 16-19 above (pasted on a delegate's lids, they stare).
-IRIS_DARK, SCLERA_BRIGHT, IRIS_RAMP = 14.0, 10.0, 8.0
+IRIS_DARK, SCLERA_BRIGHT, IRIS_RAMP = 14.0, 10.0, 4.0
 
 
 def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
@@ -144,32 +144,6 @@ def eye_interiors(
         out[y0:y1, x0:x1][box] = warped[box]
         mask = np.maximum(mask, poly.astype(np.float32) / 255.0)
     return out, cv2.GaussianBlur(mask, (0, 0), 0.7 * px)[..., None]
-
-
-# The lifted forehead of the pasted hull keeps only pixels of the person's skin colour (CIE76
-# distance to their median skin, as `attributes.SKIN_GATE`): on a low hairline or a side
-# fringe the delegate's forehead was pasted over the hair, a pale band with a straight top.
-FOREHEAD_GATE = 16.0
-BROW_COVER = 0.08  # share of the face height above the brow landmarks always pasted
-
-
-def forehead_on_skin(
-    mask: np.ndarray, crop: np.ndarray, lm: np.ndarray, skin: np.ndarray
-) -> np.ndarray:
-    """``mask`` (uint8 0/255 hull) less the pixels above the person's brows (``BROW_COVER``)
-    that are not skin-coloured (cleaned of specks, so a stray hair does not punch a hole)."""
-    if skin.sum() < 16:
-        return mask
-    size = crop.shape[0]
-    lab = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
-    med = np.median(lab[skin], axis=0)
-    skinlike = (np.linalg.norm(lab - med, axis=-1) < FOREHEAD_GATE).astype(np.uint8) * 255
-    k = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (3, 3))
-    skinlike = cv2.morphologyEx(skinlike, cv2.MORPH_OPEN, k, iterations=max(1, size // 128))
-    # The brows themselves are hair-coloured: the hull lifted over them stays whole (cut at
-    # the brow line, the person's brows showed above the delegate's).
-    inner = np.maximum(face_hull(lm, size, BROW_COVER), skinlike)
-    return np.minimum(mask, inner)
 
 
 def eye_region(lm: np.ndarray, size: int) -> np.ndarray:
@@ -271,7 +245,6 @@ def render_delegate(
     # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
     # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
     mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
-    mask = forehead_on_skin(mask, crop, lm, skin_person)
     # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
     # delegate's own hair or background beyond its hull.
     sigma = MASK_SOFT * size

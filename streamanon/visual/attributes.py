@@ -240,6 +240,11 @@ FRONTAL_YAW = 12.0
 FRONTAL_PITCH = 15.0
 BROW_GAP = 0.13  # brows at least this far above the upper eyelids (inter-ocular units)
 MOUTH_CLOSED = 0.08  # inner-lip gap over mouth width below this
+# Eyes open: each eye's height over its width (mean of 37-41, 38-40 over 36-39) at least this.
+# A downcast or half-closed delegate eye, warped open onto the person's lids, smeared its lids
+# and make-up into two black holes (issue 21, demo.mp4); 0.19 leaves out the 5 most closed
+# neutral bank faces (the 2nd percentile), not narrow but open eyes.
+EYE_OPEN = 0.19
 
 
 def mouth_open_ratio(landmarks68: np.ndarray) -> np.ndarray | float:
@@ -253,7 +258,8 @@ def mouth_open_ratio(landmarks68: np.ndarray) -> np.ndarray | float:
 
 
 def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(n,) bool: bank faces that are near-frontal, with clear brows and a closed mouth."""
+    """(n,) bool: bank faces that are near-frontal, with clear brows, open eyes and a closed
+    mouth."""
     pose = np.asarray(pose, np.float64).reshape(-1, 3)
     lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
     io = np.maximum(np.hypot(*(lm[:, 45] - lm[:, 36]).T), 1.0)
@@ -266,7 +272,17 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     )
     mouth = mouth_open_ratio(lm)
     frontal = (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
-    return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
+    return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED) & (eye_openness(lm) >= EYE_OPEN)
+
+
+def eye_openness(landmarks68: np.ndarray) -> np.ndarray:
+    """(n,) the less open eye's height over width, per face of (n, 68, 2)."""
+    lm = np.asarray(landmarks68, np.float64).reshape(-1, 68, 2)
+    out = []
+    for e in (lm[:, 36:42], lm[:, 42:48]):
+        h = np.hypot(*(e[:, 1] - e[:, 5]).T) + np.hypot(*(e[:, 2] - e[:, 4]).T)
+        out.append(h / np.maximum(2.0 * np.hypot(*(e[:, 0] - e[:, 3]).T), 1e-6))
+    return np.minimum(*out)
 
 
 def reviewed_sex(bank) -> np.ndarray:
@@ -313,11 +329,10 @@ def compatible(
 
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
-    faces in Ψ's space; for an adult the sex of the 10 nearest reviewed faces when 7 agree;
-    a frontal neutral face, no face far more wrinkled
-    than the person, a sharp crop, no sockets far darker than the person's, no occluded
-    forehead and no beard on a beardless face, these dropped from the end if fewer than ``k``
-    remain). Then, when ``distances``
+    faces in Ψ's space; then, dropped from the end while fewer than ``k`` remain: a frontal
+    neutral face, for an adult the sex of their 10 nearest reviewed faces when 7 agree, no
+    beard on a beardless face, no occluded forehead, no face far more wrinkled than the
+    person, a sharp crop, no sockets far darker than the person's). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
     for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
@@ -343,24 +358,28 @@ def compatible(
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
-            # An adult's sex: the majority of their 10 nearest reviewed bank faces in Ψ's space
-            # (leave-one-out on the reviewed faces: 93 % right), only when clear (SEX_SHARE).
-            if not child and attrs.male is not None and (attrs.male >= 0).sum() >= 10:
-                known = np.flatnonzero(attrs.male >= 0)
+        sex_ok = np.ones(len(ok), bool)
+        # An adult's sex: the majority of their 10 nearest reviewed bank faces in Ψ's space
+        # (leave-one-out on the reviewed faces: 93 % right), only when clear (SEX_SHARE).
+        adult = attrs.children is None or not attrs.children[ok].all()
+        if adult and distances is not None and attrs.male is not None:
+            known = np.flatnonzero(attrs.male >= 0)
+            if len(known) >= 10:
                 near = known[np.argsort(np.asarray(distances)[known], kind="stable")[:10]]
                 share = float(attrs.male[near].mean())
                 if share >= SEX_SHARE or share <= 1.0 - SEX_SHARE:
                     sex_ok = attrs.male == int(share >= SEX_SHARE)
-                    if (ok & sex_ok).sum() >= k:
-                        ok &= sex_ok
-        # Dropped from the end while fewer than k faces pass: a neutral pose is kept longest.
+        # Dropped from the end while fewer than k faces pass, the least visible first: a
+        # neutral pose is kept longest, then the sex, no beard or hair over a bare jaw, no
+        # fringe; age, sharpness and sockets (the render softens these) give way first.
         rules = [
             np.ones(len(ok), bool) if attrs.neutral is None else attrs.neutral,
+            sex_ok,
+            ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
+            col("forehead_skin") >= FOREHEAD_MIN,
             col("wrinkles") <= max(WRINKLE_MAX, p["wrinkles"] + WRINKLE_MARGIN),
             col("sharpness") >= SHARP_MIN,
             col("socket") <= max(SOCKET_MAX, p["socket"] + SOCKET_MARGIN),
-            col("forehead_skin") >= FOREHEAD_MIN,
-            ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
         ]
         tone = np.hypot(
             (col("L") - p["L"]) / SKIN_L, np.hypot(col("a") - p["a"], col("b") - p["b"]) / SKIN_AB
