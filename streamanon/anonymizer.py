@@ -16,7 +16,7 @@ from fractions import Fraction
 import numpy as np
 
 from streamanon.detect.base import Detector
-from streamanon.detect.orientations import TurnedDetector, parse_orientations
+from streamanon.detect.orientations import TurnedDetector, is_auto, parse_orientations
 from streamanon.identity.embed import reid_embeddings
 from streamanon.objects import plate_stage_for
 from streamanon.registry import (
@@ -52,9 +52,10 @@ class Options:
     # Live streams (issue 23): detect one frame in N (plus the first and every scene cut),
     # the tracker carries the faces in between; 1 = every frame. See streamanon/cadence.py.
     detect_every: int = 1
-    # Quarter turns of the frame the face detector also runs on: (0, 180) finds upside-down
-    # faces, (0, 90, 180, 270) faces at any roll; one detection per turn (detect/orientations).
-    orientations: tuple[int, ...] = (0,)
+    # Quarter turns of the frame the face detector also runs on: "0,180" finds upside-down
+    # faces, "all" faces at any roll, one detection per turn; "auto" probes the turns now and
+    # then and adds those where it finds rolled faces; "0": upright only (detect/orientations).
+    orientations: str | tuple[int, ...] = "auto"
     mask_scale: float = 1.3
     coast_s: float = 0.5
     threads: int | None = None
@@ -241,7 +242,17 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
             )
 
         turns = parse_orientations(opts.orientations)
-        detector = build() if turns == (0,) else TurnedDetector(build, turns)
+        probe = None
+        if is_auto(opts.orientations):
+            # One plain pass of the same network per turned copy (no tiles, no landmarks).
+            probe = make_detector(
+                opts.detector, thresh=opts.thresh, low_thresh=low, input_size=opts.input_size,
+                landmarks=False, threads=opts.threads, min_face=None,
+            )  # fmt: skip
+        if turns == (0,) and probe is None:
+            detector = build()
+        else:
+            detector = TurnedDetector(build, turns, probe=probe)
     reid = _reid_function() if opts.wants_reid() else None
     cover = fallback_redactor(opts)  # validated before the (slow) method is built
     method = make_method(opts)

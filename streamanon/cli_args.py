@@ -12,7 +12,7 @@ import argparse
 from streamanon import __version__
 from streamanon.anonymize.generative import generator_available
 from streamanon.anonymizer import Options, parse_objects
-from streamanon.detect.orientations import parse_orientations
+from streamanon.detect.orientations import is_auto, parse_orientations
 from streamanon.errors import InputError
 from streamanon.registry import (
     DETECTORS,
@@ -172,12 +172,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument(
         "--orientations",
-        default="0",
+        default="auto",
         metavar="ANGLES",
         help="also detect faces on the frame turned clockwise by these angles: 0,180 finds "
         "upside-down faces (a camera mounted upside down), all (= 0,90,180,270) faces at any "
-        "roll (people lying down, body cameras); each angle costs one more detection per frame "
-        "(default: %(default)s, upright faces and those rolled up to ~45 degrees)",
+        "roll (people lying down, body cameras); each angle costs one more detection per frame. "
+        "auto: probe the turned frame at the start and every 50 detections, and add a turn "
+        "where it shows faces the upright detector misses; 0: upright faces only (and those "
+        "rolled up to ~45 degrees) (default: %(default)s)",
     )
     g.add_argument(
         "--coast",
@@ -409,6 +411,12 @@ def check_ranges(args: argparse.Namespace) -> None:
             raise InputError(f"{flag} {value:g}: must be {' and '.join(x for x in (lo, hi) if x)}")
 
 
+def _orientations(text: str) -> str | tuple[int, ...]:
+    """``--orientations`` checked now (one line for a bad value), "auto" kept as a word."""
+    turns = parse_orientations(text)
+    return "auto" if is_auto(text) else turns
+
+
 def _options(args: argparse.Namespace):
     check_ranges(args)
     return Options(
@@ -419,7 +427,7 @@ def _options(args: argparse.Namespace):
         min_face=args.min_face,
         tiles_per_frame=args.tiles_per_frame,
         detect_every=args.detect_every,
-        orientations=parse_orientations(args.orientations),
+        orientations=_orientations(args.orientations),
         mask_scale=args.mask_scale,
         coast_s=args.coast_s,
         threads=args.threads,

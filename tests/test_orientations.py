@@ -14,8 +14,10 @@ from streamanon.detect.base import box_iou
 from streamanon.detect.orientations import (
     TurnedDetector,
     detections_back,
+    is_auto,
     parse_orientations,
     points_back,
+    probe_turns,
     turn_image,
 )
 from streamanon.errors import InputError
@@ -41,6 +43,7 @@ def test_parse_orientations() -> None:
     assert parse_orientations("180") == (0, 180)
     assert parse_orientations("all") == (0, 90, 180, 270)
     assert parse_orientations([270, 90, 90]) == (0, 90, 270)
+    assert parse_orientations("auto") == (0,) and is_auto("auto") and not is_auto("0")
     for bad in ("45", "up", ""):
         with pytest.raises(InputError):
             parse_orientations(bad)
@@ -106,7 +109,7 @@ def test_an_upside_down_head_box_covers_the_hairline(frames) -> None:
     assert box[0] <= plain[0] and box[1] <= plain[1] and box[2] >= plain[2] and box[3] >= plain[3]
 
 
-def _judged(frames, angle: int, orientations: tuple[int, ...]) -> tuple[int, int]:
+def _judged(frames, angle: int, orientations: str | tuple[int, ...]) -> tuple[int, int]:
     """(covered, judged) faces of the clip rolled by ``angle`` and anonymized, judged on the
     frames turned back upright."""
     from streamanon.eval import coverage as C
@@ -126,6 +129,18 @@ def _judged(frames, angle: int, orientations: tuple[int, ...]) -> tuple[int, int
     return covered, judged
 
 
+def test_the_probe_finds_rolled_faces_and_not_upright_ones(frames) -> None:
+    """auto's probe: nothing on an upright real frame, the half turn on the same frame upside
+    down (a plain pass of the product's network on each turned copy)."""
+    detect = make_detector(landmarks=False, min_face=None)
+    assert probe_turns(frames[0], detect) == []
+    from tests.conftest import hamilton_frames
+
+    first = hamilton_frames(1)[0]
+    assert probe_turns(first, detect) == []
+    assert 180 in probe_turns(turn_image(first, 180), detect)
+
+
 @pytest.fixture(scope="module")
 def hamilton() -> list[np.ndarray]:
     from tests.conftest import hamilton_frames
@@ -137,18 +152,20 @@ def hamilton() -> list[np.ndarray]:
 def test_upside_down_faces_are_covered_with_orientations(hamilton) -> None:
     """Hamilton (faces 40-90 px) upside down: the upright detector covers almost none of the
     judged faces (why the option exists); with 0,180 as many as upright footage gets."""
-    upright, judged = _judged(hamilton, 0, (0,))
+    upright, judged = _judged(hamilton, 0, "0")
     assert judged >= 40 and upright >= judged - 2
-    covered, judged_flipped = _judged(hamilton, 180, (0,))
+    covered, judged_flipped = _judged(hamilton, 180, "0")  # upright only
     assert judged_flipped == judged and covered <= judged // 2
     covered, _ = _judged(hamilton, 180, (0, 180))
+    assert covered >= upright
+    covered, _ = _judged(hamilton, 180, "auto")  # the default: the first frame's probe
     assert covered >= upright
 
 
 @pytest.mark.slow
 def test_faces_lying_on_their_side_are_covered_with_all(hamilton) -> None:
-    upright, judged = _judged(hamilton, 0, (0,))
-    covered, judged_side = _judged(hamilton, 90, (0,))
+    upright, judged = _judged(hamilton, 0, "0")
+    covered, judged_side = _judged(hamilton, 90, "0")
     assert judged_side == judged and covered <= judged // 2
     covered, _ = _judged(hamilton, 90, parse_orientations("all"))
     assert covered >= upright
