@@ -183,3 +183,23 @@ def test_a_delegate_with_downcast_eyes_is_not_neutral(bank_and_attrs) -> None:
     assert (eye_openness(bank.landmarks[list(YOUNG)]) >= EYE_OPEN).all()
     assert attrs.neutral[list(YOUNG)].all()
 
+
+
+def test_sockets_far_darker_than_the_persons_are_lightened() -> None:
+    """Bank face 287 (deep-set eyes, sockets ~44 L* under its skin) warped onto d10's face:
+    its sockets come within the slack of the person's; the rest of the face is untouched."""
+    from streamanon.anonymize.blend import SOCKET_SLACK, lift_sockets
+    from streamanon.anonymize.warp import warp_face_tps
+    from streamanon.visual.attributes import socket_masks
+
+    crop, lm = _d10_faces()[FRONTAL]
+    bank = default_bank()
+    face = warp_face_tps(bank.crop(DARK_SOCKETS), bank.landmarks_at(DARK_SOCKETS, 128), lm)
+    before, want = socket_darkness(face, lm), socket_darkness(crop, lm)
+    assert before > want + 2 * SOCKET_SLACK  # the case the rule is for
+    out = lift_sockets(face, lm, crop, lm)
+    assert socket_darkness(out, lm) < before - SOCKET_SLACK
+    below = int(np.ceil(lm[33, 1]))  # under the nose tip: far from the eyes
+    # (a level of rounding from the Lab round trip at most)
+    assert np.abs(out[below:].astype(int) - face[below:].astype(int)).max() <= 1
+    assert not np.logical_or.reduce(socket_masks(lm, 128))[below:].any()
