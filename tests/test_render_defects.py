@@ -4,8 +4,8 @@
   a frontal frame keeps them, a frame looking far aside gets the delegate's own eyes);
 - eye sockets: the band gain fitted on skin leaves the eye region alone, so a delegate's
   lids do not turn into dark holes on a contrasty face;
-- delegates: a wrinkled (old) bank face is not drawn for a smooth (young) face, nor a
-  deep-set, dark-socketed one for a person with light sockets (real bank faces).
+- delegates: a wrinkled (old) bank face is not drawn for a smooth (young) face (real bank
+  faces); a dark-socketed one has its sockets lightened toward the person's.
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from streamanon.anonymize.swap import eye_region, opening_weight, render_delegat
 from streamanon.visual.align import align_matrix, transform_points, warp_to_crop
 from streamanon.visual.attributes import (
     FIELDS,
-    SOCKET_MAX,
     WRINKLE_MAX,
     bank_attributes,
     compatible,
@@ -125,64 +124,24 @@ def _person_of(bank, attrs, i: int) -> tuple[np.ndarray, np.ndarray]:
     return attrs.values[i].copy(), dist
 
 
-def test_a_young_person_never_draws_an_old_or_dark_socketed_delegate(bank_and_attrs) -> None:
+def test_a_young_person_never_draws_an_old_delegate(bank_and_attrs) -> None:
     bank, attrs = bank_and_attrs
     k = 10
     for young in YOUNG:
         person, dist = _person_of(bank, attrs, young)
         # The unfit faces are made the person's nearest identity neighbours: only the rules
         # can keep them out.
-        dist[list(OLD) + [DARK_SOCKETS]] = 0.61
+        dist[list(OLD)] = 0.61
         mask = compatible(attrs, person, k, dist)
         assert mask is not None and mask.sum() >= k
-        assert not mask[list(OLD)].any() and not mask[DARK_SOCKETS]
+        assert not mask[list(OLD)].any()
         assert (attrs.column("wrinkles")[mask] <= WRINKLE_MAX + 0.15).all()
-        assert (attrs.column("socket")[mask] <= SOCKET_MAX + 6.0).all()
     # An old, wrinkled person may draw a wrinkled face: the rule is relative to the person.
     person, dist = _person_of(bank, attrs, OLD[0])
     person[FIELDS.index("wrinkles")] = 1.3
     dist[OLD[1]] = 0.61
     wrinkled = attrs.column("wrinkles") > WRINKLE_MAX
     assert compatible(attrs, person, k, dist)[wrinkled].any()
-
-
-def test_an_adult_draws_a_delegate_of_their_own_sex(bank_and_attrs) -> None:
-    """The woman of d10 (a real frame) and reviewed bank faces of either sex as the person:
-    every compatible delegate is reviewed as the same sex."""
-    from streamanon.visual.attributes import face_attributes
-
-    bank, attrs = bank_and_attrs
-    crop, lm, emb = _d10()[FRONTAL]
-    dist = np.linalg.norm(bank.embeddings - np.asarray(emb, np.float32), axis=1)
-    mask = compatible(attrs, face_attributes(crop, lm), 10, dist)
-    assert mask is not None and mask.sum() >= 10
-    assert (attrs.male[mask] == 0).all()
-    # Bank faces as the person: when 7 of their 10 nearest reviewed faces agree, every
-    # compatible delegate is of that sex (the read itself is right for 93 % of them).
-    known = np.flatnonzero(attrs.male >= 0)
-    decided = 0
-    for i in known[::9]:
-        person, d = _person_of(bank, attrs, i)
-        near = known[np.argsort(d[known], kind="stable")[:10]]
-        share = attrs.male[near].mean()
-        if 0.3 < share < 0.7:
-            continue
-        mask = compatible(attrs, person, 10, d)
-        assert (attrs.male[mask] == int(share >= 0.7)).all(), i
-        decided += 1
-    assert decided >= 12
-
-
-def test_a_delegate_with_downcast_eyes_is_not_neutral(bank_and_attrs) -> None:
-    """Bank face 505 looks down through heavy make-up: warped open it rendered two black
-    holes on a tuning clip (demo.mp4); open-eyed faces stay."""
-    from streamanon.visual.attributes import EYE_OPEN, eye_openness
-
-    bank, attrs = bank_and_attrs
-    assert eye_openness(bank.landmarks[505])[0] < EYE_OPEN and not attrs.neutral[505]
-    assert (eye_openness(bank.landmarks[list(YOUNG)]) >= EYE_OPEN).all()
-    assert attrs.neutral[list(YOUNG)].all()
-
 
 
 def test_sockets_far_darker_than_the_persons_are_lightened() -> None:

@@ -45,10 +45,8 @@ def _reference_transfer(delegate, src, person, person_skin, lips):
     ratio[1:] = np.clip(ratio[1:], 0.6, 1.0)
     lab = (cv2.cvtColor(delegate, cv2.COLOR_BGR2LAB).astype(np.float32) - sm) * ratio + dm
     inside_f, inside_p = lips[0] > 0.5, lips[1] > 0.5
-    want = np.median(person_lab[inside_p].astype(np.float32), axis=0)
-    shift = want - np.median(lab[inside_f], axis=0)
-    shift[0] = np.clip(shift[0], -30.0, 30.0)  # lightness moves by at most LIP_L_MAX
-    lab += lips[0][..., None] * shift
+    want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
+    lab[..., 1:] += lips[0][..., None] * (want - np.median(lab[inside_f][:, 1:], axis=0))
     return cv2.cvtColor(np.clip(lab, 0, 255).astype(np.uint8), cv2.COLOR_LAB2BGR)
 
 

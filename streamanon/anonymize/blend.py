@@ -89,9 +89,9 @@ def transfer_colour(
     ``lips`` (`lip_mask` of the delegate, of the person): there the chroma is moved to the
     median of the person's lips instead. Lips are not skin: the skin-fitted shift turned a
     delegate's pink lips violet on a person whose skin is less yellow than the delegate's, and
-    a delegate's lipstick on a man is the first thing one sees. Lightness moves toward the
-    person's lips too, by at most ``LIP_L_MAX`` (a dark-lipped delegate's lips, stretched by
-    the lightness fit, were much darker than any lips in the frame).
+    a delegate's lipstick on a man is the first thing one sees. Lightness stays as fitted
+    (moving it toward the person's lips too was tried in issue 21: FaceNet then matched one
+    panel render to the person's other photo).
     """
     src = (
         delegate_skin
@@ -124,28 +124,17 @@ def transfer_colour(
             if lab is None:  # only the lips' box (where the soft lip mask is not 0) moves on
                 y0, y1, x0, x1 = nonzero_box(lips[0])
                 win = table[orig[y0:y1, x0:x1], np.arange(3)]
-                want = np.median(person_lab[inside_p].astype(np.float32), axis=0)
-                shift = lip_shift(want, np.median(win[inside_f[y0:y1, x0:x1]], axis=0))
-                win += lips[0][y0:y1, x0:x1, None] * shift
+                want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
+                shift = want - np.median(win[inside_f[y0:y1, x0:x1]][:, 1:], axis=0)
+                win[..., 1:] += lips[0][y0:y1, x0:x1, None] * shift
                 out[y0:y1, x0:x1] = np.clip(win, 0, 255).astype(np.uint8)
                 return cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
-            want = np.median(person_lab[inside_p].astype(np.float32), axis=0)
-            shift = lip_shift(want, np.median(lab[inside_f], axis=0))
-            lab += lips[0][..., None] * shift
+            want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)
+            shift = want - np.median(lab[inside_f][:, 1:], axis=0)
+            lab[..., 1:] += lips[0][..., None] * shift
     if lab is not None:
         out = np.clip(lab, 0, 255).astype(np.uint8)
     return cv2.cvtColor(out, cv2.COLOR_LAB2BGR)
-
-
-LIP_L_MAX = 30.0  # the most (8-bit Lab levels, ~12 L*) the lips' lightness moves
-
-
-def lip_shift(want: np.ndarray, have: np.ndarray) -> np.ndarray:
-    """(3,) float32 Lab move of the delegate's lips (median ``have``) toward the person's
-    (median ``want``): chroma all the way, lightness by at most ``LIP_L_MAX``."""
-    shift = (np.asarray(want, np.float32) - np.asarray(have, np.float32)).astype(np.float32)
-    shift[0] = np.clip(shift[0], -LIP_L_MAX, LIP_L_MAX)
-    return shift
 
 
 def channel_tables(median_from, ratio, median_to) -> np.ndarray:

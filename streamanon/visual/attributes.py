@@ -14,8 +14,9 @@ code for bank faces and for the person, so a threshold means the same on both si
   age proxy (no offline age model exists): an old delegate's face on a young head is the
   first thing one sees;
 - ``socket``: how much darker than the skin the eye sockets are (lids, the brow gap and a band
-  under the eye, openings and brows left out): a deep-set, heavy-browed delegate renders as
-  two dark smeared holes once its contrast is fitted to a frame.
+  under the eye, openings and brows left out). Measured, not a rule: excluding sockets over
+  24 L* (the bank's 90th percentile) cost the photo panel's skin-tone and FaceNet floors
+  (issue 21); the render lightens such sockets instead (`blend.lift_sockets`).
 
 Sunglasses and headwear are NOT measured: they come from a reviewed list,
 ``engines/bank_review.json`` (bank faces by source file, looked at by eye on a contact sheet
@@ -25,8 +26,7 @@ bank, flagged 32 unreviewed faces, none with glasses: wrinkled foreheads and dar
 
 `compatible` turns these into a mask over the bank: no reviewed eyewear/headwear face, no
 occluded forehead, a similar skin tone (relaxed step by step until enough faces remain), and
-no beard on a beardless person, no glasses, no sockets much darker than the person's, no face
-much more wrinkled than the person's. Age is not otherwise measured (no offline age model):
+no beard on a beardless person, no face much more wrinkled than the person's. Age is not otherwise measured (no offline age model):
 the appearance delegate is drawn among the person's nearest neighbours in Ψ's embedding
 space, which groups by age band and sex — but the distraction draws, far from the person in
 that space, are not, and that is where the wrinkle rule matters.
@@ -51,10 +51,6 @@ FIELDS = (
 )  # fmt: skip
 SIDECAR = "bank_attributes.npz"
 REVIEW = "bank_review.json"
-# Sex of the neutral adult bank faces, by eye (issue 21; ambiguous faces left out): with the
-# wrinkle and socket rules the adult pool shrank, and Ψ's 10 nearest of what was left put a
-# man's face on a woman (d3) and a woman's on a man (ASL) on the tuning clips.
-SEX_REVIEW = "bank_sex_review.json"
 FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
 BEARD = 0.55  # lower_skin below this: beard (or an occluded chin)
 SHARP_MIN = 3.4  # sharpness below this (the bank's softest ~20 %) is not an appearance delegate
@@ -62,14 +58,12 @@ SKIN_L, SKIN_AB = 24.0, 8.0  # skin-tone difference scale (Lab units): L weighs 
 SAME_PERSON_DIST = 0.6  # dlib's threshold: bank faces closer than this to the person are out
 POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
 SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
-# Age and eye-socket rules (units of `face_wrinkles` / `socket_darkness`), measured on the
-# bank (tuning data only, docs/generator.md): old vs young on 35 hand-labelled bank faces,
+# Age rule (units of `face_wrinkles`), measured on the bank (tuning data only,
+# docs/generator.md): old vs young on 35 hand-labelled bank faces,
 # AUC 0.97; wrinkles 0.5 is the neutral faces' ~70th percentile, under the two old women the
 # tuning clips drew at 0.52-0.54 (ASL, Hamilton), over 15 of 19 young faces; a delegate may
-# be more wrinkled only when the person measures within WRINKLE_MARGIN of it. Sockets 24 L units below the skin is the bank's 90th percentile
-# (deep-set eyes under heavy brows); darker is allowed only within SOCKET_MARGIN of the person.
+# be more wrinkled only when the person measures within WRINKLE_MARGIN of it.
 WRINKLE_MAX, WRINKLE_MARGIN = 0.5, 0.15
-SOCKET_MAX, SOCKET_MARGIN = 24.0, 6.0
 
 
 def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
@@ -190,7 +184,6 @@ class BankAttributes:
     children: np.ndarray | None = None  # (n,) bool: reviewed children
     neutral: np.ndarray | None = None  # (n,) bool: frontal, neutral (`neutral_faces`)
     beard: np.ndarray | None = None  # (n,) bool: reviewed beards (the measure misses light ones)
-    male: np.ndarray | None = None  # (n,) int8: reviewed sex, 1 man, 0 woman, -1 not reviewed
 
     def column(self, name: str) -> np.ndarray:
         return self.values[:, FIELDS.index(name)]
@@ -240,11 +233,6 @@ FRONTAL_YAW = 12.0
 FRONTAL_PITCH = 15.0
 BROW_GAP = 0.13  # brows at least this far above the upper eyelids (inter-ocular units)
 MOUTH_CLOSED = 0.08  # inner-lip gap over mouth width below this
-# Eyes open: each eye's height over its width (mean of 37-41, 38-40 over 36-39) at least this.
-# A downcast or half-closed delegate eye, warped open onto the person's lids, smeared its lids
-# and make-up into two black holes (issue 21, demo.mp4); 0.19 leaves out the 5 most closed
-# neutral bank faces (the 2nd percentile), not narrow but open eyes.
-EYE_OPEN = 0.19
 
 
 def mouth_open_ratio(landmarks68: np.ndarray) -> np.ndarray | float:
@@ -258,8 +246,7 @@ def mouth_open_ratio(landmarks68: np.ndarray) -> np.ndarray | float:
 
 
 def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
-    """(n,) bool: bank faces that are near-frontal, with clear brows, open eyes and a closed
-    mouth."""
+    """(n,) bool: bank faces that are near-frontal, with clear brows and a closed mouth."""
     pose = np.asarray(pose, np.float64).reshape(-1, 3)
     lm = np.asarray(landmarks, np.float64).reshape(-1, 68, 2)
     io = np.maximum(np.hypot(*(lm[:, 45] - lm[:, 36]).T), 1.0)
@@ -272,25 +259,8 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     )
     mouth = mouth_open_ratio(lm)
     frontal = (np.abs(pose[:, 0]) <= FRONTAL_YAW) & (np.abs(pose[:, 1]) <= FRONTAL_PITCH)
-    return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED) & (eye_openness(lm) >= EYE_OPEN)
+    return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
 
-
-def eye_openness(landmarks68: np.ndarray) -> np.ndarray:
-    """(n,) the less open eye's height over width, per face of (n, 68, 2)."""
-    lm = np.asarray(landmarks68, np.float64).reshape(-1, 68, 2)
-    out = []
-    for e in (lm[:, 36:42], lm[:, 42:48]):
-        h = np.hypot(*(e[:, 1] - e[:, 5]).T) + np.hypot(*(e[:, 2] - e[:, 4]).T)
-        out.append(h / np.maximum(2.0 * np.hypot(*(e[:, 0] - e[:, 3]).T), 1e-6))
-    return np.minimum(*out)
-
-
-def reviewed_sex(bank) -> np.ndarray:
-    """(n,) int8: 1 for faces reviewed as men, 0 as women, -1 for the rest."""
-    out = np.full(len(bank), -1, np.int8)
-    out[reviewed(bank, ("female",), SEX_REVIEW)] = 0
-    out[reviewed(bank, ("male",), SEX_REVIEW)] = 1
-    return out
 
 
 def bank_attributes(bank) -> BankAttributes:
@@ -312,14 +282,12 @@ def bank_attributes(bank) -> BankAttributes:
     attrs.excluded, attrs.children = excluded, children
     attrs.neutral = neutral_faces(bank.pose, bank.landmarks)
     attrs.beard = reviewed(bank, ("beard",))
-    attrs.male = reviewed_sex(bank)
     return attrs
 
 
 # A person is a child when ALL of their 10 nearest bank faces are children: Ψ's neighbours of
 # a young man in a low-resolution webcam clip were 20-90 % children from frame to frame.
 CHILD_SHARE = 1.0
-SEX_SHARE = 0.7  # share of one sex among the 10 nearest reviewed faces that decides it
 
 
 def compatible(
@@ -330,8 +298,7 @@ def compatible(
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
     faces in Ψ's space; then, dropped from the end while fewer than ``k`` remain: a frontal
-    neutral face, for an adult the sex of their 10 nearest reviewed faces when 7 agree, no
-    beard on a beardless face, no occluded forehead, no face far more wrinkled than the
+    neutral face, no beard on a beardless face, no occluded forehead, no face far more wrinkled than the
     person, a sharp crop, no sockets far darker than the person's). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
@@ -358,28 +325,15 @@ def compatible(
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
-        sex_ok = np.ones(len(ok), bool)
-        # An adult's sex: the majority of their 10 nearest reviewed bank faces in Ψ's space
-        # (leave-one-out on the reviewed faces: 93 % right), only when clear (SEX_SHARE).
-        adult = attrs.children is None or not attrs.children[ok].all()
-        if adult and distances is not None and attrs.male is not None:
-            known = np.flatnonzero(attrs.male >= 0)
-            if len(known) >= 10:
-                near = known[np.argsort(np.asarray(distances)[known], kind="stable")[:10]]
-                share = float(attrs.male[near].mean())
-                if share >= SEX_SHARE or share <= 1.0 - SEX_SHARE:
-                    sex_ok = attrs.male == int(share >= SEX_SHARE)
         # Dropped from the end while fewer than k faces pass, the least visible first: a
-        # neutral pose is kept longest, then the sex, no beard or hair over a bare jaw, no
-        # fringe; age, sharpness and sockets (the render softens these) give way first.
+        # neutral pose is kept longest, then no beard or hair over a bare jaw, no fringe;
+        # age and sharpness give way first.
         rules = [
             np.ones(len(ok), bool) if attrs.neutral is None else attrs.neutral,
-            sex_ok,
             ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
             col("forehead_skin") >= FOREHEAD_MIN,
             col("wrinkles") <= max(WRINKLE_MAX, p["wrinkles"] + WRINKLE_MARGIN),
             col("sharpness") >= SHARP_MIN,
-            col("socket") <= max(SOCKET_MAX, p["socket"] + SOCKET_MARGIN),
         ]
         tone = np.hypot(
             (col("L") - p["L"]) / SKIN_L, np.hypot(col("a") - p["a"], col("b") - p["b"]) / SKIN_AB
