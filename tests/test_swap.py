@@ -314,7 +314,7 @@ def test_compatible_delegates_exclude_reviewed_and_keep_identity_neighbours() ->
     rng = np.random.default_rng(1)
     values = np.column_stack([
         rng.uniform(30, 80, n), rng.uniform(5, 25, n), rng.uniform(5, 25, n),
-        np.full(n, 0.9), np.full(n, 0.9), np.full(n, 4.0), np.full(n, 0.3), np.full(n, 10.0),
+        np.full(n, 0.9), np.full(n, 0.9), np.full(n, 4.0),
     ]).astype(np.float32)  # fmt: skip
     values[5, FIELDS.index("forehead_skin")] = 0.1  # a fringe
     values[13, FIELDS.index("sharpness")] = 2.0  # a soft, low-resolution tile

@@ -9,27 +9,19 @@ code for bank faces and for the person, so a threshold means the same on both si
 - ``lower_skin``: share of skin-coloured pixels on chin and jaw (low with a beard or a hand);
 - ``sharpness``: mean |fine detail| (lightness minus its Gaussian blur, sigma 1 px) inside the
   face, on the 128² crop: the bank's tiles come from figures of very different resolutions,
-  and a soft delegate is a soft face on every frame it is rendered on;
-- ``wrinkles``: mean depth of the thin dark lines on cheeks and forehead (nose left out), an
-  age proxy (no offline age model exists): an old delegate's face on a young head is the
-  first thing one sees;
-- ``socket``: how much darker than the skin the eye sockets are (lids, the brow gap and a band
-  under the eye, openings and brows left out). Measured, not a rule: excluding sockets over
-  24 L* (the bank's 90th percentile) cost the photo panel's skin-tone and FaceNet floors
-  (issue 21); the render lightens such sockets instead (`blend.lift_sockets`).
+  and a soft delegate is a soft face on every frame it is rendered on.
 
-Sunglasses and headwear are NOT measured: they come from a reviewed list,
-``engines/bank_review.json`` (bank faces by source file, looked at by eye on a contact sheet
-of the whole bank), and such faces are never drawn: a person who wears glasses gets a face
-without them, nobody gets floating ones. (The bridge edge of `eyewear_score`, measured on the
-bank, flagged 32 unreviewed faces, none with glasses: wrinkled foreheads and dark skin.)
+Eyewear, sunglasses and headwear are NOT measured: edge and darkness heuristics around the
+eyes could not tell glasses from eye make-up or dark irises on the bank (tried; docs/
+generative.md). They come from a reviewed list, ``engines/bank_review.json`` (bank faces by
+source file, looked at by eye on a contact sheet of the whole bank), and such faces are
+never drawn: a person who wears glasses gets a face without them, nobody gets floating ones.
 
 `compatible` turns these into a mask over the bank: no reviewed eyewear/headwear face, no
 occluded forehead, a similar skin tone (relaxed step by step until enough faces remain), and
-no beard on a beardless person, no face much more wrinkled than the person's. Age is not otherwise measured (no offline age model):
-the appearance delegate is drawn among the person's nearest neighbours in Ψ's embedding
-space, which groups by age band and sex — but the distraction draws, far from the person in
-that space, are not, and that is where the wrinkle rule matters.
+no beard on a beardless person. Age is not measured (no offline age model): the appearance
+delegate is drawn among the person's nearest neighbours in Ψ's embedding space, which
+already groups by age band and sex.
 """
 
 from __future__ import annotations
@@ -46,9 +38,7 @@ from streamanon.visual.masks import skin_mask
 
 log = logging.getLogger(__name__)
 
-FIELDS = (
-    "L", "a", "b", "forehead_skin", "lower_skin", "sharpness", "wrinkles", "socket",
-)  # fmt: skip
+FIELDS = ("L", "a", "b", "forehead_skin", "lower_skin", "sharpness")
 SIDECAR = "bank_attributes.npz"
 REVIEW = "bank_review.json"
 FOREHEAD_MIN = 0.7  # less skin than this above the brows: fringe, hat or occlusion
@@ -58,12 +48,6 @@ SKIN_L, SKIN_AB = 24.0, 8.0  # skin-tone difference scale (Lab units): L weighs 
 SAME_PERSON_DIST = 0.6  # dlib's threshold: bank faces closer than this to the person are out
 POOL = 4  # identity neighbours per delegate slot considered before the skin-tone ranking
 SKIN_GATE = 16.0  # a pixel is skin-coloured within this CIE76 distance of the median skin
-# Age rule (units of `face_wrinkles`), measured on the bank (tuning data only,
-# docs/generator.md): old vs young on 35 hand-labelled bank faces,
-# AUC 0.97; wrinkles 0.5 is the neutral faces' ~70th percentile, under the two old women the
-# tuning clips drew at 0.52-0.54 (ASL, Hamilton), over 15 of 19 young faces; a delegate may
-# be more wrinkled only when the person measures within WRINKLE_MARGIN of it.
-WRINKLE_MAX, WRINKLE_MARGIN = 0.5, 0.15
 
 
 def _fill(mask: np.ndarray, pts: np.ndarray) -> None:
@@ -92,79 +76,7 @@ def face_attributes(crop_bgr: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     _fill(mouth, lm[48:60])
     lower &= ~cv2.dilate(mouth, np.ones((5, 5), np.uint8))
     lower_skin = float(skinlike[lower > 0].mean()) if (lower > 0).any() else 0.0
-    small, lm128 = _at_128(crop_bgr, lm)
-    return np.array(
-        [*med, forehead, lower_skin, face_sharpness(crop_bgr, lm), face_wrinkles(small, lm128),
-         socket_darkness(small, lm128)],
-        np.float32,
-    )  # fmt: skip
-
-
-def _at_128(crop_bgr: np.ndarray, lm: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The crop and its landmarks at 128² (the scale every texture threshold was set at)."""
-    side = crop_bgr.shape[0]
-    if side == 128:
-        return crop_bgr, lm
-    small = cv2.resize(crop_bgr, (128, 128), interpolation=cv2.INTER_AREA)
-    return small, np.asarray(lm, np.float64) * (128.0 / side)
-
-
-def _lightness(crop_bgr: np.ndarray) -> np.ndarray:
-    """CIE L* (0-100) of a BGR uint8 image."""
-    return cv2.cvtColor(crop_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
-
-
-def face_wrinkles(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
-    """Mean depth (L* units) of thin dark lines on the skin, nose left out, at 128².
-
-    A band-pass (Gaussian sigma 0.8 minus sigma 2 px) keeps lines 1-3 px wide; only its dark
-    side counts (wrinkles are valleys; freckles and pores are spots of both signs). The nose's
-    own shading edges are the strongest such lines on a young face, so the nose is cut out.
-    """
-    crop_bgr, lm = _at_128(crop_bgr, np.asarray(landmarks, np.float64))
-    light = _lightness(crop_bgr)
-    band = cv2.GaussianBlur(light, (0, 0), 0.8) - cv2.GaussianBlur(light, (0, 0), 2.0)
-    nose = np.zeros(light.shape, np.uint8)
-    _fill(nose, np.vstack([lm[27:36], lm[[39, 42]]]))
-    region = skin_mask(lm, 128) & (cv2.dilate(nose, np.ones((5, 5), np.uint8)) == 0)
-    if region.sum() < 16:
-        return float("nan")
-    v = band[region]
-    return float(np.mean(np.clip(np.median(v) - v, 0.0, None)))
-
-
-def socket_masks(landmarks: np.ndarray, size: int) -> list[np.ndarray]:
-    """Per eye, (size, size) bool: its socket — the hull of the eye contour, its brow and the
-    contour lowered by a quarter of the eye spacing, less the opening (grown a little) and
-    the brow line."""
-    lm = np.asarray(landmarks, np.float64)
-    io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
-    grow = np.ones((3, 3), np.uint8)
-    out = []
-    for eye, brow in ((slice(36, 42), slice(17, 22)), (slice(42, 48), slice(22, 27))):
-        region, opening, line = (np.zeros((size, size), np.uint8) for _ in range(3))
-        _fill(region, np.vstack([lm[eye], lm[brow], lm[eye] + [0.0, 0.25 * io]]))
-        _fill(opening, lm[eye])
-        opening = cv2.dilate(opening, grow, iterations=max(1, round(0.04 * io)))
-        pts = np.round(lm[brow] * 16).astype(np.int32)
-        cv2.polylines(line, [pts], False, 255, max(1, round(0.16 * io)), cv2.LINE_8, 4)
-        out.append((region > 0) & (opening == 0) & (line == 0))
-    return out
-
-
-def socket_darkness(
-    crop_bgr: np.ndarray, landmarks: np.ndarray, light: np.ndarray | None = None
-) -> float:
-    """Median skin L* minus the darker quartile of the eye sockets (`socket_masks`), the darker
-    eye. ``light``: the crop's L* when the caller has it."""
-    lm = np.asarray(landmarks, np.float64)
-    size = crop_bgr.shape[0]
-    light = _lightness(crop_bgr) if light is None else light
-    skin = skin_mask(lm, size)
-    vals = [float(np.percentile(light[m], 25)) for m in socket_masks(lm, size) if m.sum() > 8]
-    if skin.sum() < 16 or not vals:
-        return float("nan")
-    return float(np.median(light[skin]) - min(vals))
+    return np.array([*med, forehead, lower_skin, face_sharpness(crop_bgr, lm)], np.float32)
 
 
 def face_sharpness(crop_bgr: np.ndarray, landmarks: np.ndarray) -> float:
@@ -201,17 +113,17 @@ def measure_bank(bank) -> BankAttributes:
     return BankAttributes(values.astype(np.float32), bank_digest(bank))
 
 
-def reviewed(bank, keys: tuple[str, ...], review: str = REVIEW) -> np.ndarray:
-    """(n,) bool: bank faces listed under any of ``keys`` in ``engines/<review>``."""
+def reviewed(bank, keys: tuple[str, ...]) -> np.ndarray:
+    """(n,) bool: bank faces listed under any of ``keys`` in ``engines/bank_review.json``."""
     import json
 
-    path = find_engine(review)
+    path = find_engine(REVIEW)
     out = np.zeros(len(bank), bool)
     if path is None:
         return out
     try:
-        lists = json.loads(path.read_text())
-        names = {n for key in keys for n in lists.get(key, [])}
+        review = json.loads(path.read_text())
+        names = {n for key in keys for n in review.get(key, [])}
     except (OSError, ValueError, AttributeError):
         log.warning("cannot read %s; no reviewed exclusions", path)
         return out
@@ -262,23 +174,24 @@ def neutral_faces(pose: np.ndarray, landmarks: np.ndarray) -> np.ndarray:
     return frontal & (gap >= BROW_GAP) & (mouth < MOUTH_CLOSED)
 
 
-
 def bank_attributes(bank) -> BankAttributes:
     """The bank's attributes: from the sidecar next to it when it matches, else measured now."""
     path = find_engine(SIDECAR)
     digest = bank_digest(bank)
     excluded, children = reviewed_exclusions(bank), reviewed(bank, ("children",))
-    attrs = None
     if path is not None:
         try:
             with np.load(path, allow_pickle=False) as z:
                 if str(z["digest"]) == digest and tuple(z["fields"]) == FIELDS:
-                    attrs = BankAttributes(z["values"].astype(np.float32), digest)
+                    values = z["values"].astype(np.float32)
+                    return BankAttributes(
+                        values, digest, excluded, children,
+                        neutral_faces(bank.pose, bank.landmarks), reviewed(bank, ("beard",)),
+                    )  # fmt: skip
         except (OSError, KeyError, ValueError):
             pass
-    if attrs is None:
-        log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
-        attrs = measure_bank(bank)
+    log.info("bank attributes: %s missing or stale, measuring %d faces", SIDECAR, len(bank))
+    attrs = measure_bank(bank)
     attrs.excluded, attrs.children = excluded, children
     attrs.neutral = neutral_faces(bank.pose, bank.landmarks)
     attrs.beard = reviewed(bank, ("beard",))
@@ -297,43 +210,33 @@ def compatible(
 
     Hard rules first (reviewed eyewear/headwear; children only for a child and never for an
     adult, the person's age band read from the share of children among the 10 nearest bank
-    faces in Ψ's space; then, dropped from the end while fewer than ``k`` remain: a frontal
-    neutral face, no beard on a beardless face, no occluded forehead, no face far more wrinkled than the
-    person, a sharp crop, no sockets far darker than the person's). Then, when ``distances``
+    faces in Ψ's space; a frontal neutral face, a sharp crop, no occluded forehead and no beard
+    on a beardless face, these last four dropped from the end if fewer than ``k`` remain). Then, when ``distances``
     (Ψ embedding distances bank → person) are given, the ``POOL * k`` nearest in identity space
     (which keeps age band and sex: a skin-tone window alone picked children and the other sex
     for adults) re-ranked by skin-tone difference: the ``2 k`` closest in tone remain.
     """
-    if not np.isfinite(person[: FIELDS.index("sharpness")]).all():
+    if not np.isfinite(person).all():
         return None
     col = attrs.column
-    # A texture measure the person's crop could not give counts as none (the fixed limits).
-    p = dict(zip(FIELDS, np.nan_to_num(person, nan=0.0).tolist(), strict=True))
+    p = dict(zip(FIELDS, person.tolist(), strict=True))
     beard = np.zeros(len(attrs.values), bool) if attrs.beard is None else attrs.beard
     with np.errstate(invalid="ignore"):
         ok = np.isfinite(attrs.values).all(1)
         if attrs.excluded is not None:
             ok &= ~attrs.excluded
-        if distances is not None:
-            # Never the person themselves: a bank face within dlib's same-person distance of
-            # the person (a bank built from footage, or a synthetic face in the bank) is out;
-            # before the rules below count what is left.
-            ok &= np.asarray(distances) >= SAME_PERSON_DIST
         if attrs.children is not None and distances is not None and attrs.children.any():
             near = np.argsort(np.asarray(distances), kind="stable")[:10]
             child = attrs.children[near].mean() >= CHILD_SHARE
             age_ok = attrs.children == child
             if (ok & age_ok).sum() >= k:
                 ok &= age_ok
-        # Dropped from the end while fewer than k faces pass, the least visible first: a
-        # neutral pose is kept longest, then no beard or hair over a bare jaw, no fringe;
-        # age and sharpness give way first.
+        # Dropped from the end while fewer than k faces pass: a neutral pose is kept longest.
         rules = [
             np.ones(len(ok), bool) if attrs.neutral is None else attrs.neutral,
-            ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
-            col("forehead_skin") >= FOREHEAD_MIN,
-            col("wrinkles") <= max(WRINKLE_MAX, p["wrinkles"] + WRINKLE_MARGIN),
             col("sharpness") >= SHARP_MIN,
+            col("forehead_skin") >= FOREHEAD_MIN,
+            ((col("lower_skin") >= BEARD) & ~beard) | (p["lower_skin"] < BEARD),
         ]
         tone = np.hypot(
             (col("L") - p["L"]) / SKIN_L, np.hypot(col("a") - p["a"], col("b") - p["b"]) / SKIN_AB
@@ -349,6 +252,11 @@ def compatible(
         return None
     if distances is None:
         return hard
+    # Never the person themselves: a bank face within dlib's same-person distance of the
+    # person (a bank built from footage, or a synthetic face that is in the bank) is out.
+    hard &= np.asarray(distances) >= SAME_PERSON_DIST
+    if hard.sum() < k:
+        return None
     pool = np.flatnonzero(hard)
     near = pool[np.argsort(np.asarray(distances)[pool], kind="stable")[: POOL * k]]
     keep = near[np.argsort(tone[near], kind="stable")[: 2 * k]]

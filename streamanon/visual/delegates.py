@@ -230,48 +230,7 @@ def fit_geometry(
     out[JAW] = cur[JAW]
     out[LIPS_INNER] = cur[LIPS_INNER]
     out[LIPS_OUTER] = lip_anchors(out) + lip_thickness(delegates.s_bar) @ m[:, :2].T
-    match_eye_opening(out, cur)
     return keep_yaw(out, cur, yaw)
-
-
-# The lids' height over the eye's width, per eye: 1-2 and 5-4 of the six contour points.
-_LIDS = (slice(36, 42), slice(42, 48))
-
-
-def _eye_frame(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(centre of the corner line, its unit normal, the eye's width) of six eye points."""
-    c0, c3 = eye[0], eye[3]
-    along = c3 - c0
-    width = float(np.hypot(*along))
-    normal = np.array([-along[1], along[0]]) / max(width, 1e-6)
-    return 0.5 * (c0 + c3), normal, width
-
-
-def match_eye_opening(s_hat: np.ndarray, s_x: np.ndarray) -> None:
-    """Scale each eye's lids of ``s_hat`` (in place) about its corner line so that its opening
-    (lid height over width) is the person's now; the delegate's eye shape stays.
-
-    The eyes follow the person as a change since the track was born: a track born on closed
-    eyes got, when they opened, the delegate's open eye plus the whole opening again — lids
-    twice as far apart, rendered as two dark goggles (d3, a tuning clip).
-    """
-    for eye in _LIDS:
-        mid, normal, width = _eye_frame(s_hat[eye])
-        _, p_normal, p_width = _eye_frame(s_x[eye])
-        lids = s_hat[eye][[1, 2, 4, 5]] - mid
-        height = np.abs(lids @ normal)
-        p_lids = s_x[eye][[1, 2, 4, 5]] - 0.5 * (s_x[eye][0] + s_x[eye][3])
-        want = float(np.abs(p_lids @ p_normal).mean()) / max(p_width, 1e-6) * width
-        have = float(height.mean())
-        if have < 1e-3 or width < 1e-3:
-            continue
-        # Only the component across the corner line is scaled (a blink moves lids, not
-        # corners); along it each lid point keeps its place.
-        across = lids @ normal
-        moved = lids + np.outer(across * (want / have - 1.0), normal)
-        block = s_hat[eye].copy()
-        block[[1, 2, 4, 5]] = mid + moved
-        s_hat[eye] = block
 
 
 # A yaw correction moves the nose sideways by at most this share of the inter-ocular distance:
