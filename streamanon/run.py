@@ -80,6 +80,10 @@ def report_for(
     objects = anonymizer.object_report()  # plates etc., counted per class
     if objects:
         extra["objects"] = objects
+    # The quarter turns faces were also searched at (--orientations; auto adds them).
+    turns = list(getattr(anonymizer.detector, "angles", (0,)))
+    if turns != [0]:
+        extra["orientations"] = turns
     # Every face covered by the fallback instead of the method: declined by it or failed.
     fallbacks = sum((method.get("fallbacks") or {}).values())
     return RunReport(

@@ -109,10 +109,13 @@ def test_an_upside_down_head_box_covers_the_hairline(frames) -> None:
     assert box[0] <= plain[0] and box[1] <= plain[1] and box[2] >= plain[2] and box[3] >= plain[3]
 
 
-def _judged(frames, angle: int, orientations: str | tuple[int, ...]) -> tuple[int, int]:
+def _judged(
+    frames, angle: int, orientations: str | tuple[int, ...], turns: list[int] | None = None
+) -> tuple[int, int]:
     """(covered, judged) faces of the clip rolled by ``angle`` and anonymized, judged on the
-    frames turned back upright."""
+    frames turned back upright. ``turns``: the turns the run's report must list."""
     from streamanon.eval import coverage as C
+    from streamanon.run import report_for
 
     anon = Anonymizer(Options(method="blur", orientations=orientations))
     ref = C.reference_detector(mmod_upsample=None)
@@ -126,6 +129,8 @@ def _judged(frames, angle: int, orientations: str | tuple[int, ...]) -> tuple[in
         for r in C.judge_frame(img, back, ref(img), i):
             judged += 1
             covered += bool(r.covered)
+    if turns is not None:
+        assert report_for(anon, "in", "out", "video").extra.get("orientations", [0]) == turns
     return covered, judged
 
 
@@ -158,7 +163,8 @@ def test_upside_down_faces_are_covered_with_orientations(hamilton) -> None:
     assert judged_flipped == judged and covered <= judged // 2
     covered, _ = _judged(hamilton, 180, (0, 180))
     assert covered >= upright
-    covered, _ = _judged(hamilton, 180, "auto")  # the default: the first frame's probe
+    # The default: the first frame's probe adds the half turn, and the report says so.
+    covered, _ = _judged(hamilton, 180, "auto", turns=[0, 180])
     assert covered >= upright
 
 
