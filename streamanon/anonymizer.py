@@ -242,14 +242,9 @@ def face_stage(opts: Options, detector: Detector | None = None) -> Stage:
             )
 
         turns = parse_orientations(opts.orientations)
-        probe = None
-        if is_auto(opts.orientations):
-            # One plain pass of the same network per turned copy (no tiles, no landmarks).
-            probe = make_detector(
-                opts.detector, thresh=opts.thresh, low_thresh=low, input_size=opts.input_size,
-                landmarks=False, threads=opts.threads, min_face=None,
-            )  # fmt: skip
-        if turns == (0,) and probe is None:
+        # auto: probes with a plain pass of the upright detector's own network.
+        probe = is_auto(opts.orientations)
+        if turns == (0,) and not probe:
             detector = build()
         else:
             detector = TurnedDetector(build, turns, probe=probe)

@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="also detect faces on the frame turned clockwise by these angles: 0,180 finds "
         "upside-down faces (a camera mounted upside down), all (= 0,90,180,270) faces at any "
         "roll (people lying down, body cameras); each angle costs one more detection per frame. "
-        "auto: probe the turned frame at the start and every 50 detections, and add a turn "
+        "auto: probe the turned frames at the start and one every 16 detections, add a turn "
         "where it shows faces the upright detector misses; 0: upright faces only (and those "
         "rolled up to ~45 degrees) (default: %(default)s)",
     )

@@ -13,8 +13,10 @@ listed turn.
 An angle is how far the frame is turned clockwise before detection: 180 finds upside-down
 faces, 90 faces whose top points to the frame's left, 270 to its right.
 
-``auto`` (the default) probes instead: on the first frame of an input and then every
-`PROBE_EVERY` detections, one plain pass of the face network over each turned copy; a turn
+``auto`` (the default) probes instead: on the first frame of an input all three turned copies,
+then one turned copy every `PROBE_EVERY` / 3 detections in rotation (each turn every
+`PROBE_EVERY`), with one plain pass of the upright detector's own network (no second model
+in memory, no spike of three passes on a live frame); a turn
 that finds a sure face (>= `PROBE_SURE`) where the upright pass finds none (>= 0.5) is added
 for the rest of the input, from that frame on, with one warning. A probe costs three base
 passes (~1 ms a frame spread over its period). Measured on every clip of ../shared/data and
@@ -132,13 +134,18 @@ def _concat(parts: list[Detections]) -> Detections:
     )
 
 
-def probe_turns(image: np.ndarray, detect: Callable[[np.ndarray], Detections]) -> list[int]:
-    """Quarter turns whose turned copy of ``image`` shows a sure face (>= PROBE_SURE) where
-    ``detect`` on the upright image finds none (>= UPRIGHT_SURE, IoU >= 0.3)."""
+def probe_turns(
+    image: np.ndarray,
+    detect: Callable[[np.ndarray], Detections],
+    angles: Sequence[int] = (90, 180, 270),
+) -> list[int]:
+    """Of ``angles``, the quarter turns whose turned copy of ``image`` shows a sure face
+    (>= PROBE_SURE) where ``detect`` on the upright image finds none (>= UPRIGHT_SURE, IoU
+    >= 0.3)."""
     up = detect(image)
     up = up[up.score >= UPRIGHT_SURE]
     found = []
-    for angle in (90, 180, 270):
+    for angle in angles:
         d = detections_back(detect(turn_image(image, angle)), angle, image.shape)
         sure = d.xyxy[d.score >= PROBE_SURE]
         if len(sure) and len(up):
@@ -153,16 +160,17 @@ class TurnedDetector:
 
     ``make``: builds one detector (a `FaceDetector`); it is called once per angle. The
     upright detector's camera motion and window search (the look-ahead's) serve the stage.
-    ``probe``: a plain detector for ``auto``: turns are added when its probes find rolled
-    faces (None: the listed turns only)."""
+    ``probe``: ``auto``: turns are added when probes find rolled faces, with this plain
+    detector, or True: the upright detector's own network (its backend's ``net``, or the
+    backend itself); None: the listed turns only."""
 
     def __init__(
         self,
         make: Callable[[], object],
         angles: Sequence[int] = (0,),
-        probe: Callable[[np.ndarray], Detections] | None = None,
+        probe: Callable[[np.ndarray], Detections] | bool | None = None,
     ) -> None:
-        self._make, self._probe = make, probe
+        self._make = make
         self._fixed = parse_orientations(angles)
         self.angles = self._fixed
         self.detectors = [make() for _ in self.angles]
@@ -172,6 +180,9 @@ class TurnedDetector:
         self.low_thresh = getattr(up, "low_thresh", None)
         self.backend = getattr(up, "backend", None)
         self._base_name = up.name
+        if probe is True:  # a plain, stateless pass of the network the stage already holds
+            probe = getattr(self.backend, "net", None) or self.backend or up
+        self._probe = probe or None
 
     @property
     def name(self) -> str:
@@ -179,11 +190,14 @@ class TurnedDetector:
         return f"{self._base_name}@{'/'.join(str(a) for a in self.angles)}{auto}"
 
     def _maybe_probe(self, image: np.ndarray) -> None:
-        due = self._calls % PROBE_EVERY == 0
-        self._calls += 1
-        if self._probe is None or not due or len(self.angles) == 4:
+        step = max(PROBE_EVERY // 3, 1)
+        k, self._calls = self._calls, self._calls + 1
+        if self._probe is None or k % step or len(self.angles) == 4:
             return
-        new = [a for a in probe_turns(image, self._probe) if a not in self.angles]
+        left = [a for a in (90, 180, 270) if a not in self.angles]
+        # The first frame: every turn; then one turn a time, in rotation.
+        ask = left if k == 0 else [left[(k // step) % len(left)]]
+        new = probe_turns(image, self._probe, ask)
         if not new:
             return
         log.warning(
