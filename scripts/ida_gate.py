@@ -33,8 +33,8 @@ METHODS = ("swap", "ida")
 FLICKER_FRAMES = 32
 
 
-def trim(src: Path, dst: Path, frames: int) -> Path:
-    """The first ``frames`` frames of ``src`` (re-encoded near-losslessly, no audio)."""
+def trim(src: Path, dst: Path, frames: int, start: int = 0) -> Path:
+    """Frames [start, start + frames) of ``src`` (re-encoded near-losslessly, no audio)."""
     import av
 
     with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
@@ -44,8 +44,10 @@ def trim(src: Path, dst: Path, frames: int) -> Path:
         vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
         vout.options = {"crf": "12", "preset": "veryfast"}
         for i, frame in enumerate(inp.decode(vin)):
-            if i >= frames:
+            if i >= start + frames:
                 break
+            if i < start:
+                continue
             img = frame.to_ndarray(format="bgr24")
             for pkt in vout.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
                 out.mux(pkt)

@@ -18,7 +18,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "scripts"))
 
-from ida_gate import VIDEOS, face_crops  # noqa: E402
+from ida_gate import VIDEOS, face_crops, trim  # noqa: E402
 
 # (name, file, first frame): several windows per clip, for expressions and gaze that differ.
 WINDOWS = [
@@ -31,27 +31,6 @@ WINDOWS = [
     ("ham", VIDEOS / "face_recognition_short_hamilton_clip.mp4", 60),
     ("demo", REPO / "examples" / "demo.mp4", 0),
 ]
-
-
-def cut(src: Path, dst: Path, start: int, frames: int) -> Path:
-    """Frames [start, start + frames) of ``src`` re-encoded near-losslessly."""
-    import av
-
-    with av.open(str(src)) as inp, av.open(str(dst), "w") as out:
-        vin = inp.streams.video[0]
-        vout = out.add_stream("libx264", rate=vin.average_rate or 25)
-        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
-        vout.options = {"crf": "12", "preset": "veryfast"}
-        for i, frame in enumerate(inp.decode(vin)):
-            if i >= start + frames:
-                break
-            if i >= start:
-                img = frame.to_ndarray(format="bgr24")
-                for pkt in vout.encode(av.VideoFrame.from_ndarray(img, format="bgr24")):
-                    out.mux(pkt)
-        for pkt in vout.encode():
-            out.mux(pkt)
-    return dst
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -70,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, path, start in WINDOWS:
         if name not in args.windows or not path.exists():
             continue
-        src = cut(path, args.out / f"{name}.mp4", start, args.frames)
+        src = trim(path, args.out / f"{name}.mp4", args.frames, start)
         outs = {}
         for m in args.methods:
             dst = args.out / f"{name}.{m}.mp4"

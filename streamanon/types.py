@@ -63,6 +63,29 @@ class Detections:
     def empty(cls) -> Detections:
         return cls(np.zeros((0, 4), np.float32), np.zeros((0,), np.float32))
 
+    @classmethod
+    def concat(cls, parts: list[Detections]) -> Detections:
+        """The rows of ``parts`` in order; a column is kept when every non-empty part has it
+        (an empty list or only empty parts: ``empty()``)."""
+        parts = [p for p in parts if len(p)]
+        if not parts:
+            return cls.empty()
+        if len(parts) == 1:
+            return parts[0]
+
+        def cat(name: str) -> np.ndarray | None:
+            cols = [getattr(p, name) for p in parts]
+            return None if any(c is None for c in cols) else np.concatenate(cols)
+
+        return cls(
+            np.concatenate([p.xyxy for p in parts]),
+            np.concatenate([p.score for p in parts]),
+            cat("landmarks5"),
+            cat("landmarks68"),
+            cat("track_id"),
+            cat("coasting"),
+        )
+
     def __len__(self) -> int:
         return len(self.xyxy)
 

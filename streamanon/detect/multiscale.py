@@ -185,7 +185,9 @@ class MultiScaleDetector:
             ch, cw = min(scaled.shape[0], SEARCH_SIDE), min(scaled.shape[1], SEARCH_SIDE)
             canvas[:ch, :cw] = scaled[:ch, :cw]
             crops.append(canvas)
-            origins.append((x1, y1, crop.shape[1] / scaled.shape[1], crop.shape[0] / scaled.shape[0]))
+            origins.append(
+                (x1, y1, crop.shape[1] / scaled.shape[1], crop.shape[0] / scaled.shape[0])
+            )
         out = []
         for d, (x1, y1, fx, fy) in zip(self.net.detect_batch(crops), origins, strict=True):
             d.xyxy *= np.array([fx, fy, fx, fy], np.float32)
@@ -320,8 +322,5 @@ def _merge(parts: list[Detections], iou: float) -> Detections:
         return Detections(np.zeros((0, 4)), np.zeros(0), landmarks5=np.zeros((0, 5, 2)))
     if len(parts) == 1:
         return parts[0]
-    xyxy = np.concatenate([p.xyxy for p in parts])
-    score = np.concatenate([p.score for p in parts])
-    lm = np.concatenate([p.landmarks5 for p in parts])
-    keep = nms(xyxy, score, iou)
-    return Detections(xyxy[keep], score[keep], landmarks5=lm[keep])
+    dets = Detections.concat(parts)
+    return dets[nms(dets.xyxy, dets.score, iou)]

@@ -18,8 +18,9 @@ then one turned copy every `PROBE_EVERY` / 3 detections in rotation (each turn e
 `PROBE_EVERY`), with one plain pass of the upright detector's own network (no second model
 in memory, no spike of three passes on a live frame); a turn
 that finds a sure face (>= `PROBE_SURE`) where the upright pass finds none (>= 0.5) is added
-for the rest of the input, from that frame on, with one warning. A probe costs three base
-passes (~1 ms a frame spread over its period). Measured on every clip of ../shared/data and
+for the rest of the input, from that frame on, with one warning. A probe costs two base
+passes (upright and one turned copy; four on the first frame), ~1 ms a frame spread over
+its period. Measured on every clip of ../shared/data and
 the bench clips (8 probes each): no upright footage triggered it; one of 123 photos did (a
 close-up filling the frame: a turned pass scored the face 0.81, so that photo was searched
 twice). Hamilton turned 90, 180 or 270 degrees triggers it on its first frame.
@@ -115,25 +116,6 @@ def detections_back(dets: Detections, angle: int, shape: tuple[int, ...]) -> Det
     )
 
 
-def _concat(parts: list[Detections]) -> Detections:
-    parts = [p for p in parts if len(p)]
-    if not parts:
-        return Detections.empty()
-    if len(parts) == 1:
-        return parts[0]
-
-    def cat(name: str) -> np.ndarray | None:
-        cols = [getattr(p, name) for p in parts]
-        return None if any(c is None for c in cols) else np.concatenate(cols)
-
-    return Detections(
-        np.concatenate([p.xyxy for p in parts]),
-        np.concatenate([p.score for p in parts]),
-        landmarks5=cat("landmarks5"),
-        landmarks68=cat("landmarks68"),
-    )
-
-
 def probe_turns(
     image: np.ndarray,
     detect: Callable[[np.ndarray], Detections],
@@ -211,14 +193,14 @@ class TurnedDetector:
 
     def __call__(self, image_bgr: np.ndarray) -> Detections:
         self._maybe_probe(image_bgr)
+        if len(self.detectors) == 1:  # upright only (auto before any probe found a turn)
+            return self.detectors[0](image_bgr)
         parts = [self.detectors[0](image_bgr)]
         for angle, det in zip(self.angles[1:], self.detectors[1:], strict=True):
             found = det(turn_image(image_bgr, angle))
             parts.append(detections_back(found, angle, image_bgr.shape))
-        dets = _concat(parts)
-        if len(parts) > 1 and len(dets) > 1:
-            dets = dets[nms(dets.xyxy, dets.score, MERGE_IOU)]
-        return dets
+        dets = Detections.concat(parts)
+        return dets[nms(dets.xyxy, dets.score, MERGE_IOU)] if len(dets) > 1 else dets
 
     def reset(self) -> None:
         """A new input: the listed turns only, probed again."""
