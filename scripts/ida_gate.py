@@ -29,8 +29,21 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 VIDEOS = REPO.parent / "shared" / "data" / "videos"
 EVAL_CLIPS = ["d11", "d12", "d14", "d18", "d19", "d20"]
+# The same measurement on tuning clips (`--tuning`): what a render change is checked on before
+# the evaluation set sees it once. Names other than d<N> are files of ../shared/data/videos.
+TUNING_CLIPS = {
+    "d3": "liveportrait_driving_d3.mp4",
+    "d10": "liveportrait_driving_d10.mp4",
+    "hamilton": "face_recognition_short_hamilton_clip.mp4",
+    "asl": "intel_asl_gestures_again.mkv",
+}
 METHODS = ("swap", "ida")
 FLICKER_FRAMES = 32
+
+
+def clip_path(clip: str) -> Path:
+    """The source video of a clip name: a tuning clip's file, else a LivePortrait clip."""
+    return VIDEOS / TUNING_CLIPS.get(clip, f"liveportrait_driving_{clip}.mp4")
 
 
 def trim(src: Path, dst: Path, frames: int, start: int = 0) -> Path:
@@ -151,10 +164,12 @@ def run(args: argparse.Namespace) -> int:
 
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
+    if args.tuning:
+        args.clips = list(TUNING_CLIPS)
     table: dict = {"clips": {}, "frames": args.frames, "stride": args.stride, "seconds": {}}
     crops: list[dict] = []
     for clip in args.clips:
-        src = trim(VIDEOS / f"liveportrait_driving_{clip}.mp4", out / f"{clip}.mp4", args.frames)
+        src = trim(clip_path(clip), out / f"{clip}.mp4", args.frames)
         outs = {}
         for m in METHODS:
             dst = out / f"{clip}.{m}.mp4"
@@ -203,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     r = sub.add_parser("run")
     r.add_argument("--out", type=Path, required=True)
     r.add_argument("--clips", nargs="+", default=EVAL_CLIPS)
+    r.add_argument("--tuning", action="store_true", help="the tuning clips, not the evaluation set")
     r.add_argument("--frames", type=int, default=64)
     r.add_argument("--stride", type=int, default=8)
     r.add_argument("--per-clip", type=int, default=4)

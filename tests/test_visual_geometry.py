@@ -84,7 +84,9 @@ def test_recovery_keeps_contour_and_mouth_and_delegate_lips(real_faces):
         t_hat = np.linalg.norm(lip_thickness(s_hat), axis=1) / _iod(s_hat)
         t_bar = np.linalg.norm(lip_thickness(d.s_bar), axis=1) / _iod(d.s_bar)
         t_x = np.linalg.norm(lip_thickness(s_x), axis=1) / _iod(s_x)
-        np.testing.assert_allclose(t_hat, t_bar, atol=1e-6)
+        # (to 1e-3: the eyes' openings are the person's, which moves the eye centres that
+        # _iod normalises by a little)
+        np.testing.assert_allclose(t_hat, t_bar, atol=1e-3)
         lip_differs += np.abs(t_hat - t_x).max() > 0.02
         # No identity intrusion: Ŝ_x is neither the person's shape nor the delegate's.
         iod = _iod(s_hat)

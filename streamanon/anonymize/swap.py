@@ -37,7 +37,9 @@ import numpy as np
 from streamanon.anonymize.blend import (
     LEVELS,
     detail_textures,
+    eye_mask,
     lab_stats,
+    lift_sockets,
     lip_mask,
     missing_detail,
     mix_where,
@@ -79,6 +81,15 @@ SHARPEN_MAX = 0.9  # ... up to this (halos beyond)
 GRAIN_MAX = 6.0
 LORES = 96  # crop side for faces the frame shows smaller than 3/4 of a 128² crop
 MOUTH_OPEN = 0.08  # inner-lip height over mouth width above which the interior is kept
+# The person's eye openings are pasted only when they show an iris: the darkest tenth of the
+# opening at least IRIS_DARK L* below the skin median, and its brightest tenth no more than
+# SCLERA_BRIGHT above it (an opening that is mostly white is an eye rolled up or aside, or
+# lens glare; one with nothing dark is a blurred or shaded eye). Between the limits and these
+# plus IRIS_RAMP the weight goes smoothly from 0 to 1 (no pop from frame to frame). Measured
+# on the tuning clips (d3, d10, ASL, demo): open eyes with a seen iris 25-60 below the skin and
+# their bright tenth 0-5 above it; through glare (a missed pair of glasses) 0-12 below; eyes
+# looking far aside, mostly sclera, 16-19 above (pasted on a delegate's lids, they stare).
+IRIS_DARK, SCLERA_BRIGHT, IRIS_RAMP = 14.0, 10.0, 4.0
 
 
 def mouth_interior_mask(lm: np.ndarray, size: int) -> np.ndarray:
@@ -135,6 +146,60 @@ def eye_interiors(
     return out, cv2.GaussianBlur(mask, (0, 0), 0.7 * px)[..., None]
 
 
+def eye_region(lm: np.ndarray, size: int) -> np.ndarray:
+    """(size, size) float32: both eyes with their sockets and brows (the hull of contour,
+    brow and the contour lowered by a quarter of the eye spacing), softened."""
+    lm = np.asarray(lm, np.float64)
+    io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
+    m = np.zeros((size, size), np.uint8)
+    for eye, brow in ((slice(36, 42), slice(17, 22)), (slice(42, 48), slice(22, 27))):
+        pts = np.vstack([lm[eye], lm[brow], lm[eye] + [0.0, 0.25 * io]])
+        hull = cv2.convexHull(np.round(pts * 16).astype(np.int32))
+        cv2.fillConvexPoly(m, hull, 255, cv2.LINE_AA, 4)
+    return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.08 * io)
+
+
+def _opening_light(
+    crop: np.ndarray, lm: np.ndarray, skin: np.ndarray, light: np.ndarray | None = None
+) -> list[tuple[float, float]]:
+    """Per eye (darkness of its darkest tenth, brightness of its brightest tenth), L* units
+    relative to the median skin lightness; an eye too closed to measure is left out.
+    ``light``: the crop's L* when the caller has it."""
+    size = crop.shape[0]
+    if light is None:
+        light = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
+    if skin.sum() < 16:
+        return []
+    ref = float(np.median(light[skin]))
+    out = []
+    for eye in (slice(36, 42), slice(42, 48)):
+        poly = np.zeros((size, size), np.uint8)
+        cv2.fillPoly(poly, [np.round(np.asarray(lm[eye]) * 16).astype(np.int32)], 255,
+                     cv2.LINE_AA, 4)  # fmt: skip
+        # The lid edge and lashes are not the opening: one pixel (of a 128² crop) off.
+        poly = cv2.erode(poly, np.ones((3, 3), np.uint8), iterations=max(1, round(size / 128)))
+        v = light[poly > 0]
+        if v.size >= 6:
+            lo, hi = np.percentile(v, [10, 90])
+            out.append((ref - float(lo), float(hi) - ref))
+    return out
+
+
+def opening_weight(
+    crop: np.ndarray, lm: np.ndarray, skin: np.ndarray, light: np.ndarray | None = None
+) -> float:
+    """0-1: how far the person's eye openings are fit to be pasted: 0 up to ``IRIS_DARK``,
+    1 from ``IRIS_DARK + IRIS_RAMP``, and 1 up to ``SCLERA_BRIGHT``, 0 from ``SCLERA_BRIGHT +
+    IRIS_RAMP``, linear between; both
+    eyes take the weight of the worse one (one eye the person's and one the delegate's shows
+    two gazes). Closed eyes give 1: their thin interior is lid and lashes either way."""
+    w = 1.0
+    for dark, bright in _opening_light(crop, lm, skin, light):
+        w = min(w, np.clip((dark - IRIS_DARK) / IRIS_RAMP, 0.0, 1.0),
+                np.clip((SCLERA_BRIGHT + IRIS_RAMP - bright) / IRIS_RAMP, 0.0, 1.0))  # fmt: skip
+    return float(w)
+
+
 def render_delegate(
     crop: np.ndarray,
     lm: np.ndarray,
@@ -152,23 +217,32 @@ def render_delegate(
     generator's training data goes through exactly this path (`synth.refine_data`).
     ``src_stats``: the source's Lab skin statistics when known (cached per bank face).
     ``eyewear``: the person wears glasses: their eye openings are not put back (through a
-    lens frame the person's own eyes come with dark rims), the delegate's eyes stay.
+    lens frame the person's own eyes come with dark rims), the delegate's eyes stay. Nor are
+    they where they show no iris (`opening_weight`): rolled up, looking far aside, glare,
+    blur or shade; there the delegate's own eyes, warped onto Ŝ_x's lids, stay.
     """
     size = crop.shape[0]
     face = warp_face_tps(src, src_lm, s_hat)
     skin_face = skin_mask(s_hat, size)
     if skin_person is None:
         skin_person = skin_mask(lm, size)
+    light = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
+    weight = 0.0 if eyewear else opening_weight(crop, lm, skin_person, light)
+    # Where the delegate's own eyes stay, they keep their own chroma (a skin-fitted shift
+    # tints white sclera pink or cyan); lightness still moves with the face.
+    keep = eye_mask(s_hat, size) * np.float32(1.0 - weight) if weight < 1.0 else None
     face = transfer_colour(
-        face, src_stats or skin_face, crop, skin_person,
+        face, src_stats or skin_face, crop, skin_person, keep_chroma=keep,
         lips=(lip_mask(s_hat, size), lip_mask(lm, size)),
     )  # fmt: skip
-    # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids): the
-    # gaze follows the person, and a delegate's sclera never takes a skin-fitted tint.
-    if eyewear:
+    face = lift_sockets(face, s_hat, skin_face)
+    # The eye openings are the person's (iris and sclera, re-shaped onto Ŝ_x's lids) when
+    # they show an iris: the gaze follows the person.
+    if weight <= 0.0:
         eyes, inside = np.zeros_like(crop), np.zeros((size, size, 1), np.float32)
     else:
         eyes, inside = eye_interiors(crop, lm, s_hat)
+        inside = inside * np.float32(weight)
     openings = eyes
     if mouth_open_ratio(lm) > MOUTH_OPEN:
         inner = mouth_interior_mask(lm, size)[..., None]
@@ -184,7 +258,8 @@ def render_delegate(
     k = 2 * int(round(1.0 * sigma)) + 1
     mask = cv2.erode(mask, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
     mask = cv2.GaussianBlur(mask.astype(np.float32) / 255.0, (0, 0), sigma)
-    out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face))
+    out = pyramid_blend(crop, face, mask, _levels(size), (skin_person, skin_face),
+                        calm=eye_region(s_hat, size))  # fmt: skip
     # The openings go back untouched: the band gains (and, at frame scale, the detail
     # pass) are for skin; on teeth near white they clipped a channel and tinted them.
     out = mix_where(out, openings, inside)

@@ -222,6 +222,7 @@ def fit_geometry(
     cur = check_landmarks(landmarks68_crop, "landmarks68_crop")
     m = similarity_fit(delegates.s_bar[STABLE], cur[STABLE])
     out = transform_points(delegates.s_bar, m)
+    own = out.copy()
     # The person's change since birth, expressed in the current frame.
     ref_now = transform_points(
         delegates.reference, similarity_fit(delegates.reference[STABLE], cur[STABLE])
@@ -230,7 +231,58 @@ def fit_geometry(
     out[JAW] = cur[JAW]
     out[LIPS_INNER] = cur[LIPS_INNER]
     out[LIPS_OUTER] = lip_anchors(out) + lip_thickness(delegates.s_bar) @ m[:, :2].T
+    cap_eye_opening(out, own)
     return keep_yaw(out, cur, yaw)
+
+
+# The lids' height over the eye's width, per eye: 1-2 and 5-4 of the six contour points.
+_LIDS = (slice(36, 42), slice(42, 48))
+
+
+def _eye_frame(eye: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(centre of the corner line, its unit normal, the eye's width) of six eye points."""
+    c0, c3 = eye[0], eye[3]
+    along = c3 - c0
+    width = float(np.hypot(*along))
+    normal = np.array([-along[1], along[0]]) / max(width, 1e-6)
+    return 0.5 * (c0 + c3), normal, width
+
+
+# A rendered eye opens at most this many times the delegate's own opening (lid height over
+# eye width). Its lids follow the person's blinks as a change since the track was born, and a
+# track born on closed eyes got, when they opened, the delegate's open eye plus the whole
+# opening again: lids twice as far apart, two dark goggles (d3, a tuning clip). Copying the
+# person's opening ratio instead (issue 21, fourth session) fixed that but carried the person's
+# eye shape into the render: FaceNet's distance to the person fell on three of four tuning
+# clips (d3 0.989 -> 0.974, ASL 1.180 -> 1.168), so only a cap is applied.
+EYE_OPEN_CAP = 1.2
+
+
+def cap_eye_opening(s_hat: np.ndarray, own: np.ndarray) -> None:
+    """Close each eye of ``s_hat`` (in place) about its corner line to at most
+    ``EYE_OPEN_CAP`` times the opening of ``own`` (the delegate's S̄ in the same frame), and
+    lids that crossed to closed; corners and every other landmark stay."""
+    for eye in _LIDS:
+        mid, normal, width = _eye_frame(s_hat[eye])
+        o_mid, o_normal, o_width = _eye_frame(own[eye])
+        o_across = (own[eye][[1, 2, 4, 5]] - o_mid) @ o_normal
+        # Which side of the corner line is down (the same for both: corners 0 -> 3 in order).
+        sign = 1.0 if o_across[2:].mean() >= o_across[:2].mean() else -1.0
+        limit = EYE_OPEN_CAP * float(np.abs(o_across).mean()) * width / max(o_width, 1e-6)
+        lids = s_hat[eye][[1, 2, 4, 5]] - mid
+        across = sign * (lids @ normal)
+        up, lo = across[[0, 1]], across[[3, 2]]  # pairs 1-5 and 2-4, facing each other
+        centre = 0.5 * (up + lo)
+        crossed = lo < up
+        up, lo = np.where(crossed, centre, up), np.where(crossed, centre, lo)
+        have = float(np.abs(np.concatenate([up, lo])).mean())
+        if have > limit > 0:
+            up, lo = up * (limit / have), lo * (limit / have)
+        want = np.empty(4)
+        want[[0, 1]], want[[3, 2]] = up, lo
+        block = s_hat[eye].copy()
+        block[[1, 2, 4, 5]] = mid + lids + np.outer(sign * want - lids @ normal, normal)
+        s_hat[eye] = block
 
 
 # A yaw correction moves the nose sideways by at most this share of the inter-ocular distance:
