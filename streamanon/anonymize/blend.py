@@ -22,8 +22,7 @@ from functools import lru_cache
 import cv2
 import numpy as np
 
-from streamanon.visual.attributes import socket_masks
-from streamanon.visual.masks import disk, fill_hull, skin_mask
+from streamanon.visual.masks import disk, fill_hull
 
 # Limits of the spread ratio (person / delegate): a studio delegate in a washed-out frame
 # needs its contrast lowered, but never so far that the face goes flat; a flat delegate in a
@@ -322,47 +321,3 @@ def detail_textures(rng: np.random.Generator, h: int, w: int) -> np.ndarray:
         t = _band(noise, max(lo, 0.5), hi)  # the finest band softened a little: grain, not salt
         out.append(t / max(float(t.std()), 1e-6))
     return np.stack(out)
-
-
-# A rendered eye socket may be at most SOCKET_DEPTH + SOCKET_SLACK (L*) darker than the
-# rendered skin: the colour transfer stretches the delegate's lightness to the person's skin
-# spread (up to 2x), and a delegate's eye shadow, stretched, became two dark smeared holes.
-# The limit is a typical face's, not the person's: the bank's median socket depth (14.6 L*,
-# 521 faces; its 90th percentile 29.5). A limit taken from the person's own sockets (issue 21,
-# fourth session) carries a trait of the person into the render.
-SOCKET_DEPTH = 15.0
-SOCKET_SLACK = 6.0
-SOCKET_LIFT = 0.8  # share of a socket pixel's excess darkness taken away (not flattened)
-
-
-def lift_sockets(
-    face: np.ndarray, face_lm: np.ndarray, face_skin: np.ndarray | None = None
-) -> np.ndarray:
-    """``face`` with its eye sockets lightened where they are darker than its own skin by more
-    than ``SOCKET_DEPTH + SOCKET_SLACK`` (`attributes.socket_masks`: lids, brow gap, under the
-    eye; never the openings or the brows themselves). ``face_skin``: `skin_mask` of
-    ``face_lm`` when the caller has it."""
-    size = face.shape[0]
-    lab = cv2.cvtColor(face.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)
-    masks = socket_masks(face_lm, size)
-    skin = skin_mask(face_lm, size) if face_skin is None else face_skin
-    if skin.sum() < 16 or not any(m.sum() > 8 for m in masks):
-        return face
-    floor = float(np.median(lab[..., 0][skin])) - SOCKET_DEPTH - SOCKET_SLACK
-    region = np.zeros((size, size), np.float32)
-    for m in masks:
-        region[m] = 1.0
-    io = max(float(np.hypot(*(np.asarray(face_lm)[45] - np.asarray(face_lm)[36]))), 4.0)
-    region = cv2.GaussianBlur(region, (0, 0), 0.05 * io)
-    excess = np.clip(floor - lab[..., 0], 0.0, None)
-    gain = SOCKET_LIFT * region * excess
-    if float(gain.max()) < 0.5:
-        return face
-    lab[..., 0] += gain
-    # A shadow lifted in lightness alone keeps its chroma and turns violet or grey-purple
-    # (d3, a tuning clip): the lifted pixels move toward the skin's chroma as far as lifted.
-    share = (SOCKET_LIFT * region * np.clip(excess / SOCKET_SLACK, 0.0, 1.0))[..., None]
-    ab = np.median(lab[..., 1:][skin], axis=0)
-    lab[..., 1:] += share * (ab - lab[..., 1:])
-    out = cv2.cvtColor(lab, cv2.COLOR_LAB2BGR) * 255.0
-    return np.clip(out + 0.5, 0, 255).astype(np.uint8)

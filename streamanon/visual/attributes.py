@@ -101,47 +101,6 @@ class BankAttributes:
         return self.values[:, FIELDS.index(name)]
 
 
-def _lightness(crop_bgr: np.ndarray) -> np.ndarray:
-    """CIE L* (0-100) of a BGR uint8 image."""
-    return cv2.cvtColor(crop_bgr.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
-
-
-def socket_masks(landmarks: np.ndarray, size: int) -> list[np.ndarray]:
-    """Per eye, (size, size) bool: its socket — the hull of the eye contour, its brow and the
-    contour lowered by a quarter of the eye spacing, less the opening (grown a little) and
-    the brow line."""
-    lm = np.asarray(landmarks, np.float64)
-    io = max(float(np.hypot(*(lm[45] - lm[36]))), 4.0)
-    grow = np.ones((3, 3), np.uint8)
-    out = []
-    for eye, brow in ((slice(36, 42), slice(17, 22)), (slice(42, 48), slice(22, 27))):
-        region, opening, line = (np.zeros((size, size), np.uint8) for _ in range(3))
-        _fill(region, np.vstack([lm[eye], lm[brow], lm[eye] + [0.0, 0.25 * io]]))
-        _fill(opening, lm[eye])
-        opening = cv2.dilate(opening, grow, iterations=max(1, round(0.04 * io)))
-        pts = np.round(lm[brow] * 16).astype(np.int32)
-        cv2.polylines(line, [pts], False, 255, max(1, round(0.16 * io)), cv2.LINE_8, 4)
-        out.append((region > 0) & (opening == 0) & (line == 0))
-    return out
-
-
-def socket_darkness(
-    crop_bgr: np.ndarray, landmarks: np.ndarray, light: np.ndarray | None = None
-) -> float:
-    """How much darker than the skin the eye sockets are: median skin L* minus the darker
-    quartile of the sockets (`socket_masks`) of the darker eye; NaN when not measurable.
-    Measured for the render (`blend.lift_sockets`), not a delegate rule: excluding deep-set
-    bank faces cost the photo panel's skin-tone and FaceNet floors (issue 21)."""
-    lm = np.asarray(landmarks, np.float64)
-    size = crop_bgr.shape[0]
-    light = _lightness(crop_bgr) if light is None else light
-    skin = skin_mask(lm, size)
-    vals = [float(np.percentile(light[m], 25)) for m in socket_masks(lm, size) if m.sum() > 8]
-    if skin.sum() < 16 or not vals:
-        return float("nan")
-    return float(np.median(light[skin]) - min(vals))
-
-
 def bank_digest(bank) -> str:
     h = hashlib.sha256()
     h.update(np.ascontiguousarray(bank.jpeg_offsets).tobytes())
