@@ -413,3 +413,45 @@ def test_swap_privacy_holds_over_a_talking_head_as_the_pose_changes(tmp_path: Pa
     assert video["flicker_face"] <= 1.3
     checks = sum(t["checks"] for t in report.extra["swap"]["tracks"].values())
     assert checks >= report.frames // 30  # re-verified along the track, not only at birth
+
+
+def test_side_views_of_a_real_clip_are_covered_not_rendered(tmp_path) -> None:
+    """Hamilton (a tuning clip), first 64 frames: the side views, whose collapsed 68 points read
+    43-46 degrees of yaw, are declined as profiles (covered by the fallback), not rendered."""
+    import av
+
+    import streamanon.anonymize.identity_state as I
+    import streamanon.anonymize.swap as S
+    from streamanon.run import anonymize_file
+
+    src = needs_shared("videos", "face_recognition_short_hamilton_clip.mp4")
+    clip = tmp_path / "h.mp4"
+    with av.open(str(src)) as inp, av.open(str(clip), "w") as out:
+        vin = inp.streams.video[0]
+        vout = out.add_stream("libx264", rate=vin.average_rate)
+        vout.width, vout.height, vout.pix_fmt = vin.width, vin.height, "yuv420p"
+        for i, f in enumerate(inp.decode(vin)):
+            if i >= 64:
+                break
+            for pkt in vout.encode(av.VideoFrame.from_ndarray(f.to_ndarray(format="bgr24"))):
+                out.mux(pkt)
+        for pkt in vout.encode():
+            out.mux(pkt)
+    seen = []
+    original = S.face_jobs
+
+    def watched(image, faces, *a, **k):
+        jobs, declined = original(image, faces, *a, **k)
+        for i in range(len(faces)):
+            yaw = abs(float(I.face_pose(faces.landmarks68[i].astype(np.float64))[0]))
+            seen.append((yaw, i in declined))
+        return jobs, declined
+
+    S.face_jobs = watched
+    try:
+        rep = anonymize_file(clip, tmp_path / "out.mp4", method="swap")
+    finally:
+        S.face_jobs = original
+    side = [declined for yaw, declined in seen if yaw > 40.0]
+    assert len(side) >= 10 and all(side)
+    assert rep.extra["swap"]["fallbacks"]["profile"] > 0
