@@ -416,8 +416,9 @@ def test_swap_privacy_holds_over_a_talking_head_as_the_pose_changes(tmp_path: Pa
 
 
 def test_side_views_of_a_real_clip_are_covered_not_rendered(tmp_path) -> None:
-    """Hamilton (a tuning clip), first 64 frames: the side views, whose collapsed 68 points read
-    43-46 degrees of yaw, are declined as profiles (covered by the fallback), not rendered."""
+    """Hamilton (a tuning clip), first 64 frames: the side view, whose collapsed 68 points read
+    39-48 degrees of yaw, is declined as a profile (covered by the fallback) on every frame,
+    never rendered."""
     import av
 
     import streamanon.anonymize.identity_state as I
@@ -452,6 +453,6 @@ def test_side_views_of_a_real_clip_are_covered_not_rendered(tmp_path) -> None:
         rep = anonymize_file(clip, tmp_path / "out.mp4", method="swap")
     finally:
         S.face_jobs = original
-    side = [declined for yaw, declined in seen if yaw > 40.0]
+    side = [declined for yaw, declined in seen if yaw > 38.0]
     assert len(side) >= 10 and all(side)
     assert rep.extra["swap"]["fallbacks"]["profile"] > 0

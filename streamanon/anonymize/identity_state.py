@@ -32,10 +32,11 @@ from streamanon.visual.pose import face_pose
 # landmarks are too noisy; such faces get the fallback (see docs/generative.md).
 MIN_FACE_PX = 32
 # Beyond this yaw the 68-point landmarks (and the bank's poses) stop being reliable. It was 60:
-# on Hamilton (a tuning clip) 11 side views whose collapsed 68 points read 43-46 degrees, their
-# 5 points just under MAX_TURN, were rendered as a frontal face smeared over a profile (sheet
-# opened); no face of the talking-head clips reads over 22.
-MAX_YAW_DEG = 40.0
+# on Hamilton (a tuning clip) a side view whose collapsed 68 points read 39.3-48 degrees, its
+# 5 points just under MAX_TURN, was rendered as a frontal face smeared over a profile (sheets
+# opened; at 40 two of its frames, 39.3 and 39.7, still were); no face of the talking-head
+# clips reads over 22.
+MAX_YAW_DEG = 35.0
 # dlib's 68 points collapse on a profile and its yaw reads 40-50 degrees for a face turned
 # 80-90 (measured on the Hamilton clip), so a second opinion from the detector's 5 points:
 # the nose this far (share of the box width) from the eyes' midpoint AND a 68-point yaw
