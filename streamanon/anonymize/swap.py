@@ -163,17 +163,13 @@ def eye_region(lm: np.ndarray, size: int) -> np.ndarray:
     return cv2.GaussianBlur(m.astype(np.float32) / 255.0, (0, 0), 0.08 * io)
 
 
-def _opening_light(
-    crop: np.ndarray, lm: np.ndarray, skin: np.ndarray, light: np.ndarray | None = None
-) -> list[tuple[float, float]]:
+def _opening_light(crop: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> list[tuple[float, float]]:
     """Per eye (darkness of its darkest tenth, brightness of its brightest tenth), L* units
-    relative to the median skin lightness; an eye too closed to measure is left out.
-    ``light``: the crop's L* when the caller has it."""
+    relative to the median skin lightness; an eye too closed to measure is left out."""
     size = crop.shape[0]
-    if light is None:
-        light = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
     if skin.sum() < 16:
         return []
+    light = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
     ref = float(np.median(light[skin]))
     out = []
     for eye in (slice(36, 42), slice(42, 48)):
@@ -189,16 +185,14 @@ def _opening_light(
     return out
 
 
-def opening_weight(
-    crop: np.ndarray, lm: np.ndarray, skin: np.ndarray, light: np.ndarray | None = None
-) -> float:
+def opening_weight(crop: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> float:
     """0-1: how far the person's eye openings are fit to be pasted: 0 up to ``IRIS_DARK``,
     1 from ``IRIS_DARK + IRIS_RAMP``, and 1 up to ``SCLERA_BRIGHT``, 0 from ``SCLERA_BRIGHT +
     IRIS_RAMP``, linear between; both
     eyes take the weight of the worse one (one eye the person's and one the delegate's shows
     two gazes). Closed eyes give 1: their thin interior is lid and lashes either way."""
     w = 1.0
-    for dark, bright in _opening_light(crop, lm, skin, light):
+    for dark, bright in _opening_light(crop, lm, skin):
         w = min(w, np.clip((dark - IRIS_DARK) / IRIS_RAMP, 0.0, 1.0),
                 np.clip((SCLERA_BRIGHT + IRIS_RAMP - bright) / IRIS_RAMP, 0.0, 1.0))  # fmt: skip
     return float(w)
@@ -230,8 +224,7 @@ def render_delegate(
     skin_face = skin_mask(s_hat, size)
     if skin_person is None:
         skin_person = skin_mask(lm, size)
-    light = cv2.cvtColor(crop.astype(np.float32) / 255.0, cv2.COLOR_BGR2LAB)[..., 0]
-    weight = 0.0 if eyewear else opening_weight(crop, lm, skin_person, light)
+    weight = 0.0 if eyewear else opening_weight(crop, lm, skin_person)
     # Where the delegate's own eyes stay, they keep their own chroma (a skin-fitted shift
     # tints white sclera pink or cyan); lightness still moves with the face.
     keep = eye_mask(s_hat, size) * np.float32(1.0 - weight) if weight < 1.0 else None

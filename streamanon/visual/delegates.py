@@ -235,7 +235,7 @@ def fit_geometry(
     return keep_yaw(out, cur, yaw)
 
 
-# The lids' height over the eye's width, per eye: 1-2 and 5-4 of the six contour points.
+# The six contour points of each eye (0 and 3 the corners, 1-2 the upper lid, 5-4 the lower).
 _LIDS = (slice(36, 42), slice(42, 48))
 
 
