@@ -99,11 +99,20 @@ def measure(src: Path, dst: Path, stride: int, report) -> dict:
     every = evaluate(make_pairs(src, dst, 1, FLICKER_FRAMES), [])
     (v,) = every["video"].values() if every["video"] else ({},)
     priv = {j.name: r["privacy"][j.name]["reid"][j.default_threshold] for j in js}
+    # Faces the judge tells from a blur of themselves (`eval.evaluate`): the tuning clips'
+    # dark audience is matched to its own blur, whatever covers it.
+    judgeable = {
+        j.name: {"share": r["privacy"][j.name].get("judgeable", float("nan")),
+                 "reid": r["privacy"][j.name].get("reid_judgeable", {}).get(j.default_threshold,
+                                                                           float("nan"))}
+        for j in js
+    }  # fmt: skip
     nat = dict(r["naturalness"])
     nat["flicker_face"] = v.get("flicker_face", float("nan"))
     return {
         "faces": r["faces"],
         "reid": priv,
+        "judgeable": judgeable,
         "detection": r["utility"]["detection_rate"],
         "yaw_mae": r["utility"].get("yaw", {}).get("mae"),
         "mouth_state": r["utility"].get("mouth", {}).get("state"),
@@ -123,6 +132,14 @@ def pool(rows: list[dict]) -> dict:
     for j in rows[0]["reid"]:
         out["reid"][j] = float(np.sum([r["reid"][j] * r["faces"] for r in rows]) / w.sum())
     out["detection"] = float(np.sum([r["detection"] * r["faces"] for r in rows]) / w.sum())
+    if all("judgeable" in r for r in rows):
+        out["judgeable"] = {}
+        for j in rows[0]["judgeable"]:
+            share = np.array([r["judgeable"][j]["share"] for r in rows], np.float64) * w
+            rate = np.nan_to_num([r["judgeable"][j]["reid"] for r in rows])
+            n = float(share.sum())
+            out["judgeable"][j] = {"share": n / w.sum(),
+                                   "reid": float(np.sum(rate * share) / n) if n else float("nan")}  # fmt: skip
     for k in rows[0]["naturalness"]:
         v = np.array([r["naturalness"].get(k, np.nan) for r in rows], np.float64)
         ok = np.isfinite(v)
@@ -178,7 +195,9 @@ def run(args: argparse.Namespace) -> int:
             table["seconds"][f"{clip}.{m}"] = time.perf_counter() - t0
             table["clips"].setdefault(clip, {})[m] = measure(src, dst, args.stride, rep)
             outs[m] = dst
-            print(clip, m, json.dumps(table["clips"][clip][m]["reid"]), flush=True)
+            row = table["clips"][clip][m]
+            print(clip, m, json.dumps(row["reid"]), "judgeable", json.dumps(row["judgeable"]),
+                  flush=True)  # fmt: skip
         idx = list(range(0, args.frames, max(1, args.frames // args.per_clip)))[: args.per_clip]
         crops += [c | {"clip": clip} for c in face_crops(src, outs, idx)]
     for m in METHODS:

@@ -121,3 +121,31 @@ def test_mismatched_inputs_give_clear_errors(tmp_path):
         eval_main([str(img), str(tmp_path)])
     with pytest.raises(InputError, match="no such file"):
         eval_main([str(tmp_path / "nope.png"), str(img)])
+
+
+def test_a_face_the_judge_matches_to_its_own_blur_is_unjudgeable(dlib_rec, facenet_rec):
+    """Hamilton's dark audience (a tuning clip): dlib matches those faces to a blur of
+    themselves, so a match there says nothing; a lit face is judgeable, and its blur is not
+    re-identified. ``reid`` still counts every face."""
+    import av
+
+    from streamanon.anonymize.classic import BlurRedactor
+    from streamanon.registry import make_detector
+
+    path = needs_shared("videos", "face_recognition_short_hamilton_clip.mp4")
+    with av.open(str(path)) as c:
+        frame = next(f for i, f in enumerate(c.decode(video=0)) if i == 48)
+    dark = frame.to_ndarray(format="bgr24")
+    lit = _face("fr_obama", "obama.jpg")
+    det = make_detector("centerface")
+    pairs = []
+    for key, img in (("dark", dark), ("lit", lit)):
+        out = img.copy()
+        BlurRedactor().apply(out, det(img))
+        pairs.append(Pair(key, 0, img, out))
+    r = evaluate(pairs, [dlib_rec, facenet_rec], config=EvalConfig())
+    p = r["privacy"]["dlib"]
+    assert r["faces"] >= 3
+    assert p["reid"][0.6] > 0.0  # the dark faces, matched to their blur
+    assert 0.0 < p["judgeable"] < 1.0  # ...and so left out of the judgeable rate
+    assert p["reid_judgeable"][0.6] == 0.0  # the lit face's blur is not re-identified
