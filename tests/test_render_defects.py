@@ -4,9 +4,12 @@
   a frontal frame keeps them, a frame looking far aside gets the delegate's own eyes);
 - eye sockets: the band gain fitted on skin leaves the eye region alone, so a delegate's
   lids do not turn into dark holes on a contrasty face;
-- eye opening: a rendered eye opens no wider than the delegate's own (the d3 goggles).
-(An age rule on delegates, copying the person's eye opening and lifting sockets toward the
-person's were tried and dropped: docs/generator.md.)
+- eye opening: a rendered eye opens no wider than the delegate's own (the d3 goggles);
+- forehead: above the brows the paste keeps to skin (no band over a low hairline, no fringe);
+- lips: a smooth delegate's lips keep about their own contrast against its skin.
+(An age rule on delegates, copying the person's eye opening, lifting sockets toward the
+person's and relighting the delegate with the person's shading were tried and dropped:
+docs/generator.md.)
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from tests.conftest import needs_shared
 DARK_SOCKETS = 287
 PLAIN = 279  # a young, smooth bank face
 FRONTAL, ASIDE = 0, 262  # frames of liveportrait_driving_d10.mp4: eyes ahead / far aside
+BROWS_UP = 274  # ... brows raised toward her hairline
 
 
 def socket_darkness(crop: np.ndarray, lm: np.ndarray) -> float:
@@ -44,25 +48,25 @@ def socket_darkness(crop: np.ndarray, lm: np.ndarray) -> float:
 
 @lru_cache(maxsize=1)
 def _d10_faces() -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """{frame: (128² aligned crop, its landmarks)} of the two d10 frames."""
+    """{frame: (128² aligned crop, its landmarks)} of the d10 frames."""
     return {i: v[:2] for i, v in _d10().items()}
 
 
 @lru_cache(maxsize=1)
 def _d10() -> dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """{frame: (128² aligned crop, its landmarks, dlib descriptor)} of the two d10 frames."""
+    """{frame: (128² aligned crop, its landmarks, dlib descriptor)} of the d10 frames."""
     from streamanon.visual.explain import face_in_image
 
     path = needs_shared("videos", "liveportrait_driving_d10.mp4")
     out = {}
     with av.open(str(path)) as c:
         for i, f in enumerate(c.decode(video=0)):
-            if i in (FRONTAL, ASIDE):
+            if i in (FRONTAL, ASIDE, BROWS_UP):
                 img = f.to_ndarray(format="bgr24")
                 pts, emb, _ = face_in_image(img)
                 m = align_matrix(pts)
                 out[i] = (warp_to_crop(img, m), transform_points(pts, m), emb)
-            if i >= max(FRONTAL, ASIDE):
+            if i >= max(FRONTAL, ASIDE, BROWS_UP):
                 break
     return out
 
@@ -149,3 +153,71 @@ def test_rendered_eyes_open_no_wider_than_the_delegates_own() -> None:
         e = crossed[eye]
         gaps = np.hypot(*(e[[1, 2]] - e[[5, 4]]).T)
         assert gaps.max() < 0.02 * np.hypot(*(e[3] - e[0])), gaps
+
+
+def test_above_the_brows_the_paste_keeps_to_skin_in_both_faces() -> None:
+    """d10 (a tuning clip) with her brows raised: the lifted hull reaches her hairline at the
+    temples, where the delegate's forehead was pasted over her hair; a delegate with a fringe
+    (bank face painted with hair from above its brows up) brought it onto a bare forehead.
+    Now her hair stays hers, the fringe gives way to her forehead; her raised brows (not hair:
+    forehead above them) are pasted over as before."""
+    import streamanon.anonymize.swap as swap
+    from streamanon.visual.masks import face_hull
+
+    crop, lm = _d10_faces()[BROWS_UP]
+    bank = default_bank()
+    src, src_lm = bank.crop(494), bank.landmarks_at(494, 128)
+    gray = lambda img: cv2.cvtColor(img, cv2.COLOR_BGR2GRAY).astype(np.float32)  # noqa: E731
+    band = (face_hull(lm, 128, swap.MASK_LIFT) > 0) & (face_hull(lm, 128, swap.BROW_LIFT) == 0)
+    skin_level = float(np.median(gray(crop)[skin_mask(lm, 128)]))
+    hair = band & (gray(crop) < skin_level - 60)
+    assert hair.sum() >= 20
+    fringe = src.copy()
+    top = np.argmax(face_hull(src_lm, 128, swap.BROW_LIFT) > 0, axis=0)  # brow hull's top row
+    cols = np.flatnonzero((face_hull(src_lm, 128, 0.0) > 0).any(axis=0))
+    for x in cols:
+        fringe[: top[x], x] = np.median(crop[hair], axis=0)
+    original = swap.skin_likeness
+
+    def shares() -> tuple[float, float]:
+        plain = gray(render_delegate(crop, lm, lm, src, src_lm)[0])
+        kept = float((np.abs(plain - gray(crop))[hair] < 20).mean())
+        brought = gray(render_delegate(crop, lm, lm, fringe, src_lm)[0])
+        bare = band & ~hair
+        return kept, float((plain - brought > 30)[bare].mean())
+
+    hair_kept, fringe_brought = shares()
+    try:  # the paste before the rule: the whole lifted hull
+        swap.skin_likeness = lambda c, s, rows=slice(None): np.ones(c[rows].shape[:2], np.float32)
+        hair_before, fringe_before = shares()
+    finally:
+        swap.skin_likeness = original
+    assert hair_kept > 0.7 and hair_before < 0.4, (hair_kept, hair_before)
+    assert fringe_brought < 0.1 and fringe_before > 0.3, (fringe_brought, fringe_before)
+
+
+def test_a_smooth_delegate_keeps_about_its_own_lip_contrast() -> None:
+    """A smooth bank face on d10 (a contrasty, ring-lit tuning clip): the lightness stretch
+    toward her skin's spread doubled the delegate's lips and sockets against its skin (dark
+    brown lips, black sockets; lips 1.9x the delegate's own contrast). Now under 1.5x."""
+    from streamanon.anonymize import blend
+    from streamanon.anonymize.blend import lip_mask
+
+    crop, lm = _d10_faces()[FRONTAL]
+    bank = default_bank()
+    src, src_lm = bank.crop(PLAIN), bank.landmarks_at(PLAIN, 128)
+
+    def lip_contrast(img: np.ndarray, pts: np.ndarray) -> float:
+        light = cv2.cvtColor(img, cv2.COLOR_BGR2LAB)[..., 0].astype(np.float32)
+        lips = lip_mask(pts, 128) > 0.5
+        return float(np.median(light[skin_mask(pts, 128)]) - np.median(light[lips]))
+
+    own = lip_contrast(src, src_lm)
+    now = lip_contrast(render_delegate(crop, lm, lm, src, src_lm)[0], lm)
+    limits = blend.L_SPREAD
+    try:  # the stretch before: up to twice the delegate's spread
+        blend.L_SPREAD = (0.6, 2.0)
+        before = lip_contrast(render_delegate(crop, lm, lm, src, src_lm)[0], lm)
+    finally:
+        blend.L_SPREAD = limits
+    assert now < 1.5 * own and before > now + 15.0, (own, now, before)

@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 
 from streamanon.anonymize.blend import (
+    AB_SPREAD,
+    L_SPREAD,
     channel_tables,
     lab_stats,
     lip_mask,
@@ -41,8 +43,8 @@ def _reference_transfer(delegate, src, person, person_skin, lips):
     person_lab = cv2.cvtColor(person, cv2.COLOR_BGR2LAB)
     (sm, ss), (dm, ds) = src, lab_stats(person, person_skin, person_lab)
     ratio = ds / ss
-    ratio[0] = np.clip(ratio[0], 0.6, 2.0)
-    ratio[1:] = np.clip(ratio[1:], 0.6, 1.0)
+    ratio[0] = np.clip(ratio[0], *L_SPREAD)
+    ratio[1:] = np.clip(ratio[1:], *AB_SPREAD)
     lab = (cv2.cvtColor(delegate, cv2.COLOR_BGR2LAB).astype(np.float32) - sm) * ratio + dm
     inside_f, inside_p = lips[0] > 0.5, lips[1] > 0.5
     want = np.median(person_lab[inside_p][:, 1:].astype(np.float32), axis=0)

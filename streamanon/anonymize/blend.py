@@ -25,10 +25,13 @@ import numpy as np
 from streamanon.visual.masks import disk, fill_hull
 
 # Limits of the spread ratio (person / delegate): a studio delegate in a washed-out frame
-# needs its contrast lowered, but never so far that the face goes flat; a flat delegate in a
-# contrasty photo gets up to twice its lightness contrast. Chroma spread is never raised: the
-# faint violet under a delegate's eyes, stretched, became violet sockets.
-L_SPREAD = (0.6, 2.0)
+# needs its contrast lowered, but never so far that the face goes flat. Raised by a quarter at
+# most: the spread stretches features as much as texture, and the texture's amount is matched
+# band by band in `pyramid_blend` already; up to twice (the limit before issue 21's seventh
+# session) gave a smooth delegate on a contrasty face black sockets and dark brown lips (d10,
+# a tuning clip). Chroma spread is never raised: the faint violet under a delegate's eyes,
+# stretched, became violet sockets.
+L_SPREAD = (0.6, 1.25)
 AB_SPREAD = (0.6, 1.0)
 LEVELS = 4  # 128 -> 64 -> 32 -> 16 -> 8
 

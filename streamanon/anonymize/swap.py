@@ -78,6 +78,13 @@ RECHECK_FRAMES = 30  # re-verify a track's render this often...
 RECHECK_YAW = 12.0  # ...or when its yaw moved this much (degrees) since the last check
 TEMPORAL_EMA = 0.4  # weight of the previous rendered crop of the same track
 MASK_LIFT = 0.15  # the pasted hull reaches this share of the face height above the brows
+# Above the brows the paste keeps to skin: from BROW_LIFT of the face height over the brows'
+# landmarks up to MASK_LIFT, hair (`hair_above`: reaching HAIR_REACH of the face height above
+# the hull) is left to the person. Skin likeness (`skin_likeness`) in robust spreads of the
+# skin's Lab colour: skin within SKIN_NEAR, not skin from SKIN_FAR.
+BROW_LIFT = 0.10
+HAIR_REACH = 0.05
+SKIN_NEAR, SKIN_FAR = 3.0, 5.0
 MASK_SOFT = 0.015  # Gaussian softening of the blend mask, share of the crop size
 SHARPEN = 0.35  # unsharp-mask amount per unit of upsampling beyond 1 ...
 SHARPEN_MAX = 0.9  # ... up to this (halos beyond)
@@ -198,6 +205,42 @@ def opening_weight(crop: np.ndarray, lm: np.ndarray, skin: np.ndarray) -> float:
     return float(w)
 
 
+def skin_likeness(crop: np.ndarray, skin: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """(h, size) float32 in [0, 1] for ``crop[rows]``: how much each pixel's Lab colour is
+    that of the skin under ``skin`` (bool, the whole crop): 1 within ``SKIN_NEAR`` robust
+    spreads of its median (all channels together), 0 from ``SKIN_FAR``; hair, a hat,
+    background are 0. Softened by a pixel so a strand of hair does not speckle the mask; all 1
+    where the skin is too small to measure."""
+    size = crop.shape[0]
+    stats = lab_stats(crop, skin)
+    part = crop[rows]
+    if stats is None:
+        return np.ones(part.shape[:2], np.float32)
+    med, spread = stats
+    z = (cv2.cvtColor(part, cv2.COLOR_BGR2LAB).astype(np.float32) - med) / spread
+    d = np.sqrt((z * z).sum(axis=2))
+    near = np.clip((SKIN_FAR - d) / (SKIN_FAR - SKIN_NEAR), 0.0, 1.0)
+    return cv2.GaussianBlur(near, (0, 0), size / 128.0)
+
+
+def hair_above(likeness: np.ndarray, hull: np.ndarray, reach: int) -> np.ndarray:
+    """float32 in [0, 1], the shape of ``likeness`` (a band of rows of a crop, reaching above
+    the hull's top): hair coming down into ``hull`` (bool, the same rows) from above: the
+    pixels that are not skin (``likeness`` < 0.5) with nothing but not-skin above them, in
+    their column, up to ``reach`` pixels above the hull's top. A raised brow has forehead
+    above it and is not hair: left out of the paste, it showed as a second brow."""
+    non = likeness < 0.5
+    run = np.empty(non.shape, np.int32)  # not-skin pixels in a row ending here, going up
+    acc = np.zeros(non.shape[1], np.int32)
+    for y in range(non.shape[0]):
+        acc = np.where(non[y], acc + 1, 0)
+        run[y] = acc
+    start = np.maximum(np.argmax(hull, axis=0) - reach, 0)[None, :]
+    ys = np.arange(non.shape[0])[:, None]
+    hair = non & hull.any(axis=0)[None, :] & (ys >= start) & (run >= ys - start + 1)
+    return cv2.GaussianBlur(hair.astype(np.float32), (0, 0), non.shape[1] / 128.0)
+
+
 def render_delegate(
     crop: np.ndarray,
     lm: np.ndarray,
@@ -248,6 +291,28 @@ def render_delegate(
     # The hull stops a little above the brows (MASK_LIFT): a delegate's hairline or fringe
     # pasted onto a forehead looks wrong. Softened a little so the finest band fades too.
     mask = np.maximum(face_hull(s_hat, size, MASK_LIFT), face_hull(lm, size, MASK_LIFT))
+    # Above the brows the paste keeps to skin in both faces: a person's low hairline (or brows
+    # raised toward it) got a band of the delegate's forehead pasted over the hair, with a
+    # straight upper edge; a delegate's fringe came down onto the person's bare forehead.
+    # (The brows' own landmarks run along their middle: BROW_LIFT keeps both brows whole.)
+    brows = np.maximum(face_hull(s_hat, size, BROW_LIFT), face_hull(lm, size, BROW_LIFT))
+    band = (mask > 0) & (brows == 0)
+    if band.any():
+        # Where either face has hair there, the face itself takes the person's pixels: left
+        # out of the mask only, hair or a fringe still reached the blend through coarse bands.
+        hull = mask > 0
+        reach = max(2, int(round(HAIR_REACH * (lm[8, 1] - lm[17:27, 1].mean()))))
+        # Only the rows from above the hull's top to the band's foot are looked at.
+        y0 = max(int(np.argmax(hull.any(axis=1))) - reach - 2, 0)
+        rows = slice(y0, int(np.flatnonzero(band.any(axis=1))[-1]) + 3)
+        bare = np.ones((size, size), np.float32)
+        keep = np.ones((size, size), np.float32)
+        bare[rows] -= hair_above(skin_likeness(crop, skin_person, rows), hull[rows], reach)
+        keep[rows] = bare[rows] * (
+            1.0 - hair_above(skin_likeness(face, skin_face, rows), hull[rows], reach)
+        )
+        face = mix_where(crop, face, np.where(band, keep, 1.0)[..., None])
+        mask = np.where(band, mask * bare, mask).astype(np.uint8)
     # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
     # delegate's own hair or background beyond its hull.
     sigma = MASK_SOFT * size
