@@ -211,8 +211,8 @@ def skin_likeness(crop: np.ndarray, skin: np.ndarray, rows: slice = slice(None))
     spreads of its median (all channels together), 0 from ``SKIN_FAR``; hair, a hat,
     background are 0. Softened by a pixel so a strand of hair does not speckle the mask; all 1
     where the skin is too small to measure."""
-    size = crop.shape[0]
-    stats = lab_stats(crop, skin)
+    step = max(1, crop.shape[0] // GEN_SIZE)  # the skin's statistics need no more than 128²
+    stats = lab_stats(crop[::step, ::step], skin[::step, ::step])
     part = crop[rows]
     if stats is None:
         return np.ones(part.shape[:2], np.float32)
@@ -220,7 +220,7 @@ def skin_likeness(crop: np.ndarray, skin: np.ndarray, rows: slice = slice(None))
     z = (cv2.cvtColor(part, cv2.COLOR_BGR2LAB).astype(np.float32) - med) / spread
     d = np.sqrt((z * z).sum(axis=2))
     near = np.clip((SKIN_FAR - d) / (SKIN_FAR - SKIN_NEAR), 0.0, 1.0)
-    return cv2.GaussianBlur(near, (0, 0), size / 128.0)
+    return cv2.GaussianBlur(near, (0, 0), crop.shape[0] / 128.0)
 
 
 def hair_above(likeness: np.ndarray, hull: np.ndarray, reach: int) -> np.ndarray:
