@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from streamanon.anonymize.classic import BlurRedactor
 from streamanon.detect.landmarks import Landmarks68
 from streamanon.eval import coverage as C
 from streamanon.eval import metrics as M
@@ -36,6 +37,7 @@ from streamanon.eval.pairs import Pair
 from streamanon.eval.recognizers import Judge
 from streamanon.eval.sheet import face_crop
 from streamanon.registry import make_detector
+from streamanon.types import Detections
 from streamanon.visual.align import TEMPLATE68, AlignmentError, align_matrix, warp_to_crop
 from streamanon.visual.inputs import face_mask
 from streamanon.visual.pose import PoseError, head_pose
@@ -343,9 +345,6 @@ class Evaluator:
 
 def _blurred_faces(image: np.ndarray, boxes: np.ndarray) -> np.ndarray:
     """``image`` with every box covered as ``--method blur`` covers it (the null control)."""
-    from streamanon.anonymize.classic import BlurRedactor
-    from streamanon.types import Detections
-
     out = image.copy()
     BlurRedactor().apply(out, Detections(boxes, np.ones(len(boxes), np.float32)))
     return out
