@@ -230,14 +230,13 @@ def hair_above(likeness: np.ndarray, hull: np.ndarray, reach: int) -> np.ndarray
     their column, up to ``reach`` pixels above the hull's top. A raised brow has forehead
     above it and is not hair: left out of the paste, it showed as a second brow."""
     non = likeness < 0.5
-    run = np.empty(non.shape, np.int32)  # not-skin pixels in a row ending here, going up
-    acc = np.zeros(non.shape[1], np.int32)
-    for y in range(non.shape[0]):
-        acc = np.where(non[y], acc + 1, 0)
-        run[y] = acc
-    start = np.maximum(np.argmax(hull, axis=0) - reach, 0)[None, :]
+    start = np.maximum(np.argmax(hull, axis=0) - reach, 0)
+    # Skin pixels counted down each column: none between ``start`` and a pixel = hair.
+    skin = np.cumsum(~non, axis=0, dtype=np.int32)
+    cols = np.arange(non.shape[1])
+    above = np.where(start > 0, skin[np.maximum(start - 1, 0), cols], 0)
     ys = np.arange(non.shape[0])[:, None]
-    hair = non & hull.any(axis=0)[None, :] & (ys >= start) & (run >= ys - start + 1)
+    hair = non & hull.any(axis=0)[None, :] & (ys >= start[None, :]) & (skin == above[None, :])
     return cv2.GaussianBlur(hair.astype(np.float32), (0, 0), non.shape[1] / 128.0)
 
 
@@ -306,12 +305,12 @@ def render_delegate(
         y0 = max(int(np.argmax(hull.any(axis=1))) - reach - 2, 0)
         rows = slice(y0, int(np.flatnonzero(band.any(axis=1))[-1]) + 3)
         bare = np.ones((size, size), np.float32)
-        keep = np.ones((size, size), np.float32)
+        own = np.ones((size, size), np.float32)  # where the face stays the delegate's
         bare[rows] -= hair_above(skin_likeness(crop, skin_person, rows), hull[rows], reach)
-        keep[rows] = bare[rows] * (
+        own[rows] = bare[rows] * (
             1.0 - hair_above(skin_likeness(face, skin_face, rows), hull[rows], reach)
         )
-        face = mix_where(crop, face, np.where(band, keep, 1.0)[..., None])
+        face = mix_where(crop, face, np.where(band, own, 1.0)[..., None])
         mask = np.where(band, mask * bare, mask).astype(np.uint8)
     # Shrunk by the softening's reach first: the soft edge must lie on the face, not on the
     # delegate's own hair or background beyond its hull.
