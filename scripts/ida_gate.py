@@ -42,8 +42,15 @@ FLICKER_FRAMES = 32
 
 
 def clip_path(clip: str) -> Path:
-    """The source video of a clip name: a tuning clip's file, else a LivePortrait clip."""
+    """The source video of a clip: a video file's path (the second evaluation set lives outside
+    ../shared, docs/generator.md), a tuning clip's name, else a LivePortrait clip's name."""
+    if clip.endswith((".mp4", ".mkv", ".mov")):
+        return Path(clip)
     return VIDEOS / TUNING_CLIPS.get(clip, f"liveportrait_driving_{clip}.mp4")
+
+
+def clip_name(clip: str) -> str:
+    return Path(clip).stem if clip.endswith((".mp4", ".mkv", ".mov")) else clip
 
 
 def trim(src: Path, dst: Path, frames: int, start: int = 0) -> Path:
@@ -185,8 +192,10 @@ def run(args: argparse.Namespace) -> int:
         args.clips = list(TUNING_CLIPS)
     table: dict = {"clips": {}, "frames": args.frames, "stride": args.stride, "seconds": {}}
     crops: list[dict] = []
-    for clip in args.clips:
-        src = trim(clip_path(clip), out / f"{clip}.mp4", args.frames)
+    paths = list(args.clips)
+    args.clips = [clip_name(c) for c in paths]
+    for clip, path in zip(args.clips, paths, strict=True):
+        src = trim(clip_path(path), out / f"{clip}.mp4", args.frames)
         outs = {}
         for m in METHODS:
             dst = out / f"{clip}.{m}.mp4"
