@@ -4,11 +4,14 @@
     (open runs/gate/ab_sheet.png, write one letter per row: L, R or =)
     python scripts/ida_gate.py score --out runs/gate --answers "LR=L..." [--ship engines/]
 
-Evaluation set (docs/generator.md, "Evaluation split"): the first ``--frames`` frames of the
-six LivePortrait talking-head clips d11, d12, d14, d18, d19, d20 — never used to train G_r
-(SFHQ + the Intel ASL clips) nor to tune `swap` (d3, d10, ASL, Hamilton, the panel photos).
-Every ``--stride``-th frame (8 of 64 per clip: 48 faces) is judged by `streamanon eval`'s evaluator with dlib's ResNet and
-FaceNet (another family; `eval.facenet`); flicker over the first 32 frames, every frame.
+Evaluation set (docs/generator.md, "Evaluation split"): since the seventh session the seven
+clips of `eval3` (not in ../shared: public GitHub snapshots, extracted as the doc says), given
+as paths: ``--clips /path/tps_driving.mp4 /path/vr_1.mp4 …``. Without ``--clips`` the run is on
+the first evaluation set, the LivePortrait clips d11, d12, d14, d18, d19, d20 of ../shared (a
+development set now: it was looked at seven times). Never used to train G_r (SFHQ + the Intel
+ASL clips). The first ``--frames`` frames of each clip; every ``--stride``-th (8 of 64 per
+clip) is judged by `streamanon eval`'s evaluator with dlib's ResNet and FaceNet (another
+family; `eval.facenet`); flicker over the first 32 frames, every frame.
 
 `run` writes per method the anonymized clips, ``table.json`` (per clip and pooled), a
 before/after sheet (original | swap | ida) of every sampled face and the blind A/B sheet with

@@ -25,6 +25,7 @@ the face stage covers every face of the frame and counts them as ``"error"``.
 from __future__ import annotations
 
 import importlib.util
+import logging
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -294,6 +295,7 @@ class MethodSpec:
     needs_reid: bool = False  # re-identification on by default (a returning person keeps a face)
     extra: str | None = None  # the pip extra that must be installed, e.g. "torch"
     help: str = ""
+    caution: str | None = None  # logged as a warning whenever the method is built
 
 
 METHODS: Table[MethodSpec] = Table("method")
@@ -336,12 +338,18 @@ def require_extra(extra: str, what: str) -> None:
         )
 
 
+_CAUTIONED: set[str] = set()
+
+
 def make_method(opts: Options) -> FaceMethod:
     """The face method ``opts.method``, built with ``opts``."""
     spec = get_spec(opts.method)
     if spec.extra is not None:
         require_extra(spec.extra, f"--method {spec.name}")
     method = spec.factory(opts)
+    if spec.caution and spec.name not in _CAUTIONED:  # once per process, not per file
+        _CAUTIONED.add(spec.name)
+        logging.getLogger("streamanon").warning("--method %s: %s", spec.name, spec.caution)
     if not isinstance(method, FaceMethod):
         raise TypeError(
             f"factory of {spec.name!r} returned {type(method).__name__}, not a FaceMethod"
@@ -379,6 +387,13 @@ register(
         "mask", _classic("mask"), needs_landmarks=True, help="blur only the face's own shape"
     )
 )
+# Measured on footage never tuned on (docs/generator.md, "Seventh session"): the realistic
+# methods are verified against Ψ only, and a recognizer of another family sees through them.
+NOT_PROVEN = (
+    "not proven anonymous: on clips it was never tuned on, FaceNet (a recognizer of another "
+    "family than the one the method checks against) re-identified about one face in five "
+    "(docs/generator.md); use blur (the default) where anonymity must hold"
+)
 register(
     MethodSpec(
         "swap",
@@ -387,6 +402,7 @@ register(
         needs_reid=True,
         extra="torch",
         help="a realistic delegate face of nobody, re-shaped to each person (IPD)",
+        caution=NOT_PROVEN,
     )
 )
 register(
@@ -397,6 +413,7 @@ register(
         needs_reid=True,
         extra="torch",
         help="swap refined by the paper's generator (engines/refiner_128.onnx); the default once it passes its release gate",
+        caution=NOT_PROVEN,
     )
 )
 
