@@ -43,7 +43,7 @@ def test_classic_methods_are_face_methods(name: str) -> None:
 def test_the_realistic_methods_warn_that_they_are_not_proven_anonymous(
     caplog, monkeypatch
 ) -> None:
-    """FaceNet re-identified about a fifth of `swap`/`ida` faces on clips never tuned on
+    """FaceNet re-identified 15-24 % of `swap`/`ida` faces on clips never tuned on
     (docs/generator.md): a user who picks them is told, once per run (a folder of 500
     pictures gets one line); the classic ones are not."""
     pytest.importorskip("torch")
