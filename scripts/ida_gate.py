@@ -44,16 +44,19 @@ METHODS = ("swap", "ida")
 FLICKER_FRAMES = 32
 
 
+VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # a clip given as a file's path, not a name
+
+
 def clip_path(clip: str) -> Path:
-    """The source video of a clip: a video file's path (the second evaluation set lives outside
+    """The source video of a clip: a video file's path (the newer evaluation sets live outside
     ../shared, docs/generator.md), a tuning clip's name, else a LivePortrait clip's name."""
-    if clip.endswith((".mp4", ".mkv", ".mov")):
+    if clip.endswith(VIDEO_SUFFIXES):
         return Path(clip)
     return VIDEOS / TUNING_CLIPS.get(clip, f"liveportrait_driving_{clip}.mp4")
 
 
 def clip_name(clip: str) -> str:
-    return Path(clip).stem if clip.endswith((".mp4", ".mkv", ".mov")) else clip
+    return Path(clip).stem if clip.endswith(VIDEO_SUFFIXES) else clip
 
 
 def trim(src: Path, dst: Path, frames: int, start: int = 0) -> Path:
