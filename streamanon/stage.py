@@ -172,6 +172,7 @@ class Stage:
             t,
             image=frame.image if self.reid else None,
             camera_shift=shift,
+            looked=dets is not None,
         )
         ended = self.tracker.pop_ended()
         if ended:

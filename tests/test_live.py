@@ -233,6 +233,8 @@ def _assert_anonymized(faces_out: int, checked: int, faces_per_input_frame: floa
     (the man near x=930, y=300 in 720p) ~40 px too high at score 0.85, and the blur covers only
     its top half; about 1 frame in 25 shows it. That is a detector/mask size problem reported
     to the detection owners, not a live-path one; with anonymization off every face is found.
+    (A second cause, faces lost over a gap of frames dropped under load, is fixed in the
+    tracker: `tests/test_track.py::test_demo_face_after_dropped_frames_is_covered`.)
     """
     allowed = int(0.05 * checked * faces_per_input_frame)
     assert faces_out <= allowed, (
@@ -366,23 +368,25 @@ def test_push_to_rtsp_listener_and_clean_stop(tmp_path, input_has_faces):
     run = LiveRun(f"rtsp://127.0.0.1:{pin}/cam", f"rtsp://127.0.0.1:{pout}/anon", listen=True)
     pub = Publisher(f"rtsp://127.0.0.1:{pin}/cam")
     try:
-        assert _wait_for(lambda: run.last("frames_out") >= 15 or run.error, 45), run.stats[-1:]
+        # 50 frames: the 5 % rule judges 12 of them (~40 faces); on 15 frames it judged 5
+        # (17 faces), where one borderline face failed it.
+        assert _wait_for(lambda: run.last("frames_out") >= 50 or run.error, 60), run.stats[-1:]
     finally:
         pub.close()
         report = run.finish()  # what SIGINT/SIGTERM do in the CLI
     # A clean stop sends TEARDOWN: the listening ffmpeg ends by itself, file complete.
     assert sink.wait(timeout=20) == 0
     lat = report.extra["latency_ms"]
-    assert report.extra["frames_out"] >= 15 and lat["frames"] >= 15 and lat["p50"] > 0
+    assert report.extra["frames_out"] >= 50 and lat["frames"] >= 15 and lat["p50"] > 0
     assert report.extra["frames_in"] >= report.frames + report.dropped_frames
     times, faces, checked = _decode_times_and_faces(received)
-    assert len(times) >= 15
+    assert len(times) >= 45
     # ffmpeg's RTSP-listen demuxer hands its first packet over untimed (the matroska muxer
     # warns "Timestamps are unset") and -c copy writes it at 0: judge the rest.
     times = times[1:] if times[:2] == [0.0, 0.0] else times
     bad = [(i, a, b) for i, (a, b) in enumerate(zip(times, times[1:], strict=False)) if b <= a]
     assert not bad, f"timestamps not increasing at {bad[:5]}"
-    assert checked >= 3
+    assert checked >= 10
     _assert_anonymized(faces, checked, input_has_faces)
 
 

@@ -12,7 +12,8 @@ which is the union of
 Unlike ByteTrack, nothing detected with a high score is withheld while a track "activates".
 Detected rows carry the detector's own box (where the face is now, no filter lag) and the
 smoothed landmarks; `Track.box` holds the filtered box. Coasting lasts while
-``t - last_hit_t <= coast_s`` (inclusive), then the track ends (see `pop_ended`).
+``t - last_hit_t <= coast_s`` (inclusive), and at least until one frame the detector ran on
+has missed the face (within ``LOOK_GRACE_S``), then the track ends (see `pop_ended`).
 Time is the frame's presentation time in seconds, so variable frame rates and dropped frames
 only change dt.
 """
@@ -39,6 +40,10 @@ from streamanon.types import Detections
 # (image_bgr, detections) -> (n, 128) embeddings; dlib's metric: same person below 0.6.
 ReidFn = Callable[[np.ndarray, Detections], np.ndarray]
 
+# Longest gap after a track's last hit over which it is kept until a frame is looked at
+# (see `FaceTracker.update`); longer gaps are outages, the scene may have changed.
+LOOK_GRACE_S = 2.0
+
 # A landmark jump larger than this (in face sizes, mean over points) restarts the smoother
 # instead of dragging the old shape across the face.
 _LM_RESET = 0.35
@@ -57,6 +62,7 @@ class Track:
     landmarks68: np.ndarray | None = None  # smoothed (68, 2), or None
     coasting: bool = False
     behind: bool = False  # lost while behind another detected face: coasts longer
+    missed: int = 0  # frames detected (looked at) since the last hit that did not find it
     embedding: np.ndarray | None = None  # set only when the tracker has a reid function
     # Internal filter state.
     filter: BoxFilter | None = field(default=None, repr=False)
@@ -236,8 +242,13 @@ class FaceTracker:
         t: float,
         image: np.ndarray | None = None,
         camera_shift: tuple[float, float] | None = None,
+        looked: bool = True,
     ) -> Detections:
         """Advance to time `t` (seconds) with this frame's detections; returns what to anonymize.
+
+        `looked`: whether the detector ran on this frame (False: a frame between detections,
+        ``dets`` empty). A track ends only once a frame that was looked at has missed it, so
+        frames dropped under load or skipped by a cadence never end a track by themselves.
 
         `camera_shift` (dx, dy px): how far the whole scene moved since the previous frame
         (`streamanon.motion.CameraMotion`); every track is moved by it before prediction.
@@ -303,7 +314,14 @@ class FaceTracker:
                 live.append(tr)
                 continue
             limit = self.behind_coast_s if tr.behind else self.coast_s
-            if tr.hits >= self.min_hits and t - tr.last_hit_t <= limit + 1e-9:
+            tr.missed += int(looked)
+            since = t - tr.last_hit_t
+            # Past its time, a track still coasts until the first frame that was looked at
+            # misses it (within LOOK_GRACE_S): after a gap of dropped frames (a busy live
+            # run) the face is still where the track predicts, often scoring low as it turns
+            # or goes behind something, and only a look can say it is gone.
+            unseen = tr.missed <= 1 and since <= LOOK_GRACE_S
+            if tr.hits >= self.min_hits and (since <= limit + 1e-9 or unseen):
                 coasting.append(tr)
                 live.append(tr)
             else:
@@ -363,6 +381,7 @@ class FaceTracker:
         tr.score = float(dets.score[di])
         tr.hits += 1
         tr.last_hit_t = t
+        tr.missed = 0
         tr.coasting = False
         tr.hit_landmarks5 = None if dets.landmarks5 is None else dets.landmarks5[di].copy()
         if dets.landmarks68 is not None:
