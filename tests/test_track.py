@@ -393,8 +393,6 @@ def test_a_face_lost_behind_another_coasts_longer() -> None:
 def test_demo_face_coming_out_from_behind_another_is_covered() -> None:
     """examples/demo.mp4, frame 108: a man lost behind a nearer face for 0.6 s comes out half
     visible one frame before the detector finds him again; his region must be covered."""
-    from fractions import Fraction
-
     from streamanon.anonymizer import Anonymizer, Options
     from streamanon.io.video import VideoReader
     from streamanon.types import Frame
