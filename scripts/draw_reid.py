@@ -134,10 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.cmd == "score":
         print(score([row for f in args.files for row in json.loads(f.read_text())]))
         return 0
-    from streamanon.eval.facenet import FaceNetJudge
-    from streamanon.eval.recognizers import DlibRecognizer
+    from ida_gate import judges as gate_judges
 
-    judges = (FaceNetJudge(), DlibRecognizer())
+    dlib, facenet = gate_judges()  # the gate's two recognizers, built once
+    judges = (facenet, dlib)
     rows: list[dict] = []
     for clip in args.clips.split(","):
         for seed in (int(x) for x in args.seeds.split(",")):
